@@ -1,0 +1,1 @@
+"""The management API: system of record, every write, auth, analytics queries, MCP."""

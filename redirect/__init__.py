@@ -1,0 +1,1 @@
+"""The redirect edge: resolves (host, slug) to a response and emits click events."""
