@@ -1,0 +1,66 @@
+"""What a User-Agent says: device type, OS and browser for routing rules; preview fetchers."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import NamedTuple
+
+import ua_parser
+
+
+class Agent(NamedTuple):
+    device: str  # desktop | mobile | tablet | bot
+    os: str  # lower-case family with spaces removed: "ios", "android", "windows", "macos", "linux"
+    browser: str  # lower-case family without "mobile"/"ios"/"webview": "chrome", "safari", "firefox"
+
+
+# Link-preview fetchers: they render Open Graph tags instead of following a redirect.
+# iMessage sends a desktop-Safari UA that also contains "facebookexternalhit" and "Twitterbot".
+_FETCHER = re.compile(
+    r"facebookexternalhit|facebot|facebookcatalog|meta-externalagent|twitterbot|linkedinbot|slackbot"
+    r"|slack-imgproxy|discordbot|whatsapp|telegrambot|applebot|googlebot|google-inspectiontool"
+    r"|googleother|pinterest|redditbot|skypeuripreview|embedly|vkshare|mastodon|bluesky|cardyb"
+    r"|snapchat|viberbot|line-poker|kakaotalk-scrap|iframely|bingbot|bingpreview|yandexbot",
+    re.IGNORECASE,
+)
+_BOT = re.compile(r"bot\b|bot/|crawler|spider|crawl|slurp|preview|externalhit|headless|curl/|wget/", re.IGNORECASE)
+_BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
+_OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}
+
+
+def normalise_os(name: str) -> str:
+    """Compare OS names loosely: "Mac OS X", "macOS" and "macos" are one."""
+    key = name.lower().replace(" ", "").replace("_", "")
+    return _OS_ALIASES.get(key, key)
+
+
+def normalise_browser(name: str) -> str:
+    """Compare browsers loosely: "Chrome Mobile iOS" is "chrome", "Mobile Safari" is "safari"."""
+    return " ".join(_BROWSER_NOISE.sub(" ", name.lower()).split())
+
+
+def is_preview_fetcher(user_agent: str) -> bool:
+    """True for the crawlers that build link previews (Facebook, X, LinkedIn, Slack, Discord…)."""
+    return bool(user_agent) and _FETCHER.search(user_agent) is not None
+
+
+@lru_cache(maxsize=16384)
+def parse_agent(user_agent: str) -> Agent:
+    """Classify a User-Agent (cached by string: the same few thousand UAs make most traffic)."""
+    result = ua_parser.parse(user_agent[:512])
+    os_family = result.os.family if result.os else ""
+    browser = result.user_agent.family if result.user_agent else ""
+    device_family = result.device.family if result.device else ""
+    brand = (result.device.brand or "") if result.device else ""
+    if device_family == "Spider" or (user_agent and _BOT.search(user_agent)) or not user_agent:
+        device = "bot"
+    elif device_family == "iPad" or "tablet" in brand.lower() or "tablet" in device_family.lower():
+        device = "tablet"
+    elif os_family == "Android" and "Mobile" not in user_agent:
+        device = "tablet"  # Android tablets drop "Mobile" from the UA, per Google's guidance
+    elif os_family in ("iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS") or "Mobi" in user_agent:
+        device = "mobile"
+    else:
+        device = "desktop"
+    return Agent(device=device, os=normalise_os(os_family), browser=normalise_browser(browser))

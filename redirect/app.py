@@ -1,0 +1,165 @@
+"""The edge process: the plain-ASGI hot path in front, Starlette for its own endpoints and lifespan.
+
+``/healthz`` (process up), ``/readyz`` (Redis and broker reachable), ``/metrics`` (Prometheus)
+and ``/favicon.ico`` are answered by Starlette; every other path is a short link. The
+lifespan owns every background task: the Redis batcher, the invalidation subscriber and the
+click-event sender; shutdown drains the event queue to the broker or the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from h0p_settings import Settings
+from redirect.cache import RecordCache
+from redirect.edge import EdgeHandler, Receive, Scope, Send
+from redirect.geo import GeoLocator
+from redirect.invalidation import InvalidationSubscriber
+from redirect.metrics import CONTENT_TYPE, EdgeMetrics
+from redirect.producer import ClickProducer
+from redirect.protect import PasswordGate
+from redirect.resolve import REDIS_ERRORS, PostgresReader, Resolver
+
+log = logging.getLogger("h0p.redirect")
+
+RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
+DRAIN_TIMEOUT_S = 20.0
+
+
+class EdgeApp:
+    """The ASGI application of the edge (see ``create_app``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = EdgeMetrics()
+        self.cache = RecordCache(settings.cache_size, settings.cache_ttl_s, settings.negative_ttl_s)
+        # Every call has a timeout and the pool a bound: a stalled Redis must not hold requests forever.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=32, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
+        self.postgres = PostgresReader(settings.database_url)
+        self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics)
+        self.producer = ClickProducer(settings, self.metrics)
+        self.subscriber = InvalidationSubscriber(
+            settings.redis_url, settings.invalidation_channel, self.cache, self.metrics
+        )
+        self.geo = GeoLocator(settings.geoip_path)
+        gate = PasswordGate(
+            settings.secret_key,
+            self.redis,
+            settings.password_attempts,
+            settings.password_window_s,
+            secure=settings.public_scheme == "https",
+        )
+        self.handler = EdgeHandler(settings, self.resolver, self.producer, gate, self.geo, self.metrics)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.starlette = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
+                Route("/readyz", self.readyz, methods=["GET", "HEAD"]),
+                Route("/metrics", self.render_metrics, methods=["GET"]),
+                Route("/favicon.ico", self.favicon, methods=["GET", "HEAD"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in RESERVED:
+            await self.handler(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        """Start the background tasks; nothing here waits for Redis, Postgres or the broker."""
+        self.tasks = [
+            asyncio.create_task(self.resolver.batcher.run(), name="edge-redis-batcher"),
+            asyncio.create_task(self.subscriber.run(), name="edge-invalidation"),
+            asyncio.create_task(self.producer.run(), name="edge-click-sender"),
+        ]
+
+    async def stop(self) -> None:
+        """Drain click events (broker or spool), then stop every task and close connections."""
+        sender = self.tasks[-1] if self.tasks else None
+        self.producer.close()
+        if sender is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(sender), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                log.error("click events not drained within %ss; the rest stays in memory", DRAIN_TIMEOUT_S)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        self.resolver.batcher.fail_pending()
+        await self.subscriber.close()
+        await self.redis.aclose()
+        await self.postgres.close()
+        self.geo.close()
+
+    async def healthz(self, _request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(self, _request: Request) -> Response:
+        problems = []
+        try:
+            await asyncio.wait_for(self.redis.ping(), 1.0)
+        except REDIS_ERRORS:
+            problems.append("redis unreachable")
+        if self.producer.enabled and not self.producer.connected:
+            problems.append("broker unreachable (click events spooled)")
+        if problems:
+            return PlainTextResponse("\n".join(problems), status_code=503)
+        return PlainTextResponse("ready")
+
+    async def render_metrics(self, _request: Request) -> Response:
+        self.metrics.spool_bytes.set(self.producer.spool.pending_bytes())
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def favicon(self, _request: Request) -> Response:
+        # browsers ask for it on every first visit: not a slug, not an orphan click
+        return Response(status_code=404, headers={"cache-control": "max-age=86400"})
+
+
+def create_app(settings: Settings) -> EdgeApp:
+    """The edge as an ASGI app whose lifespan owns its background tasks."""
+    return EdgeApp(settings)
+
+
+def uvicorn_config(settings: Settings, app: Any = None, port: int | None = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app if app is not None else create_app(settings),
+        host=settings.bind_host,
+        port=settings.redirect_port if port is None else port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S),
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the edge until SIGINT/SIGTERM, then drain click events and exit."""
+    uvicorn.Server(uvicorn_config(settings)).run()

@@ -1,0 +1,342 @@
+"""The hot path: a plain ASGI callable that turns (host, slug) into a response and a click event.
+
+No framework, no per-request logging; the common case (a cached link without rules) is a
+dict lookup, a few header reads and two ``send`` calls with precomputed header bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
+
+from h0p_settings import Settings
+from redirect import pages
+from redirect.agent import is_preview_fetcher
+from redirect.cache import MISSING
+from redirect.client import ClientAddress
+from redirect.events import EVENT_VERSION, ClickEvent, new_event_id
+from redirect.geo import GeoLocator
+from redirect.metrics import EdgeMetrics
+from redirect.producer import ClickProducer
+from redirect.protect import Attempt, PasswordGate, read_cookie
+from redirect.record import DomainRecord, LinkRecord, domain_key, link_key
+from redirect.request import BadRequest, Headers, normalise_host, parse_slug, raw_path_of
+from redirect.resolve import Resolver, Unavailable
+from redirect.rules import Visitor, choose_rule, choose_split, merge_query, split_bucket, strip_marker
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+VISITOR_COOKIE = "h0p_vid"
+MAX_FORM_BYTES = 4096
+REDIRECT_CODES = frozenset((301, 302, 303, 307, 308))
+_SAFE_URL_CHARS = "!#$%&'()*+,/:;=?@[]~-._"
+_NO_STORE = (b"cache-control", b"no-store")
+_HTML = (b"content-type", b"text/html; charset=utf-8")
+_CSP = (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_FRAMES = (b"x-frame-options", b"DENY")
+_EMPTY = (b"content-length", b"0")
+
+
+def location_bytes(url: str) -> bytes:
+    """A Location header value: ASCII only (IDN hosts as punycode, the rest percent-encoded)."""
+    if url.isascii() and url.isprintable() and " " not in url:
+        return url.encode("ascii")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host and not host.isascii():
+            netloc = parts.netloc.replace(host, host.encode("idna").decode("ascii"))
+            url = parts._replace(netloc=netloc).geturl()
+    except (ValueError, UnicodeError):
+        pass
+    return quote(url, safe=_SAFE_URL_CHARS).encode("ascii")
+
+
+class EdgeHandler:
+    """Answers every path that is not one of the edge's own endpoints."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        resolver: Resolver,
+        producer: ClickProducer,
+        gate: PasswordGate,
+        geo: GeoLocator,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.settings = settings
+        self.default_domain = settings.default_domain
+        self.resolver = resolver
+        self.cache = resolver.cache
+        self.producer = producer
+        self.events = producer.enabled
+        self.gate = gate
+        self.geo = geo
+        self.metrics = metrics
+        self.outcome = metrics.requests
+        self.clients = ClientAddress(settings.trusted_proxies)
+        self.blocked = tuple(settings.blocked_hosts)
+        self._targets: dict[str, tuple[bytes, bool]] = {}  # url -> (Location bytes, blocked)
+        self._secure_cookie = "; Secure" if settings.public_scheme == "https" else ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD", "POST"):
+            self.outcome["bad_request"].inc()
+            await self._page(send, 405, pages.NOT_ALLOWED, head, ((b"allow", b"GET, HEAD"),))
+            return
+        try:
+            slug = parse_slug(raw_path_of(scope))
+        except BadRequest as exc:
+            self.outcome["bad_request"].inc()
+            body = pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST
+            await self._page(send, exc.status, body, head)
+            return
+        headers = Headers(scope["headers"])
+        host = normalise_host(headers.host) or self.default_domain
+        try:
+            domain, domain_record = await self._domain(host)
+            if not slug:
+                await self._root(send, domain, domain_record, head)
+                return
+            record = await self._lookup(link_key(domain, slug))
+        except Unavailable:
+            self.outcome["unavailable"].inc()
+            await self._page(send, 503, pages.UNAVAILABLE, head, ((b"retry-after", b"5"),))
+            return
+        if method == "POST" and not isinstance(record, LinkRecord):
+            self.outcome["bad_request"].inc()
+            await self._page(send, 405, pages.NOT_ALLOWED, head, ((b"allow", b"GET, HEAD"),))
+            return
+        query, qr = strip_marker(scope.get("query_string", b"").decode("latin-1"))
+        client = scope.get("client")
+        ip = self.clients.resolve(client[0] if client else "", headers.forwarded_for)
+        if not isinstance(record, LinkRecord):
+            await self._not_found(send, domain, slug, domain_record, headers, ip, method, query, qr, head)
+            return
+        now = time.time()
+        if record.expires_at is not None and now >= record.expires_at:
+            url = record.expired_url or (domain_record.expired_url if domain_record else None)
+            if url:
+                await self._redirect(send, 302, self._target(url)[0], (), head)
+            else:
+                await self._page(send, 410, pages.EXPIRED, head)
+            self.outcome["expired"].inc()
+            self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
+            return
+        if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
+            await self._preview(send, domain, slug, record, head)
+            self._emit(now, domain, slug, record, None, None, ip, method, headers, query, qr, 200)
+            return
+        if record.password_hash:
+            if method == "POST":
+                await self._unlock(scope, receive, send, record, ip)
+                return
+            if not self.gate.unlocked(record, headers.cookie):
+                self.outcome["password"].inc()
+                await self._page(send, 200, pages.password_page(), head, (_FRAMES,))
+                return
+        elif method == "POST":
+            self.outcome["bad_request"].inc()
+            await self._page(send, 405, pages.NOT_ALLOWED, head, ((b"allow", b"GET, HEAD"),))
+            return
+        await self._follow(send, now, domain, slug, record, headers, ip, method, query, qr, head)
+
+    async def _follow(
+        self, send: Send, now: float, domain: str, slug: str, record: LinkRecord, headers: Headers,
+        ip: str, method: str, query: str, qr: bool, head: bool,
+    ) -> None:  # fmt: skip
+        url, rule = record.url, None
+        extra: tuple[tuple[bytes, bytes], ...] = ()
+        if record.rules:
+            visitor = Visitor(
+                ip=ip, user_agent=headers.user_agent, accept_language=headers.accept_language,
+                referer=headers.referer, query_string=query, locate=self.geo.locate, now=now,
+            )  # fmt: skip
+            chosen = choose_rule(record, visitor)
+            if chosen is not None:
+                url, rule = chosen
+        if rule is None and record.split:
+            visitor_id = read_cookie(headers.cookie, VISITOR_COOKIE) if headers.cookie else None
+            if not visitor_id or len(visitor_id) != 32 or not visitor_id.isalnum():
+                visitor_id = os.urandom(16).hex()
+                cookie = f"{VISITOR_COOKIE}={visitor_id}; Max-Age=31536000; Path=/; HttpOnly; SameSite=Lax"
+                extra = ((b"set-cookie", (cookie + self._secure_cookie).encode()),)
+            chosen = choose_split(record.split, split_bucket(visitor_id, record.link_id))
+            if chosen is not None:
+                url, rule = chosen
+        forwarded = parse_qsl(query, keep_blank_values=True) if query and record.forward_query else ()
+        if record.utm or forwarded:
+            url = merge_query(url, record.utm, forwarded)
+        location, blocked = self._target(url)
+        if blocked:
+            self.outcome["blocked"].inc()
+            await self._page(send, 403, pages.blocked_page(url), head)
+            self._emit(now, domain, slug, record, url, rule, ip, method, headers, query, qr, 403)
+            return
+        status = record.status_code if record.status_code in REDIRECT_CODES else 302
+        await self._redirect(send, status, location, extra, head)
+        self.outcome["redirect"].inc()
+        if self.events:
+            self._emit(now, domain, slug, record, url, rule, ip, method, headers, query, qr, status)
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    async def _lookup(self, key: str) -> Any:
+        value = self.cache.get(key)
+        if value is not MISSING:
+            self.metrics.cache_hit.inc()
+            return value
+        return await self.resolver.lookup(key)
+
+    async def _domain(self, host: str) -> tuple[str, DomainRecord | None]:
+        """The slug namespace for a host: its own when it is a verified custom domain."""
+        if host == self.default_domain:
+            return host, None
+        found = await self._lookup(domain_key(host))
+        if isinstance(found, DomainRecord):
+            return host, found
+        return self.default_domain, None
+
+    def _target(self, url: str) -> tuple[bytes, bool]:
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) > 50_000:
+                self._targets.clear()
+            try:
+                host = (urlsplit(url).hostname or "").rstrip(".")
+            except ValueError:
+                host = ""
+            blocked = bool(host) and any(host == b or host.endswith("." + b) for b in self.blocked)
+            target = (location_bytes(url), blocked)
+            self._targets[url] = target
+        return target
+
+    # -- other answers ------------------------------------------------------------------------
+
+    async def _root(self, send: Send, domain: str, record: DomainRecord | None, head: bool) -> None:
+        self.outcome["root"].inc()
+        if record is not None and record.root_url:
+            await self._redirect(send, 302, self._target(record.root_url)[0], (), head)
+        else:
+            await self._page(send, 200, pages.root_page(domain), head)
+
+    async def _not_found(
+        self, send: Send, domain: str, slug: str, domain_record: DomainRecord | None, headers: Headers,
+        ip: str, method: str, query: str, qr: bool, head: bool,
+    ) -> None:  # fmt: skip
+        self.outcome["not_found"].inc()
+        url = domain_record.not_found_url if domain_record else None
+        if url:
+            await self._redirect(send, 302, self._target(url)[0], (), head)
+        else:
+            await self._page(send, 404, pages.NOT_FOUND, head)
+        # an orphan: hits on missing links show up in analytics
+        self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
+
+    async def _preview(self, send: Send, domain: str, slug: str, record: LinkRecord, head: bool) -> None:
+        self.outcome["preview"].inc()
+        image = record.og_image or ""
+        if image and not image.startswith(("http://", "https://")):
+            # a file id: its public content URL on the API
+            base = self.settings.api_public_url or (
+                f"{self.settings.public_scheme}://{self.default_domain}:{self.settings.api_port}"
+            )
+            image = f"{base}/files/{quote(image, safe='')}/content"
+        body = pages.preview_page(
+            title=record.og_title or "",
+            description=record.og_description or "",
+            image=image,
+            url=record.url,
+            canonical=self.settings.short_url(domain, slug),
+        )
+        await self._page(send, 200, body, head)
+
+    async def _unlock(self, scope: Scope, receive: Receive, send: Send, record: LinkRecord, ip: str) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > MAX_FORM_BYTES:
+                self.outcome["bad_request"].inc()
+                await self._page(send, 413, pages.BAD_REQUEST, False)
+                return
+            if not message.get("more_body", False):
+                break
+        try:
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=8)
+        except (UnicodeDecodeError, ValueError):
+            form = {}
+        password = (form.get("password") or [""])[0]
+        try:
+            result = await self.gate.attempt(record, ip, password)
+        except Unavailable:
+            self.outcome["unavailable"].inc()
+            await self._page(send, 503, pages.UNAVAILABLE, False, ((b"retry-after", b"5"),))
+            return
+        self.outcome["password" if result is not Attempt.LIMITED else "limited"].inc()
+        if result is Attempt.LIMITED:
+            retry = str(self.gate.retry_after()).encode()
+            await self._page(send, 429, pages.TOO_MANY, False, ((b"retry-after", retry),))
+        elif result is Attempt.WRONG:
+            await self._page(send, 403, pages.password_page("Wrong password."), False, (_FRAMES,))
+        else:
+            # 303: the browser GETs the link again, now with the cookie, and follows it normally
+            path = raw_path_of(scope).split(b"?", 1)[0]
+            query = scope.get("query_string", b"")
+            target = path + (b"?" + query if query else b"")
+            cookie = (b"set-cookie", self.gate.unlock_cookie(record))
+            await self._redirect(send, 303, target, (cookie,), False)
+
+    # -- responses and events -----------------------------------------------------------------
+
+    @staticmethod
+    async def _redirect(
+        send: Send, status: int, location: bytes, extra: tuple[tuple[bytes, bytes], ...], head: bool
+    ) -> None:
+        headers = [(b"location", location), _NO_STORE, _EMPTY, *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _page(
+        send: Send, status: int, body: bytes, head: bool, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        headers = [_HTML, (b"content-length", str(len(body)).encode()), _NO_STORE, _CSP, _NOSNIFF, *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+    def _emit(
+        self, now: float, domain: str, slug: str, record: LinkRecord | None, url: str | None, rule: str | None,
+        ip: str, method: str, headers: Headers, query: str, qr: bool, status: int,
+    ) -> None:  # fmt: skip
+        if not self.events:
+            return
+        self.producer.emit(
+            ClickEvent(
+                v=EVENT_VERSION,
+                id=new_event_id(now),
+                ts=now,
+                domain=domain,
+                slug=slug,
+                link_id=record.link_id if record else None,
+                workspace_id=record.workspace_id if record else None,
+                url=url,
+                rule=rule,
+                ip=ip,
+                method=method,
+                ua=headers.user_agent,
+                referer=headers.referer,
+                lang=headers.accept_language,
+                query=query,
+                qr=qr,
+                status=status,
+            )
+        )

@@ -1,0 +1,70 @@
+"""Keeps the in-process cache coherent: every message on the invalidation channel is a Redis key
+to forget. On every (re)connect the whole cache is cleared, since messages were missed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from redirect.cache import RecordCache
+from redirect.metrics import EdgeMetrics
+from redirect.resolve import REDIS_ERRORS
+
+log = logging.getLogger("h0p.redirect")
+
+POLL_S = 1.0
+MAX_BACKOFF_S = 5.0
+
+
+class InvalidationSubscriber:
+    """Subscribes to ``channel``, drops keys from ``cache``; reconnects by itself."""
+
+    def __init__(self, redis_url: str, channel: str, cache: RecordCache, metrics: EdgeMetrics) -> None:
+        self.channel = channel
+        self.cache = cache
+        self.metrics = metrics
+        self.connected = asyncio.Event()
+        # No silent retries inside redis-py: a reconnect it made on its own would hide that
+        # messages were lost, and the cache would keep stale records.
+        self._redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=10.0,
+            health_check_interval=5,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    async def run(self) -> None:
+        """The loop owned by the app's lifespan; returns only when cancelled."""
+        backoff = 0.2
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.cache.clear()
+                    self.connected.set()
+                    if backoff > 0.2:
+                        log.info("invalidation channel reconnected; in-process cache cleared")
+                    backoff = 0.2
+                    while True:
+                        message = await pubsub.get_message(timeout=POLL_S)
+                        if message is not None and message.get("type") == "message":
+                            data = message["data"]
+                            key = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+                            self.cache.invalidate(key)
+                            self.metrics.invalidations.inc()
+            except REDIS_ERRORS as exc:
+                if self.connected.is_set():
+                    log.warning("invalidation channel lost (%s); reconnecting", type(exc).__name__)
+                self.connected.clear()
+                # The cache is kept while Redis is away (cached links keep resolving even if
+                # Postgres is down too) and cleared on reconnect, above.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

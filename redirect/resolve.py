@@ -1,0 +1,210 @@
+"""A Redis key to a cache record: in-process LRU, then Redis, then Postgres (read-only).
+
+Concurrent misses for one key share one lookup; concurrent misses for different keys share
+one Redis round trip (an MGET of every key waiting while the previous one was in flight).
+Redis down: Postgres answers (still correct), and Redis is retried after a short pause, so the
+edge recovers by itself. Both down: a key not in the LRU raises ``Unavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from redirect import record as rec
+from redirect.cache import MISSING, Record, RecordCache
+from redirect.metrics import EdgeMetrics
+
+log = logging.getLogger("h0p.redirect")
+
+RETRY_AFTER_S = 1.0  # after a failure, skip a dependency this long instead of waiting on it per request
+FILL_TTL_S = 86_400  # records the edge writes back to Redis expire; the API's own writes are authoritative
+OUTAGE_TTL_S = 5.0  # LRU TTL for answers read while Redis (and its invalidations) is down
+MAX_BATCH = 512
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+POSTGRES_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Unavailable(Exception):
+    """Neither Redis nor Postgres could answer for a key that is not cached."""
+
+
+def decode_value(key: str, raw: bytes) -> Record | None | object:
+    """A Redis value as a record, ``None`` (negative marker) or ``MISSING`` (unknown version)."""
+    if raw == rec.NEGATIVE:
+        return None
+    decoded = rec.decode_link(raw) if key.startswith("h0p:l:") else rec.decode_domain(raw)
+    return MISSING if decoded is None else decoded
+
+
+class RedisBatcher:
+    """Collects GETs from concurrent requests into MGETs, one in flight at a time."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._pending: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        self._wake = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((key, future))
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        """The loop owned by the app's lifespan."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    values = await self.redis.mget([key for key, _ in batch])
+                except REDIS_ERRORS as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), value in zip(batch, values, strict=True):
+                    if not future.done():
+                        future.set_result(value if isinstance(value, bytes) else None)
+
+    def fail_pending(self) -> None:
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(ConnectionError("edge shutting down"))
+        self._pending.clear()
+
+
+class PostgresReader:
+    """The fallback: one indexed query per key, on a small pool that connects lazily."""
+
+    def __init__(self, database_url: str, pool_size: int = 4) -> None:
+        self.database_url = database_url
+        self.pool_size = pool_size
+        self._pool: Any = None
+
+    async def _get_pool(self) -> Any:
+        if self._pool is None:
+            # min_size=0: creating the pool opens no connection, so the edge starts without Postgres
+            self._pool = await asyncpg.create_pool(
+                self.database_url, min_size=0, max_size=self.pool_size, timeout=2.0, command_timeout=2.0
+            )
+        return self._pool
+
+    async def fetch(self, key: str) -> Record | None:
+        pool = await self._get_pool()
+        if key.startswith("h0p:l:"):
+            domain, _, slug = key[len("h0p:l:") :].partition("/")
+            row = await pool.fetchrow(rec.LINK_QUERY, domain, slug, timeout=2.0)
+            return None if row is None else rec.link_record_from_row(row)
+        row = await pool.fetchrow(rec.DOMAIN_QUERY, key[len("h0p:d:") :], timeout=2.0)
+        return None if row is None else rec.domain_record_from_row(row)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await asyncio.wait_for(self._pool.close(), 5.0)
+            self._pool = None
+
+
+class Resolver:
+    """Looks records up through the three layers; the LRU itself is read by the caller first."""
+
+    def __init__(
+        self, cache: RecordCache, redis: aioredis.Redis, postgres: PostgresReader, metrics: EdgeMetrics
+    ) -> None:
+        self.cache = cache
+        self.redis = redis
+        self.batcher = RedisBatcher(redis)
+        self.postgres = postgres
+        self.metrics = metrics
+        self.negative_ttl_s = cache.negative_ttl_s
+        self._inflight: dict[str, asyncio.Future[Record | None]] = {}
+        self._redis_down_until = 0.0
+        self._postgres_down_until = 0.0
+
+    @property
+    def redis_ok(self) -> bool:
+        return time.monotonic() >= self._redis_down_until
+
+    async def lookup(self, key: str) -> Record | None:
+        """The record for ``key`` (``None``: does not exist); raises ``Unavailable``."""
+        value = self.cache.get(key)
+        if value is not MISSING:
+            self.metrics.cache_hit.inc()
+            return value  # type: ignore[return-value]
+        self.metrics.cache_miss.inc()
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[key] = future
+            try:
+                future.set_result(await self._load(key))
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters may be none
+            finally:
+                del self._inflight[key]
+        return await asyncio.shield(future)
+
+    async def _load(self, key: str) -> Record | None:
+        generation = self.cache.generation
+        redis_answered = False
+        if self.redis_ok:
+            try:
+                raw = await self.batcher.get(key)
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
+            else:
+                redis_answered = True
+                if raw is not None:
+                    value = decode_value(key, raw)
+                    if value is not MISSING:
+                        self.metrics.redis_hit.inc()
+                        self.cache.put(key, value, generation)  # type: ignore[arg-type]
+                        return value  # type: ignore[return-value]
+                self.metrics.redis_miss.inc()
+        found = await self._from_postgres(key)
+        if redis_answered:
+            await self._fill(key, found)
+            self.cache.put(key, found, generation)
+        else:
+            # Invalidations do not arrive while Redis is down: keep such answers briefly.
+            self.cache.put(key, found, generation, ttl_s=min(self.cache.ttl_s, OUTAGE_TTL_S))
+        return found
+
+    async def _from_postgres(self, key: str) -> Record | None:
+        if time.monotonic() < self._postgres_down_until:
+            raise Unavailable(key)
+        self.metrics.postgres_lookups.inc()
+        try:
+            return await self.postgres.fetch(key)
+        except POSTGRES_ERRORS as exc:
+            self.metrics.postgres_errors.inc()
+            self._postgres_down_until = time.monotonic() + RETRY_AFTER_S
+            log.warning("postgres fallback failed (%s); uncached links answer 503", type(exc).__name__)
+            raise Unavailable(key) from exc
+
+    async def _fill(self, key: str, found: Record | None) -> None:
+        # NX: never overwrite what the API wrote meanwhile (its write is newer than our read).
+        value = rec.NEGATIVE if found is None else rec.encode(found)
+        ttl = max(1, round(self.negative_ttl_s)) if found is None else FILL_TTL_S
+        try:
+            await self.redis.set(key, value, nx=True, ex=ttl)
+        except REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.metrics.redis_error.inc()
+        if self.redis_ok:
+            log.warning("redis lookup failed (%s); falling back to postgres", type(exc).__name__)
+        self._redis_down_until = time.monotonic() + RETRY_AFTER_S

@@ -1,0 +1,158 @@
+"""Lookups under change and failure: invalidation of a running edge, Redis and Postgres outages."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from api.schemas import LinkCreate, LinkUpdate
+from api.services.context import ServiceContext
+from api.services.links import create_link, delete_link, update_link
+from api.services.workspaces import get_or_create_workspace
+from h0p_settings import Settings
+from tests.redirect.conftest import edge_client, edge_settings, served, unique, write_link
+from tests.services import free_port, wait_for_port
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Seconds until ``check`` held; fails after ``within``."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not true within {within}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_running_edge_serves_updates_deletions_and_new_slugs_within_a_second(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    ctx = ServiceContext(settings=settings, pool=pool, redis=redis)
+    workspace = await get_or_create_workspace(ctx, unique("edge-ws-"))
+    slug, fresh = unique("inv"), unique("new")
+    async with served(edge_settings(settings, tmp_path)) as (app, base), httpx.AsyncClient(base_url=base) as client:
+        await eventually(lambda: asyncio.sleep(0, app.subscriber.connected.is_set()), 5)
+        link = await create_link(
+            ctx, workspace.id, msgspec.convert({"url": "https://example.com/v1", "slug": slug}, LinkCreate)
+        )
+        assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/v1"  # now in the LRU
+
+        await update_link(ctx, workspace.id, link.id, msgspec.convert({"url": "https://example.com/v2"}, LinkUpdate))
+
+        async def updated() -> bool:
+            location: str | None = (await client.get(f"/{slug}")).headers.get("location")
+            return location == "https://example.com/v2"
+
+        await eventually(updated, within=1.0)
+
+        await delete_link(ctx, workspace.id, link.id)
+
+        async def gone() -> bool:
+            return (await client.get(f"/{slug}")).status_code == 404
+
+        await eventually(gone, within=1.0)
+
+        assert (await client.get(f"/{fresh}")).status_code == 404  # now a negative entry, in Redis and the LRU
+        await create_link(
+            ctx, workspace.id, msgspec.convert({"url": "https://example.com/new", "slug": fresh}, LinkCreate)
+        )
+
+        async def created() -> bool:
+            return (await client.get(f"/{fresh}")).status_code == 302
+
+        await eventually(created, within=1.0)
+
+
+@asynccontextmanager
+async def own_redis() -> AsyncIterator[tuple[int, Callable[[], None], Callable[[], None]]]:
+    """A redis-server of this test only (stopping the shared one would break other tests)."""
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(
+            subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        wait_for_port(port)
+
+    def stop() -> None:
+        proc = procs[-1]
+        proc.terminate()
+        proc.wait(5)
+
+    start()
+    try:
+        yield port, stop, start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(5)
+
+
+@pytest.mark.chaos
+async def test_redis_outage_falls_back_to_postgres_and_recovers(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
+) -> None:
+    async with own_redis() as (port, stop_redis, start_redis):
+        s = edge_settings(settings, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", cache_size=0)
+        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=2)
+        slug = unique("ro")
+        await write_link(pool, r, workspace_id, domain=s.default_domain, slug=slug, url="https://example.com/r")
+        await r.aclose()
+        async with edge_client(s) as (app, client):
+            assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
+            assert app.metrics.redis_hit._value.get() >= 1
+            stop_redis()
+            for _ in range(5):
+                r1 = await client.get(f"/{slug}")
+                assert r1.status_code == 302 and r1.headers["location"] == "https://example.com/r"
+            assert (await client.get("/never-existed-slug")).status_code == 404
+            assert (await client.get("/readyz")).status_code == 503
+            start_redis()  # empty: the edge refills it from Postgres
+
+            async def redis_used_again() -> bool:
+                before = app.metrics.redis_hit._value.get()
+                assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
+                return float(app.metrics.redis_hit._value.get()) > float(before)
+
+            await eventually(redis_used_again, within=10)
+            await eventually(lambda: asyncio.sleep(0, app.subscriber.connected.is_set()), 10)
+
+
+@pytest.mark.chaos
+async def test_with_redis_and_postgres_down_cached_links_resolve_and_others_answer_503(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
+) -> None:
+    async with own_redis() as (port, stop_redis, _start):
+        s = edge_settings(
+            settings, tmp_path,
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/h0p",  # nothing listens: Postgres down
+        )  # fmt: skip
+        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=2)
+        slug = unique("pd")
+        await write_link(pool, r, workspace_id, domain=s.default_domain, slug=slug, url="https://example.com/c")
+        await r.aclose()
+        async with edge_client(s) as (app, client):
+            # (the subscriber clears the LRU when it connects: let that happen first)
+            await eventually(lambda: asyncio.sleep(0, app.subscriber.connected.is_set()), 5)
+            assert (await client.get(f"/{slug}")).status_code == 302  # from Redis, now in the LRU
+            assert (await client.get("/not-in-redis")).status_code == 503  # Redis up, Postgres down
+            stop_redis()
+            assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/c"
+            unavailable = await client.get("/not-cached-anywhere")
+            assert unavailable.status_code == 503 and unavailable.headers["retry-after"] == "5"
