@@ -50,6 +50,11 @@ class Settings:
     secret_key: str = "h0p-local-development-secret-change-me"
     spool_dir: str = "var/spool"
     files_dir: str = "var/files"
+    # Uploaded images: largest accepted upload, and total bytes per workspace (PLAN_LIMIT_REACHED above it).
+    file_max_bytes: int = 5 * 1024 * 1024
+    file_quota_bytes: int = 1024 * 1024 * 1024
+    # Base URL clients reach the API at (public file content URLs); "" = scheme://default_domain:api_port.
+    api_public_url: str = ""
     geoip_path: str = field(default_factory=_default_geoip_path)
     cache_size: int = 100_000
     cache_ttl_s: float = 60.0
@@ -66,9 +71,17 @@ class Settings:
     blocked_hosts: tuple[str, ...] = ()
     dns_resolver: str = ""
     store_raw_ip: bool = False
+    # Off only for benchmarks: the edge then emits no click events at all.
+    click_events: bool = True
     ingest_batch_size: int = 5000
     ingest_linger_ms: int = 200
+    # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
+    ingest_session_timeout_ms: int = 10_000
     log_level: str = "info"
+    # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
+    plans_json: str = ""
+    # The key `h0p mcp` (MCP over stdio) acts with; never printed (repr=False).
+    api_key: str = field(default="", repr=False)
 
     @property
     def redis_db(self) -> int:
@@ -211,6 +224,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
+        ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
@@ -223,6 +237,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_RATE_LIMITS_ENABLED", "rate_limits_enabled"),
         ("H0P_ALLOW_PRIVATE_TARGETS", "allow_private_targets"),
         ("H0P_STORE_RAW_IP", "store_raw_ip"),
+        ("H0P_CLICK_EVENTS", "click_events"),
     )
     for name, key in bools:
         if (v := get(name)) is not None:
@@ -231,6 +246,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kw["trusted_proxies"] = _networks("H0P_TRUSTED_PROXIES", v)
     if (v := get("H0P_BLOCKED_HOSTS")) is not None:
         kw["blocked_hosts"] = tuple(h.strip().lower().rstrip(".") for h in v.split(",") if h.strip())
+    if (v := get("H0P_FILE_MAX_BYTES")) is not None:
+        kw["file_max_bytes"] = _int("H0P_FILE_MAX_BYTES", v, 1, 2**31 - 1)
+    if (v := get("H0P_FILE_QUOTA_BYTES")) is not None:
+        kw["file_quota_bytes"] = _int("H0P_FILE_QUOTA_BYTES", v, 0, 2**62)
+    if (v := get("H0P_API_PUBLIC_URL")) is not None:
+        kw["api_public_url"] = _url("H0P_API_PUBLIC_URL", v, ("http", "https")).rstrip("/") if v else ""
+    if (v := get("H0P_PLANS")) is not None:
+        kw["plans_json"] = v
+    if (v := get("H0P_API_KEY")) is not None:
+        kw["api_key"] = v
     if (v := get("H0P_LOG_LEVEL")) is not None:
         if v.lower() not in ("critical", "error", "warning", "info", "debug"):
             raise SettingsError(f"H0P_LOG_LEVEL={v!r}: expected debug, info, warning, error or critical")

@@ -1,0 +1,144 @@
+"""The management API process: a Starlette app built from the route modules, and its server.
+
+To add routes, write a module in ``api/routes/`` with ``ENDPOINTS: list[Endpoint]`` (served
+and documented in /doc) and, for anything that is not JSON in/JSON out, ``ROUTES`` (plain
+Starlette routes, not documented), then add it to ``ROUTE_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+import msgspec
+import swagger_ui_bundle  # type: ignore[import-untyped]
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from api import cache_sync
+from api.endpoints import Endpoint, error_response, json_response
+from api.errors import H0pError, InternalError, NotFound, ValidationFailed
+from api.openapi import SWAGGER_INIT, SWAGGER_PAGE, openapi_document
+from api.services.context import close_context, open_context
+from api.services.plans import all_plans
+from h0p_settings import Settings
+
+log = logging.getLogger("h0p.api")
+
+# The API's route modules, in the order their routes are matched and documented.
+ROUTE_MODULES = (
+    "api.routes.links",
+    "api.routes.domains",
+    "api.routes.folders",
+    "api.routes.tags",
+    "api.routes.keys",
+    "api.routes.workspace",
+)
+
+
+def _modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in ROUTE_MODULES]
+
+
+def all_endpoints() -> list[Endpoint]:
+    """Every documented endpoint of the API."""
+    return [e for m in _modules() for e in getattr(m, "ENDPOINTS", ())]
+
+
+class _MethodNotAllowed(H0pError):
+    default_message = "this method is not allowed on this path"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Starlette's own 404 (no route) and 405 (wrong method), in the API's error shape.
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        status, body = 405, {"error": {"code": "METHOD_NOT_ALLOWED", "message": _MethodNotAllowed.default_message}}
+        return json_response(status, body, dict(exc.headers or {}))
+    if exc.status_code == 404:
+        return error_response(NotFound("no such route"))
+    if exc.status_code == 400:
+        return error_response(ValidationFailed([{"path": None, "message": str(exc.detail)}]))
+    return error_response(InternalError())
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(InternalError())
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The API app; its lifespan opens Postgres and Redis and runs the cache outbox retry loop."""
+    all_plans(settings)  # a bad H0P_PLANS fails here, at start-up
+    modules = _modules()
+    endpoints = [e for m in modules for e in getattr(m, "ENDPOINTS", ())]
+    document = msgspec.json.encode(openapi_document(endpoints))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx = await open_context(settings)
+        app.state.ctx = ctx
+        stop = asyncio.Event()
+        outbox = asyncio.create_task(cache_sync.run_outbox_loop(ctx, stop), name="h0p-cache-outbox")
+        try:
+            yield
+        finally:
+            stop.set()  # the loop makes one last pass over the outbox, then returns
+            try:
+                await asyncio.wait_for(outbox, timeout=10.0)
+            except TimeoutError:
+                log.warning("cache outbox loop did not finish in time; the next start retries it")
+            await close_context(ctx)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def doc(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def ui(request: Request) -> Response:
+        return Response(SWAGGER_PAGE, media_type="text/html")
+
+    async def ui_init(request: Request) -> Response:
+        return Response(SWAGGER_INIT, media_type="text/javascript")
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/doc", doc, methods=["GET"]),
+        Route("/ui", ui, methods=["GET"]),
+        Route("/ui/init.js", ui_init, methods=["GET"]),
+        Mount("/ui/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-assets"),
+        *(e.route() for e in endpoints),
+    ]
+    for module in modules:
+        routes.extend(getattr(module, "ROUTES", ()))
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the API on settings.bind_host:settings.api_port until SIGINT/SIGTERM, then drain."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.bind_host,
+        port=settings.api_port,
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,213 @@
+"""The ``h0p`` command: operator tasks (migrate, keys, links) and one entry point per service.
+
+Commands call the same service layer as the HTTP API, so a link made here is validated,
+stored and written through to the cache exactly like one made with ``POST /links``.
+Output contract (scripts rely on it): stdout carries only the result (a key, a short URL);
+everything else goes to stderr. Exit codes: 0 ok, 1 a domain or connection error (one line),
+2 bad usage or a bad setting (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+import redis.exceptions
+
+from api import db
+from api.errors import H0pError, from_msgspec, status_and_code
+from api.services.context import ServiceContext, close_context, open_context
+from h0p_settings import Settings, load_settings_or_exit
+
+T = TypeVar("T")
+
+DEFAULT_WORKSPACE = "demo"
+
+
+class CommandFailed(Exception):
+    """A failure to report as one line on stderr with exit code 1."""
+
+
+def _redact(url: str) -> str:
+    # A database or Redis URL may carry a password; error lines must never show it.
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _with_context(settings: Settings, work: Callable[[ServiceContext], Awaitable[T]]) -> T:
+    ctx = await open_context(settings, pool_size=2)
+    try:
+        return await work(ctx)
+    finally:
+        await close_context(ctx)
+
+
+def _run(settings: Settings, coro: Awaitable[T]) -> T:
+    """Run one coroutine, turning unreachable dependencies into a one-line ``CommandFailed``."""
+
+    async def guarded() -> T:
+        return await coro
+
+    try:
+        return asyncio.run(guarded())
+    except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+        raise CommandFailed(f"cannot reach Postgres at {_redact(settings.database_url)}: {exc}") from None
+    except asyncpg.UndefinedTableError:
+        raise CommandFailed("the database has no schema yet: run `h0p migrate` first") from None
+    except redis.exceptions.ConnectionError as exc:
+        raise CommandFailed(f"cannot reach Redis at {_redact(settings.redis_url)}: {exc}") from None
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = _run(settings, db.migrate(settings.database_url))
+    for name in applied:
+        print(f"applied {name}", file=sys.stderr)
+    if not applied:
+        print("database schema is up to date", file=sys.stderr)
+    return 0
+
+
+def _scopes(raw: Sequence[str] | None) -> list[str] | None:
+    if raw is None:
+        return None
+    # Accept "a,b c" as well as "a b c": both spellings show up in shell scripts.
+    return [s for item in raw for s in item.split(",") if s.strip()]
+
+
+async def _workspace_exists(ctx: ServiceContext, name: str) -> bool:
+    # The workspaces service offers get-or-create only; `make run` must know whether the demo
+    # workspace is new so that it prints a key once, not at every start.
+    return bool(await ctx.pool.fetchval("SELECT 1 FROM workspaces WHERE name = $1", name))
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from api.services import keys, workspaces
+
+    async def work(ctx: ServiceContext) -> str | None:
+        if args.if_new_workspace and await _workspace_exists(ctx, args.workspace):
+            return None
+        workspace = await workspaces.get_or_create_workspace(ctx, args.workspace)
+        _, secret = await keys.create_key(ctx, workspace.id, args.name, _scopes(args.scopes))
+        return secret
+
+    secret = _run(settings, _with_context(settings, work))
+    if secret is None:
+        print(f"workspace {args.workspace!r} already exists: no key created", file=sys.stderr)
+    else:
+        print(secret)
+    return 0
+
+
+def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
+    from api.schemas import LinkCreate
+    from api.services import links, workspaces
+
+    raw = {"url": args.url, "slug": args.slug, "domain": args.domain}
+    try:
+        data = msgspec.convert({k: v for k, v in raw.items() if v is not None}, LinkCreate)
+    except msgspec.ValidationError as exc:
+        raise _domain_failure(from_msgspec(exc)) from None
+
+    async def work(ctx: ServiceContext) -> str:
+        workspace = await workspaces.get_or_create_workspace(ctx, args.workspace)
+        link = await links.create_link(ctx, workspace.id, data)
+        return link.short_url
+
+    print(_run(settings, _with_context(settings, work)))
+    return 0
+
+
+def _serve(module: str) -> Callable[[Settings, argparse.Namespace], int]:
+    # Imported on demand: `h0p migrate` must not pay for (or depend on) the servers' imports.
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        import importlib
+
+        serve: Callable[[Settings], None] = importlib.import_module(module).serve
+        serve(settings)
+        return 0
+
+    return run
+
+
+# One line per long-running service: `h0p NAME` calls ``serve(settings)`` of the module.
+SERVICES: dict[str, tuple[str, str]] = {
+    "redirect": ("redirect.app", "run the redirect edge (port H0P_REDIRECT_PORT)"),
+    "api": ("api.app", "run the management API (port H0P_API_PORT)"),
+    "ingest": ("ingest.consumer", "run the click consumer (topic H0P_KAFKA_TOPIC)"),
+    "mcp": ("api.mcp.stdio", "run the MCP server on stdin/stdout, acting with H0P_API_KEY"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="h0p", description="H0p link management: operator commands and services.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="create the database if missing and apply pending migrations")
+    p.set_defaults(func=cmd_migrate)
+
+    keys_p = sub.add_parser("keys", help="API keys")
+    keys_sub = keys_p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser("create", help="create an API key and print it (shown once)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.add_argument("--name", default="cli", help="a label to tell keys apart (default: cli)")
+    p.add_argument("--scopes", nargs="+", metavar="SCOPE", help="scopes, comma or space separated (default: all)")
+    p.add_argument(
+        "--if-new-workspace",
+        action="store_true",
+        help="create the key only if the workspace does not exist yet (used by `make run`)",
+    )
+    p.set_defaults(func=cmd_keys_create)
+
+    links_p = sub.add_parser("links", help="short links")
+    links_sub = links_p.add_subparsers(dest="links_command", required=True, metavar="ACTION")
+    p = links_sub.add_parser("create", help="create a short link and print its short URL")
+    p.add_argument("url", help="the destination (absolute http or https URL)")
+    p.add_argument("--slug", help="custom slug (default: 7 random characters)")
+    p.add_argument("--domain", help="a verified custom domain (default: H0P_DEFAULT_DOMAIN)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.set_defaults(func=cmd_links_create)
+
+    for name, (module, help_text) in SERVICES.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=_serve(module))
+    return parser
+
+
+def _domain_failure(exc: H0pError) -> CommandFailed:
+    _, code = status_and_code(exc)
+    details = exc.details or []
+    detail = "; ".join(f"{d['path']}: {d['message']}" if d.get("path") else str(d["message"]) for d in details)
+    return CommandFailed(f"{code}: {detail or exc.message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``h0p`` console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    settings = load_settings_or_exit()
+    func: Callable[[Settings, argparse.Namespace], int] = args.func
+    try:
+        return func(settings, args)
+    except H0pError as exc:
+        print(f"h0p: {_domain_failure(exc)}", file=sys.stderr)
+        return 1
+    except CommandFailed as exc:
+        print(f"h0p: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Declaring an API route once: the handler, its scope, its input and output types.
+
+Each route module lists ``ENDPOINTS: list[Endpoint]``. ``api.app`` turns them into Starlette
+routes (``Endpoint.route``) and ``api.openapi`` into the OpenAPI document, so what is served
+and what is documented cannot drift apart. The wrapper does, in order: authenticate, rate
+limit, check the scope, decode path, query and body (400 with field paths), call the handler,
+encode the result; any ``H0pError`` becomes the error body from ``api.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api import ratelimit
+from api.auth import authenticate_request, client_address, require_scope
+from api.errors import H0pError, InternalError, NotFound, RateLimited, Unauthorized, error_body, from_msgspec
+from api.errors import ValidationFailed as ValidationFailed
+from api.services.context import ServiceContext
+from api.services.keys import Principal
+
+log = logging.getLogger("h0p.api")
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a bulk request of 100 links with long rules fits
+_PATH_PARAM = re.compile(r"{(\w+)}")
+_encoder = msgspec.json.Encoder()
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler receives: the services' context, the caller, and the decoded input."""
+
+    ctx: ServiceContext
+    principal: Principal
+    path: dict[str, str]
+    query: Any
+    body: Any
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A handler result with a status other than the endpoint's default (e.g. upsert's 201 vs 200)."""
+
+    status: int
+    body: object
+
+
+Handler = Callable[[Call], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: documented from these fields, served by ``route()``."""
+
+    method: str
+    path: str  # Starlette and OpenAPI syntax alike: /links/{id}
+    handler: Handler
+    summary: str
+    tag: str
+    scope: str | None = None  # required key scope; None = any valid key
+    body: Any = None  # msgspec type of the JSON body
+    query: type[msgspec.Struct] | None = None  # msgspec Struct of the query string
+    response: Any = None  # msgspec type of the success body
+    response_variants: tuple[type, ...] = ()  # documented as an array of oneOf these (bulk)
+    status: int = 200
+    other_statuses: tuple[int, ...] = ()  # e.g. 201 for an upsert that creates
+    errors: tuple[int, ...] = ()  # error statuses beyond the ones implied (400/401/403/404/429/500)
+    description: str = ""
+    example: object = None  # a request body example
+    operation_id: str = ""
+    path_params: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_params", tuple(_PATH_PARAM.findall(self.path)))
+
+    def route(self) -> Route:
+        """The Starlette route serving this endpoint."""
+
+        async def serve(request: Request) -> Response:
+            return await _serve(self, request)
+
+        return Route(self.path, serve, methods=[self.method], name=self.operation_id or None)
+
+
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(body), status_code=status, headers=headers, media_type=JSON)
+
+
+def error_response(exc: H0pError, headers: dict[str, str] | None = None) -> Response:
+    """The JSON error response for ``exc`` (the only place errors are shaped)."""
+    status, body = error_body(exc)
+    if isinstance(exc, RateLimited):
+        headers = {**(headers or {}), **exc.headers}
+    return json_response(status, body, headers)
+
+
+async def _read_body(request: Request, kind: Any) -> Any:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != JSON:
+        raise ValidationFailed([{"path": None, "message": "the body must be JSON (Content-Type: application/json)"}])
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise ValidationFailed([{"path": None, "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ValidationFailed([{"path": None, "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
+        chunks.append(chunk)
+    try:
+        return msgspec.json.decode(b"".join(chunks), type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise from_msgspec(exc) from None
+
+
+def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
+    if kind is None:
+        if request.query_params:
+            raise ValidationFailed([{"path": None, "message": "this route takes no query parameters"}])
+        return None
+    try:
+        return msgspec.convert(dict(request.query_params), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from None
+
+
+async def _serve(endpoint: Endpoint, request: Request) -> Response:
+    ctx: ServiceContext = request.app.state.ctx
+    headers: dict[str, str] | None = None
+    try:
+        try:
+            principal = await authenticate_request(ctx, request)
+        except Unauthorized:
+            state = await ratelimit.charge_anonymous(ctx, client_address(request, ctx.settings))
+            headers = state.headers() if state else None
+            raise
+        state = await ratelimit.charge(ctx, principal)
+        headers = state.headers() if state else None
+        require_scope(principal, endpoint.scope)
+        path = {name: str(request.path_params[name]) for name in endpoint.path_params}
+        if any(len(v) > 100 for v in path.values()):
+            raise NotFound()
+        query = _read_query(request, endpoint.query)
+        body = await _read_body(request, endpoint.body) if endpoint.body is not None else None
+        result = await endpoint.handler(Call(ctx, principal, path, query, body, request))
+    except H0pError as exc:
+        return error_response(exc, headers)
+    except Exception:
+        log.exception("unhandled error in %s %s", endpoint.method, endpoint.path)
+        return error_response(InternalError(), headers)
+    if isinstance(result, Reply):
+        return json_response(result.status, result.body, headers)
+    return json_response(endpoint.status, result, headers)

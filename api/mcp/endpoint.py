@@ -1,0 +1,85 @@
+"""``/mcp`` on the API process: the Streamable HTTP transport behind the API's own key check.
+
+Every HTTP request is authenticated before the MCP SDK sees it, exactly as a route does it
+(``api.auth.authenticate_request``; without a valid key the request is counted against the
+client address and answered 401 with the API's error body). The service context is the
+app's (``request.app.state.ctx``, as for the routes) and rides with the principal in the
+ASGI scope to the tool call. The transport is stateless with JSON responses: no session
+lives in one process, so any API replica behind a load balancer can answer any request,
+and a revoked key stops working on its very next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from mcp.server import ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api import auth, ratelimit
+from api.errors import H0pError, RateLimited, Unauthorized, error_body
+from api.mcp.server import build_server
+from api.services.context import ServiceContext
+from api.services.keys import Principal
+
+CALLER_SCOPE_KEY = "h0p.mcp.caller"
+MAX_BODY_BYTES = 4 * 1024 * 1024  # the routes' limit: a bulk of 100 links with long rules fits
+
+
+async def _caller_of_request(rctx: ServerRequestContext[Any, Any]) -> tuple[ServiceContext, Principal]:
+    caller = None if rctx.request is None else rctx.request.scope.get(CALLER_SCOPE_KEY)
+    if caller is None:  # only reachable if the SDK app were mounted without this endpoint's gate
+        raise Unauthorized()
+    ctx, principal = caller
+    return ctx, principal
+
+
+class McpEndpoint:
+    """The ASGI app to route at ``/mcp``, and ``run()``, the lifespan hook it needs."""
+
+    def __init__(self, version: str = "") -> None:
+        self.server = build_server(_caller_of_request, version)
+        self._manager = StreamableHTTPSessionManager(
+            app=self.server,
+            json_response=True,
+            stateless=True,
+            # No cookie or ambient credential authenticates here (the key is a header a rebound
+            # page cannot know), so Host/Origin pinning would only break deployments on other names.
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=MAX_BODY_BYTES,
+        )
+
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        """Enter once in the app's lifespan: it owns the SDK's task group (requests fail outside it)."""
+        async with self._manager.run():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # pragma: no cover - Starlette routes only HTTP here
+            return
+        request = Request(scope)
+        ctx: ServiceContext = request.app.state.ctx
+        try:
+            try:
+                principal = await auth.authenticate_request(ctx, request)
+            except Unauthorized:
+                # As on the routes: requests without a valid key are counted per client address,
+                # which slows down key guessing; over that limit the answer is 429, not 401.
+                await ratelimit.charge_anonymous(ctx, auth.client_address(request, ctx.settings))
+                raise
+        except H0pError as exc:
+            status, body = error_body(exc)
+            headers = exc.headers if isinstance(exc, RateLimited) else None
+            response = Response(msgspec.json.encode(body), status, headers, media_type="application/json")
+            await response(scope, receive, send)
+            return
+        scope[CALLER_SCOPE_KEY] = (ctx, principal)
+        await self._manager.handle_request(scope, receive, send)

@@ -1,0 +1,78 @@
+"""What a tool is: name, description with an example, required scope, argument type, service call.
+
+Each tool is a thin adapter like an HTTP handler: its arguments are a msgspec Struct (the very
+schema the route decodes, or a small wrapper adding a path parameter such as ``id``), its input
+and output schemas are generated from those Structs, and its body calls the service the route
+calls. The tool modules (``api.mcp.links`` …) declare ``ToolSpec`` lists; ``api.mcp.tools``
+collects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from api.services.context import ServiceContext
+from api.services.keys import Principal
+
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """A tool result that is an image (sent as MCP image content, base64)."""
+
+    data: bytes
+    mime_type: str
+    caption: str = ""
+
+
+def json_schema(tp: Any) -> dict[str, Any]:
+    """A self-contained JSON Schema for ``tp`` whose root is the object itself (MCP wants ``type: object``)."""
+    (ref,), components = msgspec.json.schema_components([tp], ref_template="#/$defs/{name}")
+    if "$ref" not in ref:
+        return ref
+    root = dict(components.pop(ref["$ref"].rsplit("/", 1)[1]))
+    if components:
+        root["$defs"] = components
+    return root
+
+
+ToolRun = Callable[[ServiceContext, Principal, Any], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One tool: what an agent reads in ``tools/list`` and what a call runs."""
+
+    name: str
+    title: str
+    description: str
+    example: str
+    route: str  # the HTTP route this tool mirrors: same service, same scope
+    scope: str
+    args: type[msgspec.Struct]
+    run: ToolRun
+    output: Any = None
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    input_schema: dict[str, Any] = field(init=False)
+    output_schema: dict[str, Any] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_schema", json_schema(self.args))
+        output = self.output
+        schema = output if isinstance(output, dict) or output is None else json_schema(output)
+        object.__setattr__(self, "output_schema", schema)
+
+    @property
+    def full_description(self) -> str:
+        return (
+            f"{self.description}\n\nExample arguments: {self.example}\n\n"
+            f"Same as `{self.route}` of the HTTP API; requires an API key with the `{self.scope}` scope."
+        )

@@ -1,0 +1,12 @@
+"""Every MCP tool, in the order ``tools/list`` shows them."""
+
+from __future__ import annotations
+
+from api.mcp.links import LINK_TOOLS
+from api.mcp.organize import ORGANIZE_TOOLS
+from api.mcp.qr_codes import QR_TOOLS
+from api.mcp.spec import ImageResult, ToolSpec
+
+TOOLS: list[ToolSpec] = [*LINK_TOOLS, *ORGANIZE_TOOLS, *QR_TOOLS]
+
+__all__ = ["TOOLS", "ImageResult", "ToolSpec"]

@@ -1,0 +1,48 @@
+"""API key routes: the secret is in the creation response only."""
+
+from __future__ import annotations
+
+from api.auth import require_scope
+from api.endpoints import Call, Endpoint
+from api.schemas import Deleted, KeyCreate
+from api.services import keys
+from api.services.keys import ALL_SCOPES, ApiKey, CreatedApiKey
+
+
+async def create(call: Call) -> CreatedApiKey:
+    data: KeyCreate = call.body
+    # A key cannot mint a key stronger than itself.
+    scopes = data.scopes if data.scopes is not None else [s for s in ALL_SCOPES if call.principal.allows(s)]
+    for scope in scopes:
+        if scope in ALL_SCOPES:
+            require_scope(call.principal, scope)
+    key, secret = await keys.create_key(call.ctx, call.principal.workspace_id, data.name, scopes)
+    return CreatedApiKey(**{f: getattr(key, f) for f in key.__struct_fields__}, key=secret)
+
+
+async def list_(call: Call) -> list[ApiKey]:
+    return await keys.list_keys(call.ctx, call.principal.workspace_id)
+
+
+async def delete(call: Call) -> Deleted:
+    await keys.delete_key(call.ctx, call.principal.workspace_id, call.path["id"])
+    return Deleted(id=call.path["id"])
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST", "/keys", create, "Create an API key", "API keys", scope="keys:write", body=KeyCreate,
+        response=CreatedApiKey, status=201, errors=(400,), operation_id="createKey",
+        example={"name": "CMS plugin", "scopes": ["links:read", "links:write"]},
+        description="`key` (the secret) is returned once, here. Scopes: " + ", ".join(f"`{s}`" for s in ALL_SCOPES)
+        + ". A write scope includes the matching read scope; a key can only grant scopes it has.",
+    ),
+    Endpoint(
+        "GET", "/keys", list_, "List API keys", "API keys", scope="keys:read", response=list[ApiKey],
+        operation_id="listKeys", description="Secrets are never listed: `hint` is the last 4 characters.",
+    ),
+    Endpoint(
+        "DELETE", "/keys/{id}", delete, "Revoke an API key", "API keys", scope="keys:write", response=Deleted,
+        operation_id="deleteKey",
+    ),
+]  # fmt: skip

@@ -1,0 +1,52 @@
+"""Listing links: filters, sort and pages over a workspace's links (``GET /links``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.schemas import LinkList, LinkListQuery
+from api.services.context import ServiceContext
+from api.services.links import LINK_SELECT, link_from_row
+
+_SORT_COLUMNS = {"createdAt": "l.created_at", "clicks": "l.clicks", "lastClickedAt": "l.last_clicked_at"}
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def list_links(ctx: ServiceContext, workspace_id: str, query: LinkListQuery) -> LinkList:
+    """One page of the workspace's links matching ``query``, with the total count of matches."""
+    where = ["l.workspace_id = $1"]
+    args: list[Any] = [workspace_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if query.search:
+        p = arg(_like(query.search))
+        where.append(f"(l.slug ILIKE {p} OR l.url ILIKE {p} OR l.title ILIKE {p})")
+    if query.domain:
+        where.append(f"l.domain = {arg(query.domain.strip().lower().rstrip('.'))}")
+    if query.folder_id:
+        where.append(f"l.folder_id = {arg(query.folder_id)}")
+    if query.archived is not None:
+        where.append(f"l.archived = {arg(query.archived)}")
+    if query.tag_ids:
+        tags = [t.strip() for t in query.tag_ids.split(",") if t.strip()]
+        where.append(f"EXISTS (SELECT 1 FROM link_tags t WHERE t.link_id = l.id AND t.tag_id = ANY({arg(tags)}))")
+    condition = " AND ".join(where)
+    direction = "ASC" if query.order == "asc" else "DESC"
+    nulls = "NULLS LAST" if direction == "DESC" else "NULLS FIRST"
+    order = f"{_SORT_COLUMNS[query.sort]} {direction} {nulls}, l.id {direction}"
+    count_args = list(args)
+    page_sql = (
+        f"{LINK_SELECT} WHERE {condition} ORDER BY {order}"
+        f" LIMIT {arg(query.limit)} OFFSET {arg(query.page * query.limit)}"
+    )
+    async with ctx.pool.acquire() as conn:
+        total = await conn.fetchval(f"SELECT count(*) FROM links l WHERE {condition}", *count_args)
+        rows = await conn.fetch(page_sql, *args) if total > query.page * query.limit else []
+    return LinkList(data=[link_from_row(ctx, r) for r in rows], page=query.page, limit=query.limit, total=total)

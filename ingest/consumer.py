@@ -1,0 +1,266 @@
+"""The ingest process: consume ``clicks``, enrich, store exactly once, then commit offsets.
+
+Order per batch: decode (bad events to the dead-letter topic) → read link UTM/domain owners →
+enrich → one Postgres transaction (COPY, insert new rows, rollup, counters) → commit Kafka
+offsets. A crash anywhere before the offset commit replays the batch; the unique key
+(event_id, ts) turns the replay into a no-op, so the table holds each event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from h0p_settings import Settings
+from ingest.dlq import DeadLetters
+from ingest.enrich.row import Enricher, InvalidEvent, check_event
+from ingest.links import LinkDirectory
+from ingest.store import TRANSIENT_ERRORS, ClickStore
+from redirect.events import ClickEvent, UnknownVersion, decode
+
+log = logging.getLogger("h0p.ingest")
+
+AfterWrite = Callable[[int], Awaitable[None]]
+
+_BACKOFF_FIRST_S = 0.1
+_BACKOFF_MAX_S = 5.0
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters since start (exported in logs; tests and benchmarks read them)."""
+
+    received: int = 0
+    stored: int = 0  # new rows
+    duplicates: int = 0  # redelivered events already in the table
+    dead_lettered: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    commit_failures: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: ConsumerRecord[bytes, bytes]
+    event: ClickEvent
+    event_id: uuid.UUID
+    row: tuple[Any, ...] | None = None
+
+
+class IngestConsumer:
+    """One member of the ingest consumer group. ``run()`` until ``stop`` is set; see ``running_consumer``."""
+
+    def __init__(self, settings: Settings, *, after_write: AfterWrite | None = None) -> None:
+        self.settings = settings
+        self.stats = IngestStats()
+        self._after_write = after_write  # tests: runs between the DB commit and the offset commit
+        self._links = LinkDirectory()
+        self._enricher = Enricher(settings, self._links)
+        self._store = ClickStore(settings.database_url)
+        self._dead = DeadLetters(settings)
+        self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
+            settings.kafka_topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.kafka_group,
+            client_id="h0p-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a new group must not skip clicks already in the topic
+            max_poll_records=settings.ingest_batch_size,
+            request_timeout_ms=30_000,
+            session_timeout_ms=settings.ingest_session_timeout_ms,
+            heartbeat_interval_ms=max(300, settings.ingest_session_timeout_ms // 4),
+            # a Postgres outage holds a batch while we retry; allow that long before being evicted
+            max_poll_interval_ms=600_000,
+        )
+
+    async def start(self) -> None:
+        await self._dead.start()
+        await self._consumer.start()
+
+    async def close(self) -> None:
+        """Leave the group and close connections (offsets of unfinished batches are not committed)."""
+        with contextlib.suppress(KafkaError, OSError):
+            await self._consumer.stop()
+        with contextlib.suppress(KafkaError, OSError):
+            await self._dead.stop()
+        await self._store.close()
+        self._enricher.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished and committed before returning."""
+        while not stop.is_set():
+            records = await self._next_batch(stop)
+            if records:
+                await self._process(records, stop)
+
+    async def _next_batch(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
+        # by size (ingest_batch_size) or by time (ingest_linger_ms after the first record)
+        size = self.settings.ingest_batch_size
+        linger = self.settings.ingest_linger_ms / 1000
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline: float | None = None
+        while len(records) < size and not stop.is_set():
+            wait = linger if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            got = await self._consumer.getmany(timeout_ms=max(1, int(wait * 1000)), max_records=size - len(records))
+            for batch in got.values():
+                records.extend(batch)
+            if records and deadline is None:
+                deadline = time.monotonic() + linger
+        return records
+
+    async def _process(self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event) -> None:
+        self.stats.received += len(records)
+        pending: list[_Pending] = []
+        now = time.time()
+        for rec in records:
+            try:
+                if rec.value is None:
+                    raise InvalidEvent("empty message")
+                event = decode(rec.value)
+                event_id = check_event(event, now)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnknownVersion, InvalidEvent) as exc:
+                await self._dead_letter(rec, f"{type(exc).__name__}: {exc}")
+                continue
+            pending.append(_Pending(rec, event, event_id))
+        if pending:
+            inserted = await self._store_with_retry(pending, stop)
+            self.stats.stored += inserted
+            self.stats.duplicates += len(pending) - inserted
+        self.stats.batches += 1
+        if self._after_write is not None:
+            await self._after_write(len(pending))
+        await self._commit(records)
+
+    async def _store_with_retry(self, pending: list[_Pending], stop: asyncio.Event) -> int:
+        """Write until it works: Postgres down means pause here (no new fetches), never drop."""
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                return await self._store_batch(pending)
+            except TRANSIENT_ERRORS as exc:
+                self._store.drop_connection()
+                self.stats.db_retries += 1
+                log.warning("Postgres unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                # the outage may outlast a shutdown request: the batch is not committed, so it
+                # is redelivered to the next consumer; stop waiting only after a last attempt
+                if stop.is_set() and delay >= _BACKOFF_MAX_S:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _store_batch(self, pending: list[_Pending]) -> int:
+        conn = await self._store.connection()
+        await self._links.load(
+            conn,
+            (p.event.link_id for p in pending if p.event.link_id is not None),
+            (p.event.domain for p in pending if p.event.workspace_id is None),
+        )
+        for p in pending:
+            if p.row is None:
+                p.row = self._enricher.row(p.event, p.event_id)
+        return await self._write_isolating_bad_rows(pending)
+
+    async def _write_isolating_bad_rows(self, pending: list[_Pending]) -> int:
+        # A row Postgres rejects (data error) would block the partition forever: split the
+        # batch until the bad event is alone, dead-letter it, store the rest.
+        try:
+            return await self._store.write([p.row for p in pending if p.row is not None])
+        except asyncpg.DataError as exc:  # a value the driver cannot encode (before TRANSIENT: a subclass)
+            error: Exception = exc
+        except TRANSIENT_ERRORS:
+            raise
+        except asyncpg.PostgresError as exc:  # any other refusal by the server is about the data
+            error = exc
+        if len(pending) == 1:
+            await self._dead_letter(pending[0].record, f"rejected by Postgres: {type(error).__name__}: {error}")
+            return 0
+        half = len(pending) // 2
+        first = await self._write_isolating_bad_rows(pending[:half])
+        return first + await self._write_isolating_bad_rows(pending[half:])
+
+    async def _dead_letter(self, rec: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        await self._dead.send(rec.value, rec.key, reason, f"{rec.topic}/{rec.partition}/{rec.offset}")
+        self.stats.dead_lettered += 1
+
+    async def _commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # partitions moved to another member during the batch: it re-reads from the last
+            # committed offset and the unique key makes that harmless
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed (%s); the batch will be redelivered and deduplicated", exc)
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(
+    settings: Settings, *, after_write: AfterWrite | None = None
+) -> AsyncIterator[IngestConsumer]:
+    """Run a consumer in this event loop for the body of the ``async with`` (tests, e2e, embedding).
+
+    On exit the batch in hand is finished and committed, then the consumer leaves the group.
+    """
+    consumer = IngestConsumer(settings, after_write=after_write)
+    await consumer.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop), name="h0p-ingest")
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=60.0)
+        finally:
+            await consumer.close()
+
+
+async def _serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    consumer = IngestConsumer(settings)
+    await consumer.start()
+    log.info("ingest consuming %s as group %s", settings.kafka_topic, settings.kafka_group)
+    try:
+        await consumer.run(stop)
+    finally:
+        await consumer.close()
+        s = consumer.stats
+        log.info(
+            "ingest stopped: %d received, %d stored, %d duplicates, %d dead-lettered",
+            s.received, s.stored, s.duplicates, s.dead_lettered,
+        )  # fmt: skip
+
+
+def serve(settings: Settings) -> None:
+    """Run one ingest process until SIGINT/SIGTERM; then finish the batch in hand, commit, exit."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(settings))
+
+
+if __name__ == "__main__":
+    from h0p_settings import load_settings_or_exit
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(load_settings_or_exit())

@@ -1,0 +1,123 @@
+"""One ClickEvent to one ``clicks`` row: all enrichment steps in the order of the table's columns."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+from h0p_settings import Settings
+from ingest.enrich.agent import AgentParser
+from ingest.enrich.bots import is_bot_request
+from ingest.enrich.geo import GeoLocator
+from ingest.enrich.utm import merge_utm, utm_from_query
+from ingest.links import LinkDirectory
+from redirect.events import ClickEvent
+
+# Column order of the COPY; must match the tuples built by Enricher.row.
+COLUMNS = (
+    "event_id", "ts", "workspace_id", "link_id", "domain", "slug", "url", "rule", "method", "status",
+    "country", "region", "city", "continent", "latitude", "longitude",
+    "device", "device_brand", "device_model", "browser", "browser_version", "os", "os_version",
+    "referer", "referer_url",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "bot", "qr", "visitor", "ip", "ua", "lang",
+)  # fmt: skip
+
+_MAX_TEXT = 2048  # bound on free text from visitors (referrer, user agent)
+
+
+_OLDEST_TS = 946_684_800.0  # 2000-01-01: anything older is a broken clock, not a click
+_MAX_FUTURE_S = 86_400.0  # edge clocks may run ahead a little; a day ahead is an error
+
+
+class InvalidEvent(ValueError):
+    """The event decoded but cannot be stored (bad id, time out of range): dead letter."""
+
+
+def check_event(e: ClickEvent, now: float) -> uuid.UUID:
+    """Validate what would make the whole COPY fail; returns the parsed event id."""
+    if not _OLDEST_TS <= e.ts <= now + _MAX_FUTURE_S:  # also rejects NaN
+        raise InvalidEvent(f"timestamp out of range: {e.ts!r}")
+    try:
+        return uuid.UUID(e.id)
+    except ValueError:
+        raise InvalidEvent(f"event id is not a UUID: {e.id[:64]!r}") from None
+
+
+def _clip(value: str, limit: int = _MAX_TEXT) -> str:
+    # NUL cannot be stored in a Postgres text column; strip it rather than lose the event
+    value = value if len(value) <= limit else value[:limit]
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+class Enricher:
+    """Turns events into rows; holds the caches (user agents, addresses, referrers) across batches."""
+
+    def __init__(self, settings: Settings, links: LinkDirectory) -> None:
+        self.geo = GeoLocator(settings.geoip_path)
+        self.agents = AgentParser()
+        self.links = links
+        self._key = hashlib.sha256(b"h0p-visitor:" + settings.secret_key.encode()).digest()[:32]
+        self._store_ip = settings.store_raw_ip
+        self._referers: dict[str, tuple[str, str]] = {}
+
+    def referer(self, referer: str) -> tuple[str, str]:
+        """(host without "www.", full referrer), cached; ('', '') for direct visits."""
+        hit = self._referers.get(referer)
+        if hit is not None:
+            return hit
+        full = _clip(referer)
+        try:
+            host = (urlsplit(full).hostname or "") if full else ""
+        except ValueError:  # malformed (bad IPv6 literal, …): keep the text, no host
+            host = ""
+        host = host.removeprefix("www.")
+        if len(self._referers) >= 50_000:
+            self._referers.clear()  # bounded; referrers repeat, the cache refills quickly
+        self._referers[referer] = (host, full)
+        return host, full
+
+    def visitor(self, ts: float, ip: str, ua: str) -> int:
+        """Keyed hash of (UTC day, ip, ua) as a signed 64-bit int: unique visitors without the IP."""
+        day = int(ts // 86400)
+        digest = hashlib.blake2b(f"{day}|{ip}|{ua}".encode(), key=self._key, digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    def row(self, e: ClickEvent, event_id: uuid.UUID) -> tuple[Any, ...]:
+        """The ``clicks`` row for one checked event (call ``links.load`` for the batch first)."""
+        place = self.geo.locate(e.ip)
+        ua = _clip(e.ua)
+        agent = self.agents.parse(ua)
+        bot = agent.bot or is_bot_request(e.method)
+        utm = utm_from_query(e.query)
+        if e.link_id is not None:
+            utm = merge_utm(utm, self.links.link_utm(e.link_id))
+        ref_host, ref_url = self.referer(e.referer)
+        workspace_id = e.workspace_id or self.links.domain_workspace(e.domain)
+        return (
+            event_id, datetime.fromtimestamp(e.ts, UTC), workspace_id, e.link_id, e.domain, e.slug,
+            e.url, e.rule, e.method[:16], e.status,
+            *place,
+            "bot" if bot else agent.device, agent.device_brand, agent.device_model,
+            agent.browser, agent.browser_version, agent.os, agent.os_version,
+            ref_host, ref_url,
+            *utm,
+            bot, e.qr, self.visitor(e.ts, e.ip, ua),
+            self._raw_ip(e.ip),
+            ua, _clip(e.lang, 256),
+        )  # fmt: skip
+
+    def _raw_ip(self, ip: str) -> IPv4Address | IPv6Address | None:
+        if not self._store_ip or not ip:
+            return None
+        try:
+            return ip_address(ip)
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        self.geo.close()
