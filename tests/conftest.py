@@ -20,6 +20,13 @@ PG_BASE = os.environ.get("H0P_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5
 REDIS_BASE = os.environ.get("H0P_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
+async def _flush(redis_url: str) -> None:
+    # one loop for the call and the close: redis-py fails closing on a loop already gone
+    r = aioredis.Redis.from_url(redis_url)
+    await r.flushdb()
+    await r.aclose()
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     b = Broker().start()
@@ -50,9 +57,7 @@ def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         }
     )
     asyncio.run(db.migrate(s.database_url))
-    r = aioredis.Redis.from_url(s.redis_url)
-    asyncio.run(r.flushdb())
-    asyncio.run(r.aclose())
+    asyncio.run(_flush(s.redis_url))
     yield s
     asyncio.run(db.drop_database(s.database_url))
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import os
-import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -23,53 +21,15 @@ import redis.asyncio as aioredis
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 
-from api import db
-from h0p_settings import Settings, load_settings
+from h0p_settings import Settings
 from redirect.app import EdgeApp, create_app, uvicorn_config
 from redirect.events import ClickEvent, decode
 from redirect.record import DOMAIN_QUERY, LINK_QUERY, LinkRecord, domain_key, encode, link_key, link_record_from_row
 from redirect.record import domain_record_from_row as domain_from_row
-from tests.conftest import PG_BASE, REDIS_BASE
-from tests.services import Broker, free_port
+from tests.services import free_port
 
 _counter = itertools.count()
 CLIENT_IP = "203.0.113.7"
-
-
-async def _flush(url: str) -> None:
-    r = aioredis.Redis.from_url(url)
-    await r.flushdb()
-    await r.aclose()
-
-
-@pytest.fixture(scope="session")
-def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """The root ``settings`` fixture, with its Redis flush and close in one event loop.
-
-    The root one runs ``flushdb`` and ``aclose`` in two ``asyncio.run`` calls; redis-py 8 then
-    fails with "Event loop is closed" (same fix as tests/api/conftest.py; for the lead to fold in).
-    """
-    suffix = f"{os.getpid()}_{random.randrange(10**6)}"
-    tmp = tmp_path_factory.mktemp("h0p")
-    s = load_settings(
-        {
-            "H0P_DATABASE_URL": f"{PG_BASE}/h0p_test_{suffix}",
-            "H0P_REDIS_URL": f"{REDIS_BASE}/{random.randrange(1, 16)}",
-            "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "H0P_KAFKA_TOPIC": f"clicks-{suffix}",
-            "H0P_KAFKA_DEAD_LETTER_TOPIC": f"clicks-dlq-{suffix}",
-            "H0P_KAFKA_GROUP": f"ingest-{suffix}",
-            "H0P_SPOOL_DIR": str(Path(tmp) / "spool"),
-            "H0P_FILES_DIR": str(Path(tmp) / "files"),
-            "H0P_SECRET_KEY": "test-secret",
-            "H0P_EVENT_LINGER_MS": "5",
-            "H0P_INGEST_LINGER_MS": "50",
-        }
-    )
-    asyncio.run(db.migrate(s.database_url))
-    asyncio.run(_flush(s.redis_url))
-    yield s
-    asyncio.run(db.drop_database(s.database_url))
 
 
 def unique(prefix: str) -> str:
