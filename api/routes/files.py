@@ -106,6 +106,7 @@ class RawEndpoint:
             state = await ratelimit.charge(ctx, principal)
             headers = state.headers() if state else None
             require_scope(principal, self.scope)
+            check_params(request)
             response = await self.handler(ctx, principal, request)
         except H0pError as exc:
             return error_response(exc, headers)
@@ -152,6 +153,15 @@ def openapi_paths(endpoints: list[RawEndpoint]) -> dict[str, dict[str, Any]]:
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = e.operation()
     return paths
+
+
+def check_params(request: Request) -> None:
+    """As ``api.endpoints`` does: Postgres text cannot hold NUL, and ids are short (else a 500 or a scan)."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise field_error(name, "text must not contain NUL characters")
+    if any(len(str(v)) > 100 or "\x00" in str(v) for v in request.path_params.values()):
+        raise NotFound()
 
 
 def etag_matches(request: Request, etag: str) -> bool:
@@ -271,6 +281,7 @@ async def serve_content(request: Request) -> Response:
         return await CONTENT.serve(request)
     ctx: ServiceContext = request.app.state.ctx
     try:
+        check_params(request)
         info, data = await files.read_public_file(ctx, request.path_params["id"], signature)
     except (NotFound, ValidationFailed) as exc:
         return error_response(exc)

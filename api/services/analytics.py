@@ -263,4 +263,3 @@ async def export_events(
                 chunk.clear()
         if chunk:
             yield b"".join(chunk)
-

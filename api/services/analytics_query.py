@@ -187,8 +187,10 @@ def bucket_starts(start: datetime, end: datetime, unit: str, zone: ZoneInfo) -> 
     local = start.astimezone(zone)
     if unit in ("minute", "hour"):
         # fixed length: step in UTC, so DST changes neither skip nor repeat a bucket
-        floor = local.replace(second=0, microsecond=0) if unit == "minute" else local.replace(
-            minute=0, second=0, microsecond=0
+        floor = (
+            local.replace(second=0, microsecond=0)
+            if unit == "minute"
+            else local.replace(minute=0, second=0, microsecond=0)
         )
         step = timedelta(minutes=1) if unit == "minute" else timedelta(hours=1)
         current = floor.astimezone(UTC)

@@ -71,7 +71,14 @@ def storage_for(settings: Settings) -> FileStorage:
     return LocalFileStorage(settings.files_dir)
 
 
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF")
+
+
 def _looks_like_svg(data: bytes) -> bool:
+    # Only to give SVG uploads a clear message (Pillow refuses them anyway); a real image whose
+    # metadata happens to mention "<svg" is not one.
+    if data.startswith(_IMAGE_MAGIC):
+        return False
     head = data[:1024].lstrip().lower()
     return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) or b"<svg" in head
 
@@ -198,6 +205,8 @@ async def upload_file(ctx: ServiceContext, workspace_id: str, data: bytes, name:
 
 async def get_file(ctx: ServiceContext, workspace_id: str, file_id: str) -> FileInfo:
     """The file's metadata; NotFound unless it belongs to the workspace."""
+    if "\x00" in file_id:  # Postgres text cannot hold NUL: no such file, rather than a database error
+        raise NotFound(f"file {file_id!r} not found")
     row = await ctx.pool.fetchrow("SELECT * FROM files WHERE id = $1 AND workspace_id = $2", file_id, workspace_id)
     if row is None:
         raise NotFound(f"file {file_id} not found")
@@ -232,7 +241,7 @@ async def read_public_file(ctx: ServiceContext, file_id: str, signature: str) ->
     """The file behind a public content URL; NotFound if the signature is wrong or the file is gone."""
     if not hmac.compare_digest(signature.encode(), content_signature(ctx.settings, file_id).encode()):
         raise NotFound(f"file {file_id} not found")
-    row = await ctx.pool.fetchrow("SELECT * FROM files WHERE id = $1", file_id)
+    row = await ctx.pool.fetchrow("SELECT * FROM files WHERE id = $1", file_id.replace("\x00", ""))
     if row is None:
         raise NotFound(f"file {file_id} not found")
     info = _row_to_info(row)

@@ -252,3 +252,17 @@ def test_local_storage_refuses_keys_that_are_not_content_hashes(tmp_path: Path) 
         storage.path_for("../../etc/passwd")
     with pytest.raises(ValueError):
         asyncio.run(storage.put("0" * 64, b"not matching"))
+
+
+async def test_a_png_whose_metadata_mentions_svg_is_still_an_image(ctx: ServiceContext, ws: str) -> None:
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("Comment", "exported from <svg> by a design tool")
+    info = await files.upload_file(ctx, ws, image_bytes("PNG", pnginfo=meta))
+    assert info.content_type == "image/png"
+
+
+async def test_a_file_id_with_a_nul_character_is_not_found(ctx: ServiceContext, ws: str) -> None:
+    with pytest.raises(NotFound):
+        await files.get_file(ctx, ws, "file_\x00")
+    with pytest.raises(ValidationFailed):
+        await files.load_logo(ctx, ws, "file_\x00")

@@ -4,57 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from api import db
 from api.ids import new_id, random_slug
-from h0p_settings import Settings, load_settings
-from tests.conftest import PG_BASE, REDIS_BASE
-from tests.services import Broker
+from h0p_settings import Settings
 from redirect.events import EVENT_VERSION, ClickEvent, encode, new_event_id, partition_key
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 )
-
-
-@pytest.fixture(scope="session")
-def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Same as tests/conftest.py's fixture, flushing Redis in a single event loop.
-
-    Workaround: the root fixture closes its Redis client in a second ``asyncio.run`` and fails
-    with "Event loop is closed"; drop this override once tests/conftest.py is fixed.
-    """
-    suffix = f"{os.getpid()}_{random.randrange(10**6)}"
-    tmp = tmp_path_factory.mktemp("h0p")
-    s = load_settings(
-        {
-            "H0P_DATABASE_URL": f"{PG_BASE}/h0p_test_{suffix}",
-            "H0P_REDIS_URL": f"{REDIS_BASE}/{random.randrange(1, 16)}",
-            "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "H0P_KAFKA_TOPIC": f"clicks-{suffix}",
-            "H0P_KAFKA_DEAD_LETTER_TOPIC": f"clicks-dlq-{suffix}",
-            "H0P_KAFKA_GROUP": f"ingest-{suffix}",
-            "H0P_SPOOL_DIR": str(Path(tmp) / "spool"),
-            "H0P_FILES_DIR": str(Path(tmp) / "files"),
-            "H0P_SECRET_KEY": "test-secret",
-            "H0P_EVENT_LINGER_MS": "5",
-            "H0P_INGEST_LINGER_MS": "50",
-        }
-    )
-    asyncio.run(db.migrate(s.database_url))
-    yield s
-    asyncio.run(db.drop_database(s.database_url))
 
 
 @pytest.fixture

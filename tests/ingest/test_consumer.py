@@ -249,7 +249,7 @@ async def _committed_total(settings: Settings) -> int:
     try:
         partitions = c.partitions_for_topic(settings.kafka_topic) or set()
         if not partitions:
-            await c._client.force_metadata_update()  # noqa: SLF001 - topics not subscribed are not fetched
+            await c._client.force_metadata_update()
             partitions = c.partitions_for_topic(settings.kafka_topic) or set()
         total = 0
         for p in partitions:

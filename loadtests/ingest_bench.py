@@ -1,0 +1,306 @@
+"""Ingest and analytics benchmark (a section of ``make bench``): prints a markdown section.
+
+1. Preload a topic with N realistic click events (default 1,000,000: varied user agents, IPs,
+   referrers, UTM queries, 1,000 links, some bots and QR scans).
+2. One ingest process (``python -m ingest.consumer``): events/s from start to the last row committed.
+3. The same topic, a new group, an emptied table: two processes.
+4. 10,000,000 clicks over 30 days generated server-side (INSERT … SELECT generate_series, the
+   rollup rebuilt from them), then ``/analytics`` p50/p95 through the service layer.
+
+Everything runs on 127.0.0.1 in its own database (h0p_bench_ingest) and its own broker; bounded in time.
+Usage: python -m loadtests.ingest_bench [--events N] [--rows N] [--skip-analytics]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from api import db
+from api.ids import new_id
+from h0p_settings import Settings, load_settings
+from ingest.store import REBUILD_ROLLUP_SQL
+from redirect.events import EVENT_VERSION, ClickEvent, encode, new_event_id, partition_key
+from tests.services import Broker
+
+DB_URL = os.environ.get("H0P_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/h0p_bench_ingest")
+TIME_LIMIT_S = 900
+
+_BASE_UAS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{m} "
+    "Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{m} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.{m} Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; SM-S91{m}B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 "
+    "Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 13; Pixel {m}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 "
+    "Mobile Safari/537.36",
+    "Mozilla/5.0 (iPad; CPU OS 17_{m} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{m} "
+    "Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 "
+    "Safari/537.36 Edg/{v}.0.0.0",
+]
+_BOT_UAS = [
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    "curl/8.5.0",
+    "python-requests/2.31.0",
+]
+_REFERERS = ["", "", "", "https://www.google.com/", "https://t.co/x1", "https://www.facebook.com/",
+             "https://news.ycombinator.com/item?id=1", "https://www.linkedin.com/feed/", "https://duckduckgo.com/",
+             "https://www.reddit.com/r/python/", "android-app://com.slack/"]  # fmt: skip
+_QUERIES = ["", "", "", "utm_source=newsletter&utm_medium=email&utm_campaign=launch", "utm_source=twitter",
+            "ref=abc", "utm_source=google&utm_medium=cpc&utm_term=shoes&utm_content=ad1"]  # fmt: skip
+
+
+def agents(rng: random.Random, n: int = 2000) -> list[str]:
+    out = [rng.choice(_BASE_UAS).format(v=rng.randrange(100, 125), m=rng.randrange(0, 9)) for _ in range(n)]
+    return out + _BOT_UAS
+
+
+def public_ips(rng: random.Random, n: int = 200_000) -> list[str]:
+    ips: list[str] = []
+    while len(ips) < n:
+        first = rng.randrange(1, 224)
+        if first in (10, 127, 172, 192):
+            continue
+        ips.append(f"{first}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}")
+    return ips
+
+
+async def setup_database(n_links: int) -> tuple[str, list[tuple[str, str]]]:
+    await db.drop_database(DB_URL)
+    await db.migrate(DB_URL)
+    conn = await asyncpg.connect(DB_URL)
+    try:
+        ws = new_id("ws")
+        await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'bench')", ws)
+        links = [(new_id("link"), f"s{i}") for i in range(n_links)]
+        await conn.copy_records_to_table(
+            "links", columns=["id", "workspace_id", "domain", "slug", "url", "utm_source"],
+            records=[(i, ws, "localhost", s, "https://example.com/p", "site" if k % 3 == 0 else None)
+                     for k, (i, s) in enumerate(links)],
+        )  # fmt: skip
+        return ws, links
+    finally:
+        await conn.close()
+
+
+async def preload(settings: Settings, ws: str, links: list[tuple[str, str]], n: int) -> float:
+    rng = random.Random(42)
+    uas, ips = agents(rng), public_ips(rng)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=1_000_000,
+                                max_request_size=8_000_000, request_timeout_ms=60_000)  # fmt: skip
+    await producer.start()
+    t0 = time.perf_counter()
+    now = time.time()
+    try:
+        pending = []
+        for _ in range(n):
+            link_id, slug = rng.choice(links)
+            orphan = rng.random() < 0.01
+            ts = now - rng.random() * 3600
+            event = ClickEvent(
+                v=EVENT_VERSION, id=new_event_id(ts), ts=ts, domain="localhost", slug=slug if not orphan else "nope",
+                link_id=None if orphan else link_id, workspace_id=None if orphan else ws,
+                url=None if orphan else "https://example.com/p", ip=rng.choice(ips), ua=rng.choice(uas),
+                referer=rng.choice(_REFERERS), query=rng.choice(_QUERIES), qr=rng.random() < 0.05,
+                method="HEAD" if rng.random() < 0.01 else "GET", lang="en-US,en;q=0.9",
+            )  # fmt: skip
+            pending.append(await producer.send(settings.kafka_topic, encode(event), key=partition_key(event)))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0
+
+
+def start_consumers(settings: Settings, group: str, count: int) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "H0P_DATABASE_URL": DB_URL,
+        "H0P_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "H0P_KAFKA_TOPIC": settings.kafka_topic,
+        "H0P_KAFKA_DEAD_LETTER_TOPIC": settings.kafka_dead_letter_topic,
+        "H0P_KAFKA_GROUP": group,
+        "H0P_INGEST_BATCH_SIZE": str(settings.ingest_batch_size),
+        "H0P_INGEST_SESSION_TIMEOUT_MS": "6000",
+    }
+    return [subprocess.Popen([sys.executable, "-m", "ingest.consumer"], env=env, stderr=subprocess.DEVNULL)
+            for _ in range(count)]  # fmt: skip
+
+
+async def measure_ingest(settings: Settings, n: int, processes: int) -> dict[str, float]:
+    conn = await asyncpg.connect(DB_URL)
+    await conn.execute("TRUNCATE clicks, click_rollups")
+    await conn.execute("UPDATE links SET clicks = 0, last_clicked_at = NULL")
+    t0 = time.perf_counter()
+    procs = start_consumers(settings, f"bench-{processes}-{time.time_ns()}", processes)
+    first = None
+    stored = 0
+    try:
+        while True:
+            await asyncio.sleep(0.5)
+            # the rollup's 'count' rows equal the rows stored (same transaction), and are cheap to sum
+            stored = int(await conn.fetchval("SELECT coalesce(sum(clicks), 0) FROM click_rollups WHERE dim = 'count'"))
+            stored += int(await conn.fetchval("SELECT count(*) FROM clicks WHERE workspace_id IS NULL"))
+            if stored and first is None:
+                first = time.perf_counter()
+            if time.perf_counter() - t0 > TIME_LIMIT_S:
+                raise TimeoutError(f"ingest did not finish in {TIME_LIMIT_S}s ({stored} rows)")
+            if stored >= n:
+                break
+        end = time.perf_counter()
+        total = int(await conn.fetchval("SELECT count(*) FROM clicks"))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+        await conn.close()
+    assert first is not None
+    return {"rows": total, "wall_s": end - t0, "events_s": n / (end - t0), "steady_events_s": n / (end - first)}
+
+
+async def generate_clicks(ws: str, links: list[tuple[str, str]], rows: int, now: datetime) -> float:
+    """rows clicks spread over 30 days, generated by Postgres itself; then the rollup rebuilt."""
+    conn = await asyncpg.connect(DB_URL, command_timeout=3600)
+    t0 = time.perf_counter()
+    try:
+        await conn.execute("TRUNCATE clicks, click_rollups")
+        start = now - timedelta(days=30)
+        month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        while month <= now:
+            await conn.execute("SELECT clicks_ensure_partition($1)", month.date())
+            month = (month + timedelta(days=32)).replace(day=1)
+        await conn.execute("SET timezone = 'UTC'")
+        await conn.execute(
+            """
+            INSERT INTO clicks (event_id, ts, workspace_id, link_id, domain, slug, country, city, continent, device,
+                                browser, os, referer, utm_source, bot, qr, visitor)
+            SELECT gen_random_uuid(), $1::timestamptz + random() * interval '30 days', $2,
+                   ($3::text[])[1 + (g % array_length($3::text[], 1))], 'localhost', 's',
+                   (ARRAY['US','GB','DE','FR','IN','BR','JP','CA','ES','IT','NL','SE','PL','AU','MX'])
+                       [1 + (g * 7 % 15)],
+                   (ARRAY['New York','London','Berlin','Paris','Mumbai','São Paulo','Tokyo'])[1 + (g * 11 % 7)],
+                   (ARRAY['NA','EU','EU','EU','AS','SA','AS'])[1 + (g * 7 % 7)],
+                   (ARRAY['desktop','mobile','mobile','tablet'])[1 + (g % 4)],
+                   (ARRAY['Chrome','Safari','Firefox','Edge','Chrome Mobile','Mobile Safari'])[1 + (g * 3 % 6)],
+                   (ARRAY['Windows','Mac OS X','iOS','Android','Linux'])[1 + (g * 5 % 5)],
+                   (ARRAY['','google.com','t.co','facebook.com','linkedin.com'])[1 + (g * 13 % 5)],
+                   (ARRAY['','newsletter','twitter','google'])[1 + (g * 17 % 4)],
+                   g % 50 = 0, g % 20 = 0, (random() * 9e18)::bigint
+            FROM generate_series(1, $4) AS g
+            """,
+            start, ws, [i for i, _ in links], rows,
+        )  # fmt: skip
+        await conn.execute(REBUILD_ROLLUP_SQL, start - timedelta(hours=1), now + timedelta(hours=1))
+        await conn.execute("VACUUM ANALYZE clicks")
+        await conn.execute("VACUUM ANALYZE click_rollups")
+    finally:
+        await conn.close()
+    return time.perf_counter() - t0
+
+
+async def measure_analytics(settings: Settings, ws: str, runs: int = 40) -> list[tuple[str, float, float]]:
+    from api.services import analytics
+    from api.services.analytics_query import parse_query
+    from api.services.context import close_context, open_context
+
+    ctx = await open_context(dataclassreplace(settings, database_url=DB_URL))
+    out = []
+    try:
+        cases: list[tuple[str, dict[str, Any]]] = [
+            ("timeseries, 30d (rollup)", {"groupBy": "timeseries", "interval": "30d"}),
+            ("countries, 30d (rollup)", {"groupBy": "countries", "interval": "30d"}),
+            ("timeseries, 30d, Europe/Paris (rollup)", {"groupBy": "timeseries", "interval": "30d",
+                                                        "timezone": "Europe/Paris"}),
+            ("countries, 30d, filter device=mobile (raw rows)", {"groupBy": "countries", "interval": "30d",
+                                                                 "device": "mobile"}),
+            ("count, 30d, unique visitors (raw rows)", {"groupBy": "count", "interval": "30d", "unique": "true"}),
+        ]  # fmt: skip
+        for name, params in cases:
+            times = []
+            n = runs if "raw" not in name else 5
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await analytics.analytics(ctx, ws, parse_query(params))
+                times.append((time.perf_counter() - t0) * 1000)
+            times.sort()
+            out.append((name, statistics.median(times), times[max(0, int(len(times) * 0.95) - 1)]))
+    finally:
+        await close_context(ctx)
+    return out
+
+
+def dataclassreplace(settings: Settings, **kw: Any) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(settings, **kw)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--skip-analytics", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
+    args = parser.parse_args()
+    broker = Broker().start()
+    lines = ["## Click pipeline and analytics (ingest_bench)", ""]
+    try:
+        settings = load_settings({"H0P_DATABASE_URL": DB_URL, "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
+                                  "H0P_KAFKA_TOPIC": "bench-clicks", "H0P_INGEST_BATCH_SIZE": "5000"})  # fmt: skip
+        ws, links = await setup_database(1000)
+        if not args.skip_ingest:
+            preload_s = await preload(settings, ws, links, args.events)
+            one = await measure_ingest(settings, args.events, 1)
+            two = await measure_ingest(settings, args.events, 2)
+            lines += [
+                f"{args.events:,} events preloaded in {preload_s:.0f}s; full enrichment (geo, UA, UTM, bot, visitor"
+                " hash), COPY + INSERT … ON CONFLICT, hourly rollup and link counters in the same transaction.",
+                "",
+                "| ingest | events/s (start to last row) | events/s (first to last row) | rows |",
+                "|---|---|---|---|",
+                f"| 1 process | {one['events_s']:,.0f} | {one['steady_events_s']:,.0f} | {one['rows']:,} |",
+                f"| 2 processes | {two['events_s']:,.0f} | {two['steady_events_s']:,.0f} | {two['rows']:,} |",
+                f"| ratio 2/1 | {two['events_s'] / one['events_s']:.2f}× | "
+                f"{two['steady_events_s'] / one['steady_events_s']:.2f}× | |",
+                "",
+            ]
+        if not args.skip_analytics:
+            gen_s = await generate_clicks(ws, links, args.rows, datetime.now(UTC))
+            results = await measure_analytics(settings, ws)
+            lines += [
+                f"`/analytics` service layer on {args.rows:,} clicks over 30 days (generated in {gen_s:.0f}s):",
+                "",
+                "| query | p50 ms | p95 ms |",
+                "|---|---|---|",
+                *(f"| {name} | {p50:.1f} | {p95:.1f} |" for name, p50, p95 in results),
+                "",
+            ]
+        lines.append("End-to-end latency (redirect to row visible) is not measured here: see the e2e section.")
+    finally:
+        broker.stop()
+        await db.drop_database(DB_URL)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
