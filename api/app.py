@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from api import cache_sync
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
+from api.mcp.endpoint import McpEndpoint
 from api.openapi import SWAGGER_INIT, SWAGGER_PAGE, openapi_document
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
@@ -42,6 +43,9 @@ ROUTE_MODULES = (
     "api.routes.tags",
     "api.routes.keys",
     "api.routes.workspace",
+    "api.routes.files",
+    "api.routes.qr",
+    "api.routes.analytics",
 )
 
 
@@ -82,6 +86,7 @@ def create_app(settings: Settings) -> Starlette:
     modules = _modules()
     endpoints = [e for m in modules for e in getattr(m, "ENDPOINTS", ())]
     document = msgspec.json.encode(openapi_document(endpoints))
+    mcp = McpEndpoint()  # MCP over Streamable HTTP (api/mcp); needs mcp.run() inside the lifespan
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -90,7 +95,8 @@ def create_app(settings: Settings) -> Starlette:
         stop = asyncio.Event()
         outbox = asyncio.create_task(cache_sync.run_outbox_loop(ctx, stop), name="h0p-cache-outbox")
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             stop.set()  # the loop makes one last pass over the outbox, then returns
             try:
@@ -113,6 +119,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/mcp", mcp),
         Route("/doc", doc, methods=["GET"]),
         Route("/ui", ui, methods=["GET"]),
         Route("/ui/init.js", ui_init, methods=["GET"]),

@@ -44,7 +44,7 @@ async def _caller_of_request(rctx: ServerRequestContext[Any, Any]) -> tuple[Serv
 class McpEndpoint:
     """The ASGI app to route at ``/mcp``, and ``run()``, the lifespan hook it needs."""
 
-    def __init__(self, version: str = "") -> None:
+    def __init__(self, version: str | None = None) -> None:
         self.server = build_server(_caller_of_request, version)
         self._manager = StreamableHTTPSessionManager(
             app=self.server,

@@ -18,7 +18,7 @@ from api.services.keys import Principal
 class LinkIdArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A link by id."""
 
-    id: Annotated[str, Meta(min_length=1, max_length=64, examples=["link_01JD5X7Q2M8V4N6P0R3S5T7W9Y"])]
+    id: Annotated[str, Meta(min_length=1, max_length=100, examples=["link_01JD5X7Q2M8V4N6P0R3S5T7W9Y"])]
 
 
 class GetLinkArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -32,13 +32,13 @@ class GetLinkArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
 class UpdateLinkArgs(LinkUpdate, kw_only=True):
     """The link's ``id`` plus the fields to change (absent: kept; ``null``: cleared)."""
 
-    id: Annotated[str, Meta(min_length=1, max_length=64, examples=["link_01JD5X7Q2M8V4N6P0R3S5T7W9Y"])]
+    id: Annotated[str, Meta(min_length=1, max_length=100, examples=["link_01JD5X7Q2M8V4N6P0R3S5T7W9Y"])]
 
 
 class BulkCreateArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Up to 100 links, each with the fields of create_link."""
 
-    links: Annotated[list[LinkCreate], Meta(min_length=1, max_length=100)]
+    links: Annotated[list[LinkCreate], Meta(min_length=1, max_length=links.MAX_BULK)]
 
 
 def _bulk_output_schema() -> dict[str, Any]:
@@ -57,9 +57,6 @@ def _bulk_output_schema() -> dict[str, Any]:
 
 def _link_update(args: UpdateLinkArgs) -> LinkUpdate:
     return LinkUpdate(**{name: getattr(args, name) for name in LinkUpdate.__struct_fields__})
-
-
-# --- links ----------------------------------------------------------------------------------
 
 
 async def _create_link(ctx: ServiceContext, who: Principal, args: LinkCreate) -> Link:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from api.auth import require_scope
 from api.errors import field_error
 from api.mcp.spec import Id, ImageResult, ToolSpec
 from api.services import qr
@@ -30,6 +31,8 @@ class QrCodeArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, renam
 
 
 async def _get_qr_code(ctx: ServiceContext, who: Principal, args: QrCodeArgs) -> ImageResult:
+    if args.logo is not None:
+        require_scope(who, "files:read")  # as the route: the logo is read from the workspace's files
     if (args.link_id is None) == (args.url is None):
         raise field_error("linkId", "give either linkId (a link's code, scans are counted) or url")
     data = args.url if args.link_id is None else await qr.link_qr_url(ctx, who.workspace_id, args.link_id)
@@ -61,7 +64,7 @@ QR_TOOLS: list[ToolSpec] = [
             "uploaded file id) and `logoSize` (percent of the width)."
         ),
         example='{"linkId": "link_01JD5X7Q2M8V4N6P0R3S5T7W9Y", "size": 600, "fgColor": "#1a237e"}',
-        route="GET /qr",
+        route="GET /qr, GET /links/{id}/qr",
         scope="links:read",
         args=QrCodeArgs,
         run=_get_qr_code,

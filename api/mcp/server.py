@@ -1,10 +1,10 @@
 """The MCP server: one low-level ``mcp`` Server whose tools are the API's services.
 
 Both transports (Streamable HTTP at ``/mcp`` and stdio for ``h0p mcp``) build their server
-here; they differ only in how a call finds its caller (``PrincipalSource``). Every tool call
-goes through the same gate as an HTTP route: the caller's key is resolved, the key's scope
-is checked, one request is charged to the key's rate limit, the arguments are decoded with
-the msgspec schema the route decodes with, and the service function runs. Any ``H0pError``
+here; they differ only in how a call finds its caller (``CallerSource``). Every tool call
+goes through the same gate as an HTTP route (``api/endpoints.py``): the caller's key is
+resolved, one request is charged to the key's rate limit, the key's scope is checked, the
+arguments are decoded with the msgspec schema the route decodes with, and the service runs. Any ``H0pError``
 comes back as a tool error (``isError``) carrying the API's code and message; anything else
 is logged here and reported as ``INTERNAL_ERROR`` without a trace.
 """
@@ -12,6 +12,7 @@ is logged here and reported as ``INTERNAL_ERROR`` without a trace.
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,9 +36,11 @@ INSTRUCTIONS = (
     "H0p manages short links. Create links with create_link (UTM fields, routing rules, tags and a "
     "folder are all arguments), find them with list_links or get_link, change them with update_link. "
     "Tags and folders must exist before a link refers to them: use list_tags/create_tag and "
-    "list_folders/create_folder first. Ids are prefixed strings (link_…, tag_…, fld_…). A failed call "
-    'returns {"error": {"code", "message", "details"}} with the same codes as the HTTP API '
-    "(VALIDATION_ERROR, NOT_FOUND, ALREADY_EXIST, ACTION_NOT_ALLOWED, PLAN_LIMIT_REACHED, RATE_LIMITED)."
+    "list_folders/create_folder first. get_qr_code draws a link's QR code; get_analytics reads its clicks. "
+    "Ids are prefixed strings (link_…, tag_…, fold_…). A failed call returns "
+    '{"error": {"code", "message", "details"}} with the same codes as the HTTP API (VALIDATION_ERROR '
+    "with field paths, NOT_FOUND, ALREADY_EXIST, ACTION_NOT_ALLOWED, PLAN_LIMIT_REACHED, "
+    "FEATURE_NOT_AVAILABLE, RATE_LIMITED with retryAfter seconds)."
 )
 
 CallerSource = Callable[["ServerRequestContext[Any, Any]"], Awaitable[tuple[ServiceContext, Principal]]]
@@ -116,7 +119,14 @@ async def call_tool(spec: ToolSpec, ctx: ServiceContext, principal: Principal, a
     return await spec.run(ctx, principal, args)
 
 
-def build_server(caller_of: CallerSource, version: str = "") -> Server[Any]:
+def _version() -> str:
+    try:
+        return importlib.metadata.version("h0p")
+    except importlib.metadata.PackageNotFoundError:  # running from a checkout that is not installed
+        return ""
+
+
+def build_server(caller_of: CallerSource, version: str | None = None) -> Server[Any]:
     """The MCP server for one process; ``caller_of`` is asked on every tool call."""
     tools = {spec.name: spec for spec in TOOLS}
     listing = types.ListToolsResult(tools=[_tool_definition(spec) for spec in TOOLS])
@@ -145,7 +155,7 @@ def build_server(caller_of: CallerSource, version: str = "") -> Server[Any]:
 
     return Server(
         SERVER_NAME,
-        version=version,
+        version=_version() if version is None else version,
         title="H0p link management",
         instructions=INSTRUCTIONS,
         on_list_tools=on_list_tools,

@@ -9,6 +9,7 @@ collects them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -19,7 +20,8 @@ from msgspec import Meta
 from api.services.context import ServiceContext
 from api.services.keys import Principal
 
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+# Ids as the routes take them in a path (longer ones are NOT_FOUND there, refused here)
+Id = Annotated[str, Meta(min_length=1, max_length=100)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class ToolSpec:
     name: str
     title: str
     description: str
-    example: str
+    example: str  # JSON arguments an agent can copy; alternatives separated by " or "
     route: str  # the HTTP route this tool mirrors: same service, same scope
     scope: str
     args: type[msgspec.Struct]
@@ -65,7 +67,9 @@ class ToolSpec:
     output_schema: dict[str, Any] | None = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_schema", json_schema(self.args))
+        # The examples go into the schema too: some clients show schema examples, not descriptions.
+        examples = [json.loads(e) for e in self.example.split(" or ")]
+        object.__setattr__(self, "input_schema", {**json_schema(self.args), "examples": examples})
         output = self.output
         schema = output if isinstance(output, dict) or output is None else json_schema(output)
         object.__setattr__(self, "output_schema", schema)

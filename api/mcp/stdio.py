@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import Any
 
+import asyncpg
+import redis.exceptions
 from mcp.server import ServerRequestContext
 from mcp.server.stdio import stdio_server
 
@@ -50,6 +52,10 @@ def run_stdio(settings: Settings) -> None:
         asyncio.run(serve_stdio(settings))
     except Unauthorized:
         print("h0p mcp: H0P_API_KEY is not a valid API key (revoked, or from another database?)", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (OSError, TimeoutError, asyncpg.PostgresError, redis.exceptions.ConnectionError) as exc:
+        # A desktop client shows one line of stderr: name what is unreachable, not a traceback.
+        print(f"h0p mcp: cannot reach Postgres or Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass

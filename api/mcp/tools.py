@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from api.mcp.analytics import ANALYTICS_TOOLS
 from api.mcp.links import LINK_TOOLS
 from api.mcp.organize import ORGANIZE_TOOLS
 from api.mcp.qr_codes import QR_TOOLS
-from api.mcp.spec import ImageResult, ToolSpec
+from api.mcp.spec import ToolSpec
 
-TOOLS: list[ToolSpec] = [*LINK_TOOLS, *ORGANIZE_TOOLS, *QR_TOOLS]
-
-__all__ = ["TOOLS", "ImageResult", "ToolSpec"]
+TOOLS: list[ToolSpec] = [*LINK_TOOLS, *ORGANIZE_TOOLS, *QR_TOOLS, *ANALYTICS_TOOLS]

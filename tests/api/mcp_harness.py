@@ -1,7 +1,7 @@
 """The MCP tests' harness: the API and the edge under uvicorn, and SDK client sessions on both transports.
 
 ``http`` talks to ``/mcp`` of the real API app (``api.app.create_app``) served by uvicorn on a
-free port; ``stdio`` spawns ``python -m api.mcp`` (what ``h0p mcp`` runs) with the test
+free port; ``stdio`` spawns ``h0p mcp`` (as ``python -m api.cli mcp``) with the test
 session's database and Redis in its environment. Test modules import the fixtures by name.
 """
 
@@ -31,6 +31,7 @@ from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TRANSPORTS = ["http", "stdio"]
+H0P_MCP = ["-m", "api.cli", "mcp"]  # `h0p mcp` through the console script's own entry point
 LINK_TOOLS = {"create_link", "get_link", "update_link", "delete_link", "list_links", "bulk_create_links"}
 
 
@@ -126,9 +127,7 @@ async def mcp_session(transport: str, key: str, settings: Settings, api: ApiServ
             http = await stack.enter_async_context(httpx2.AsyncClient(headers={"x-api-key": key}, timeout=30))
             read, write = await stack.enter_async_context(streamable_http_client(api.mcp_url, http_client=http))
         else:
-            params = StdioServerParameters(
-                command=sys.executable, args=["-m", "api.mcp"], env=stdio_env(settings, key), cwd=REPO
-            )
+            params = StdioServerParameters(command=sys.executable, args=H0P_MCP, env=stdio_env(settings, key), cwd=REPO)
             read, write = await stack.enter_async_context(stdio_client(params))
         session = await stack.enter_async_context(ClientSession(read, write, read_timeout_seconds=30))
         await session.initialize()

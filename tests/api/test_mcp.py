@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx2
+import mcp_types as types
+import pytest
+from mcp import MCPError
 
 from api.services.context import ServiceContext
 from api.services.workspaces import Workspace, set_plan
@@ -208,3 +211,13 @@ async def test_tool_calls_count_against_the_keys_rate_limit(
     refused = [error(r) for r in results if r.is_error]
     # five calls take well under a second, so they span at most two one-second windows
     assert refused and all(e["code"] == "RATE_LIMITED" and e["retryAfter"] >= 1 for e in refused)
+
+
+async def test_unknown_tool_is_a_protocol_error_naming_the_tool(
+    transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
+) -> None:
+    key = await new_key(ctx, workspace)
+    async with mcp_session(transport, key, settings, api_server) as session:
+        with pytest.raises(MCPError) as raised:
+            await session.call_tool("launch_rocket", {})
+    assert raised.value.error.code == types.INVALID_PARAMS and "launch_rocket" in raised.value.error.message

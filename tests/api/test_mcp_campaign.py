@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
+import httpx2
 import mcp_types as types
+import pytest
+from mcp import ClientSession
 
 from api.schemas import DomainCreate
 from api.services import domains
@@ -12,12 +16,14 @@ from api.services.context import ServiceContext
 from api.services.qr import with_qr_marker
 from api.services.workspaces import Workspace
 from h0p_settings import Settings
+from ingest.consumer import running_consumer
 from tests.api import mcp_harness
-from tests.api.mcp_harness import ApiServer, data, error, mcp_session, new_key
+from tests.api.mcp_harness import ApiServer, UvicornThread, data, error, mcp_session, new_key
 from tests.api.qr_decode import decode
 
 # The harness's fixtures, used in this module by name.
 api_server = mcp_harness.api_server
+edge_server = mcp_harness.edge_server
 transport = mcp_harness.transport
 
 
@@ -77,7 +83,7 @@ async def test_agent_tags_and_files_campaign_links_and_finds_them_again(
     assert bad_colour["code"] == "VALIDATION_ERROR" and bad_colour["details"][0]["path"] == "color"
 
 
-async def test_tag_and_folder_tools_need_their_own_write_scopes(
+async def test_tag_folder_domain_and_logo_tools_need_their_routes_scopes(
     transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
 ) -> None:
     key = await new_key(ctx, workspace, ["links:write", "tags:read", "folders:read"])
@@ -85,6 +91,60 @@ async def test_tag_and_folder_tools_need_their_own_write_scopes(
         tag = error(await session.call_tool("create_tag", {"name": "x"}))
         folder = error(await session.call_tool("create_folder", {"name": "x"}))
         domains_denied = error(await session.call_tool("list_domains", {}))
+        logo_denied = error(
+            await session.call_tool("get_qr_code", {"url": "https://example.com", "logo": "file_0123456789abcdef"})
+        )
         tags_listed = data(await session.call_tool("list_tags", {}))
     assert tag["code"] == folder["code"] == domains_denied["code"] == "ACTION_NOT_ALLOWED"
+    assert logo_denied["code"] == "ACTION_NOT_ALLOWED" and "files:read" in logo_denied["message"]
     assert tags_listed["total"] == 0
+
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+)
+DESKTOP = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.slow  # a consumer group join on the broker takes seconds
+async def test_agent_reads_the_clicks_of_its_link_through_the_whole_pipeline(
+    transport: str,
+    ctx: ServiceContext,
+    workspace: Workspace,
+    settings: Settings,
+    api_server: ApiServer,
+    edge_server: UvicornThread,
+) -> None:
+    key = await new_key(ctx, workspace)
+    async with (
+        mcp_session(transport, key, settings, api_server) as session,
+        httpx2.AsyncClient(base_url=edge_server.base_url, headers={"host": settings.default_domain}) as edge,
+        running_consumer(settings),
+    ):
+        link = data(await session.call_tool("create_link", {"url": "https://example.com/a", "utm_campaign": "spring"}))
+        for agent in (IPHONE, DESKTOP, DESKTOP):
+            assert (await edge.get(f"/{link['slug']}", headers={"user-agent": agent})).status_code == 302
+        assert (await edge.get(f"/{link['slug']}?qr=1", headers={"user-agent": IPHONE})).status_code == 302
+        total = await poll_clicks(session, link["id"], expected=4)
+        devices = data(await session.call_tool("get_analytics", {"groupBy": "devices", "linkId": link["id"]}))
+        scans = data(await session.call_tool("get_analytics", {"linkId": link["id"], "qr": True, "interval": "1y"}))
+        campaigns = data(await session.call_tool("get_analytics", {"groupBy": "utm_campaigns", "linkId": link["id"]}))
+        bad = error(await session.call_tool("get_analytics", {"groupBy": "planets"}))
+    assert total == 4
+    assert devices["data"] == [{"device": "desktop", "clicks": 2}, {"device": "mobile", "clicks": 2}]  # ties by name
+    assert scans == {"clicks": 1}
+    assert campaigns["data"] == [{"utmCampaign": "spring", "clicks": 4}]
+    assert bad["code"] == "VALIDATION_ERROR" and bad["details"][0]["path"] == "groupBy"
+
+
+async def poll_clicks(session: ClientSession, link_id: str, expected: int, within_s: float = 30.0) -> int:
+    """The link's click count once it reaches ``expected`` (ingest is asynchronous), or the last one seen."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        clicks = int(data(await session.call_tool("get_analytics", {"linkId": link_id}))["clicks"])
+        if clicks >= expected or asyncio.get_running_loop().time() > deadline:
+            return clicks
+        await asyncio.sleep(0.2)

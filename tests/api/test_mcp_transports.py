@@ -7,14 +7,16 @@ import os
 import sys
 
 import httpx2
+import pytest
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from api.services import keys
 from api.services.context import ServiceContext
 from api.services.workspaces import Workspace
 from h0p_settings import Settings
 from tests.api import mcp_harness
-from tests.api.mcp_harness import REPO, ApiServer, data, error, new_key, stdio_env
+from tests.api.mcp_harness import H0P_MCP, REPO, ApiServer, data, error, mcp_session, new_key, stdio_env
 
 # The harness's fixtures, used in this module by name.
 api_server = mcp_harness.api_server
@@ -45,21 +47,39 @@ async def test_http_accepts_the_key_as_a_bearer_token(
     assert listed == {"data": [], "page": 0, "limit": 10, "total": 0}
 
 
-async def test_stdio_server_with_a_wrong_key_exits_with_a_message(settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("key", "status", "message"),
+    [("", 2, b"set H0P_API_KEY"), ("h0p_wrong", 1, b"H0P_API_KEY is not a valid API key")],
+    ids=["missing", "wrong"],
+)
+async def test_h0p_mcp_without_a_valid_key_exits_with_one_line(
+    settings: Settings, key: str, status: int, message: bytes
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "api.mcp",
+        *H0P_MCP,
         cwd=REPO,
-        env={**os.environ, **stdio_env(settings, "h0p_wrong")},
+        env={**os.environ, **stdio_env(settings, key)},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 1
+    assert proc.returncode == status
     assert stdout == b""  # nothing but MCP messages may ever reach stdout
-    assert b"H0P_API_KEY is not a valid API key" in stderr
+    assert message in stderr and stderr.count(b"\n") == 1
+
+
+async def test_h0p_mcp_stops_acting_at_once_when_its_key_is_revoked(
+    ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
+) -> None:
+    key = await new_key(ctx, workspace)
+    async with mcp_session("stdio", key, settings, api_server) as session:
+        before = data(await session.call_tool("list_links", {}))
+        (listed,) = await keys.list_keys(ctx, workspace.id)
+        await keys.delete_key(ctx, workspace.id, listed.id)
+        after = error(await session.call_tool("list_links", {}))
+    assert before["total"] == 0 and after["code"] == "UNAUTHORIZED"
 
 
 async def test_http_serves_a_client_negotiating_the_newest_protocol(
