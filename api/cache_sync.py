@@ -64,6 +64,9 @@ async def _push_in_transaction(ctx: ServiceContext, conn: asyncpg.Connection, id
     if not entries:
         return 0  # another pusher already landed them (with a state at least as new)
     keys = sorted({_redis_key(e["kind"], e["domain"], e["slug"]) for e in entries})
+    # Losing this commit in a crash only brings the rows back, to be pushed again (idempotent):
+    # no need to wait for its WAL flush.
+    await conn.execute("SET LOCAL synchronous_commit = off")
     # One pusher per key at a time, in a fixed order (no deadlock): the last SET is the newest state.
     await conn.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(k)) FROM unnest($2::text[]) AS k ORDER BY k", _LOCK_CLASS, keys
@@ -95,13 +98,20 @@ async def _push_in_transaction(ctx: ServiceContext, conn: asyncpg.Connection, id
     return len(entries)
 
 
-async def push(ctx: ServiceContext, ids: Sequence[int]) -> bool:
-    """Land the outbox rows ``ids`` in Redis after their commit; False if left for the retry loop."""
+async def push(ctx: ServiceContext, ids: Sequence[int], conn: asyncpg.Connection | None = None) -> bool:
+    """Land the outbox rows ``ids`` in Redis after their commit; False if left for the retry loop.
+
+    ``conn``: a connection the caller holds outside any transaction (saves a pool round trip).
+    """
     if not ids:
         return True
     try:
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await _push_in_transaction(ctx, conn, ids)
+        if conn is not None:
+            async with conn.transaction():
+                await _push_in_transaction(ctx, conn, ids)
+        else:
+            async with ctx.pool.acquire() as own, own.transaction():
+                await _push_in_transaction(ctx, own, ids)
     except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
         log.warning("cache write-through deferred to the outbox loop: %s", type(exc).__name__)
         return False

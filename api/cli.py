@@ -59,8 +59,10 @@ def _run(settings: Settings, coro: Awaitable[T]) -> T:
 
     try:
         return asyncio.run(guarded())
-    except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresConnectionError) as exc:
         raise CommandFailed(f"cannot reach Postgres at {_redact(settings.database_url)}: {exc}") from None
+    except asyncpg.InvalidCatalogNameError:
+        raise CommandFailed("the database does not exist yet: run `h0p migrate` first") from None
     except asyncpg.UndefinedTableError:
         raise CommandFailed("the database has no schema yet: run `h0p migrate` first") from None
     except redis.exceptions.ConnectionError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -67,7 +67,8 @@ class Endpoint:
     summary: str
     tag: str
     scope: str | None = None  # required key scope; None = any valid key
-    body: Any = None  # msgspec type of the JSON body
+    body: Any = None  # msgspec type the JSON body is decoded to
+    documented_body: Any = None  # the body's type in /doc when it differs (decoded item by item later)
     query: type[msgspec.Struct] | None = None  # msgspec Struct of the query string
     response: Any = None  # msgspec type of the success body
     response_variants: tuple[type, ...] = ()  # documented as an array of oneOf these (bulk)
@@ -116,10 +117,26 @@ async def _read_body(request: Request, kind: Any) -> Any:
         if size > MAX_BODY_BYTES:
             raise ValidationFailed([{"path": None, "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        return msgspec.json.decode(b"".join(chunks), type=kind)
+        value = msgspec.json.decode(raw, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise from_msgspec(exc) from None
+    if b"\\u0000" in raw:  # Postgres text cannot hold NUL: find the field and refuse it
+        _refuse_nul(msgspec.json.decode(raw), "")
+    return value
+
+
+def _refuse_nul(node: Any, path: str) -> None:
+    if isinstance(node, str) and "\x00" in node:
+        raise ValidationFailed([{"path": path or None, "message": "text must not contain NUL characters"}])
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            _refuse_nul(item, f"{path}[{i}]")
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            _refuse_nul(key, path)
+            _refuse_nul(item, f"{path}.{key}" if path else key)
 
 
 def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
@@ -127,8 +144,12 @@ def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
         if request.query_params:
             raise ValidationFailed([{"path": None, "message": "this route takes no query parameters"}])
         return None
+    params = dict(request.query_params)
+    for name, value in params.items():
+        if "\x00" in name or "\x00" in value:
+            raise ValidationFailed([{"path": name, "message": "text must not contain NUL characters"}])
     try:
-        return msgspec.convert(dict(request.query_params), kind, strict=False)
+        return msgspec.convert(params, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
 
@@ -147,13 +168,15 @@ async def _serve(endpoint: Endpoint, request: Request) -> Response:
         headers = state.headers() if state else None
         require_scope(principal, endpoint.scope)
         path = {name: str(request.path_params[name]) for name in endpoint.path_params}
-        if any(len(v) > 100 for v in path.values()):
+        if any(len(v) > 100 or "\x00" in v for v in path.values()):
             raise NotFound()
         query = _read_query(request, endpoint.query)
         body = await _read_body(request, endpoint.body) if endpoint.body is not None else None
         result = await endpoint.handler(Call(ctx, principal, path, query, body, request))
     except H0pError as exc:
         return error_response(exc, headers)
+    except ClientDisconnect:  # the client left mid-body: nobody to answer, nothing went wrong here
+        return Response(status_code=400)
     except Exception:
         log.exception("unhandled error in %s %s", endpoint.method, endpoint.path)
         return error_response(InternalError(), headers)

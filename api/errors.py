@@ -134,7 +134,13 @@ def from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, root: str =
     match = _MSGSPEC_PATH.match(str(exc))
     assert match is not None  # the pattern matches any text
     message = match.group("message")
+    if "matching regex '^[^\\\\x00]*$'" in message:  # schemas.TEXT, in words
+        message = "text must not contain NUL characters"
     path = (match.group("path") or "").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
+    if unknown:
+        message += "; see /doc for the fields of this request"
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
     full = ".".join(p for p in (root, path) if p).replace(".[", "[") or None
     return ValidationFailed([{"path": full, "message": message}])
 

@@ -14,16 +14,20 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType, field
 
+# Postgres text cannot hold NUL: refused at decoding, with the field's path, on every input string
+TEXT = r"^[^\x00]*$"
+# RFC 3339 (msgspec parses and emits it; the format is stated for generated clients)
+Timestamp = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"}, examples=["2030-01-31T12:00:00Z"])]
 ConditionType = Literal[
     "device", "os", "browser", "country", "city", "language", "query", "referrer", "ip", "before", "after"
 ]
-Url = Annotated[str, Meta(min_length=1, max_length=2048, examples=["https://example.com/landing"])]
-ShortText = Annotated[str, Meta(max_length=500)]
-LongText = Annotated[str, Meta(max_length=5000)]
-Slug = Annotated[str, Meta(min_length=1, max_length=190, examples=["spring-sale"])]
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Url = Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=2048, examples=["https://example.com/landing"])]
+ShortText = Annotated[str, Meta(pattern=TEXT, max_length=500)]
+LongText = Annotated[str, Meta(pattern=TEXT, max_length=5000)]
+Slug = Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=190, examples=["spring-sale"])]
+Id = Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=64)]
 StatusCode = Literal[301, 302, 307, 308]
-UtmValue = Annotated[str, Meta(max_length=200)]
+UtmValue = Annotated[str, Meta(pattern=TEXT, max_length=200)]
 
 
 class _In(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -38,8 +42,12 @@ class RuleCondition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     """One test; ``not: true`` negates it (a query condition without ``value`` means "present")."""
 
     type: ConditionType
-    value: Annotated[str, Meta(max_length=500)] | Annotated[list[str], Meta(min_length=1, max_length=50)] | None = None
-    key: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    value: (
+        Annotated[str, Meta(pattern=TEXT, max_length=500)]
+        | Annotated[list[str], Meta(min_length=1, max_length=50)]
+        | None
+    ) = None
+    key: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=200)] | None = None
     negate: bool = field(default=False, name="not")
 
 
@@ -64,9 +72,9 @@ class LinkCreate(_In):
     """A new short link. Only ``url`` is required; ``slug`` is generated when absent."""
 
     url: Url
-    domain: Annotated[str, Meta(max_length=253, examples=["go.example.com"])] | None = None
+    domain: Annotated[str, Meta(pattern=TEXT, max_length=253, examples=["go.example.com"])] | None = None
     slug: Slug | None = None
-    external_id: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    external_id: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=255)] | None = None
     title: ShortText | None = None
     description: LongText | None = None
     comments: LongText | None = None
@@ -75,8 +83,8 @@ class LinkCreate(_In):
     status_code: StatusCode = 302
     rules: Rules = []
     split: Split = []
-    password: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
-    expires_at: datetime | None = None
+    password: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=200)] | None = None
+    expires_at: Timestamp | None = None
     expired_url: Url | None = None
     utm_source: UtmValue | None = field(default=None, name="utm_source")
     utm_medium: UtmValue | None = field(default=None, name="utm_medium")
@@ -94,9 +102,9 @@ class LinkUpdate(_In):
     """A partial update: absent fields are kept, ``null`` clears a field that may be empty."""
 
     url: Url | UnsetType = UNSET
-    domain: Annotated[str, Meta(max_length=253)] | UnsetType = UNSET
+    domain: Annotated[str, Meta(pattern=TEXT, max_length=253)] | UnsetType = UNSET
     slug: Slug | UnsetType = UNSET
-    external_id: Annotated[str, Meta(min_length=1, max_length=255)] | None | UnsetType = UNSET
+    external_id: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=255)] | None | UnsetType = UNSET
     title: ShortText | None | UnsetType = UNSET
     description: LongText | None | UnsetType = UNSET
     comments: LongText | None | UnsetType = UNSET
@@ -105,8 +113,8 @@ class LinkUpdate(_In):
     status_code: StatusCode | UnsetType = UNSET
     rules: Rules | UnsetType = UNSET
     split: Split | UnsetType = UNSET
-    password: Annotated[str, Meta(min_length=1, max_length=200)] | None | UnsetType = UNSET
-    expires_at: datetime | None | UnsetType = UNSET
+    password: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=200)] | None | UnsetType = UNSET
+    expires_at: Timestamp | None | UnsetType = UNSET
     expired_url: Url | None | UnsetType = UNSET
     utm_source: UtmValue | None | UnsetType = field(default=UNSET, name="utm_source")
     utm_medium: UtmValue | None | UnsetType = field(default=UNSET, name="utm_medium")
@@ -132,7 +140,7 @@ class Link(_Out):
     split: list[SplitTarget]
     status_code: int
     password_protected: bool
-    expires_at: datetime | None
+    expires_at: Timestamp | None
     expired_url: str | None
     utm_source: str | None = field(name="utm_source")
     utm_medium: str | None = field(name="utm_medium")
@@ -151,9 +159,9 @@ class Link(_Out):
     folder_id: str | None
     external_id: str | None
     clicks: int
-    last_clicked_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    last_clicked_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class LinkList(_Out):
@@ -166,9 +174,11 @@ class LinkList(_Out):
 class LinkListQuery(_In):
     """Filters, sort and page of ``GET /links`` (query string)."""
 
-    search: Annotated[str, Meta(max_length=200)] | None = None
-    domain: Annotated[str, Meta(max_length=253)] | None = None
-    tag_ids: Annotated[str, Meta(max_length=2000, description="comma-separated tag ids (any of)")] | None = None
+    search: Annotated[str, Meta(pattern=TEXT, max_length=200)] | None = None
+    domain: Annotated[str, Meta(pattern=TEXT, max_length=253)] | None = None
+    tag_ids: (
+        Annotated[str, Meta(pattern=TEXT, max_length=2000, description="comma-separated tag ids (any of)")] | None
+    ) = None
     folder_id: Id | None = None
     archived: bool | None = None
     sort: Literal["createdAt", "clicks", "lastClickedAt"] = "createdAt"
@@ -181,7 +191,7 @@ class LinkInfoQuery(_In):
     """``GET /links/info``: a link by its short URL parts (domain defaults to the default domain)."""
 
     slug: Slug
-    domain: Annotated[str, Meta(max_length=253)] | None = None
+    domain: Annotated[str, Meta(pattern=TEXT, max_length=253)] | None = None
 
 
 class BulkItemError(msgspec.Struct):
@@ -206,7 +216,7 @@ class PageQuery(_In):
     limit: Annotated[int, Meta(ge=1, le=50)] = 10
 
 
-Hostname = Annotated[str, Meta(min_length=3, max_length=253, examples=["go.example.com"])]
+Hostname = Annotated[str, Meta(pattern=TEXT, min_length=3, max_length=253, examples=["go.example.com"])]
 
 
 class DomainCreate(_In):
@@ -238,14 +248,14 @@ class Domain(_Out):
     id: str
     domain: str
     verified: bool
-    verified_at: datetime | None
+    verified_at: Timestamp | None
     records: list[DnsRecord]
     root_url: str | None
     not_found_url: str | None
     expired_url: str | None
     links: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class DomainList(_Out):
@@ -267,7 +277,7 @@ class DomainDeleteQuery(_In):
     force: bool = False
 
 
-Name = Annotated[str, Meta(min_length=1, max_length=100, examples=["Spring campaign"])]
+Name = Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=100, examples=["Spring campaign"])]
 TagColor = Literal["gray", "red", "yellow", "green", "blue", "purple", "pink", "brown"]
 
 
@@ -279,8 +289,8 @@ class Folder(_Out):
     id: str
     name: str
     links: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class FolderList(_Out):
@@ -305,8 +315,8 @@ class Tag(_Out):
     name: str
     color: str
     links: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class TagList(_Out):
@@ -320,4 +330,6 @@ class KeyCreate(_In):
     """A new API key; ``scopes`` default to every scope the calling key has."""
 
     name: Name
-    scopes: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(min_length=1, max_length=30)] | None = None
+    scopes: (
+        Annotated[list[Annotated[str, Meta(pattern=TEXT, max_length=40)]], Meta(min_length=1, max_length=30)] | None
+    ) = None

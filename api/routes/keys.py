@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from api.auth import require_scope
 from api.endpoints import Call, Endpoint
-from api.schemas import Deleted, KeyCreate
+from api.schemas import Deleted, KeyCreate, PageQuery
 from api.services import keys
-from api.services.keys import ALL_SCOPES, ApiKey, CreatedApiKey
+from api.services.keys import ALL_SCOPES, ApiKeyList, CreatedApiKey
 
 
 async def create(call: Call) -> CreatedApiKey:
@@ -20,8 +20,9 @@ async def create(call: Call) -> CreatedApiKey:
     return CreatedApiKey(**{f: getattr(key, f) for f in key.__struct_fields__}, key=secret)
 
 
-async def list_(call: Call) -> list[ApiKey]:
-    return await keys.list_keys(call.ctx, call.principal.workspace_id)
+async def list_(call: Call) -> ApiKeyList:
+    q: PageQuery = call.query
+    return await keys.list_keys_page(call.ctx, call.principal.workspace_id, q.page, q.limit)
 
 
 async def delete(call: Call) -> Deleted:
@@ -38,7 +39,7 @@ ENDPOINTS = [
         + ". A write scope includes the matching read scope; a key can only grant scopes it has.",
     ),
     Endpoint(
-        "GET", "/keys", list_, "List API keys", "API keys", scope="keys:read", response=list[ApiKey],
+        "GET", "/keys", list_, "List API keys", "API keys", scope="keys:read", query=PageQuery, response=ApiKeyList,
         operation_id="listKeys", description="Secrets are never listed: `hint` is the last 4 characters.",
     ),
     Endpoint(

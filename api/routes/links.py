@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 from msgspec import Meta
 
 from api.endpoints import Call, Endpoint, Reply
-from api.schemas import BulkItemFailure, Deleted, Link, LinkCreate, LinkInfoQuery, LinkList, LinkListQuery, LinkUpdate
+from api.errors import from_msgspec
+from api.schemas import (
+    BulkItemError,
+    BulkItemFailure,
+    Deleted,
+    Link,
+    LinkCreate,
+    LinkInfoQuery,
+    LinkList,
+    LinkListQuery,
+    LinkUpdate,
+)
 from api.services import link_search, links
 
 BulkBody = Annotated[list[LinkCreate], Meta(min_length=1, max_length=links.MAX_BULK)]
+# Decoded item by item, so one malformed item is that item's error, not the whole request's.
+BulkRaw = Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=links.MAX_BULK)]
 
 EXAMPLE = {
     "url": "https://example.com/spring-sale",
@@ -49,7 +63,18 @@ async def delete(call: Call) -> Deleted:
 
 
 async def bulk(call: Call) -> list[Link | BulkItemFailure]:
-    return await links.bulk_create_links(call.ctx, call.principal.workspace_id, call.body)
+    decoded: list[LinkCreate | BulkItemFailure] = []
+    for raw in call.body:
+        try:
+            decoded.append(msgspec.json.decode(raw, type=LinkCreate))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            problem = from_msgspec(exc)
+            where = problem.details[0]["path"] if problem.details else None
+            message = f"{where}: {problem.message}" if where else problem.message
+            decoded.append(BulkItemFailure(error=BulkItemError(code="VALIDATION_ERROR", message=message)))
+    valid = [item for item in decoded if isinstance(item, LinkCreate)]
+    created = iter(await links.bulk_create_links(call.ctx, call.principal.workspace_id, valid))
+    return [next(created) if isinstance(item, LinkCreate) else item for item in decoded]
 
 
 async def upsert(call: Call) -> Reply:
@@ -75,7 +100,8 @@ ENDPOINTS = [
         query=LinkInfoQuery, response=Link, errors=(404,), operation_id="getLinkInfo",
     ),
     Endpoint(
-        "POST", "/links/bulk", bulk, "Create up to 100 links", "Links", scope="links:write", body=BulkBody,
+        "POST", "/links/bulk", bulk, "Create up to 100 links", "Links", scope="links:write", body=BulkRaw,
+        documented_body=BulkBody,
         response_variants=(Link, BulkItemFailure), operation_id="bulkCreateLinks", example=[EXAMPLE],
         description="Each item is created in its own transaction: the result has, in order, the link or "
         "`{\"error\": {\"code\", \"message\"}}` for an item that was not created (nothing of it written).",

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import msgspec
 
 from api.errors import NotFound, Unauthorized, field_error
 from api.ids import new_id
+from api.schemas import Timestamp
 from api.services.context import ServiceContext
 from api.services.plans import Plan, get_plan, require_below
 
@@ -34,8 +35,8 @@ class ApiKey(msgspec.Struct, kw_only=True, rename="camel"):
     name: str
     scopes: list[str]
     hint: str
-    created_at: datetime
-    last_used_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
 
 
 class CreatedApiKey(ApiKey, kw_only=True, rename="camel"):
@@ -114,14 +115,29 @@ async def create_key(
     return _key_from_row(row), secret
 
 
+class ApiKeyList(msgspec.Struct, kw_only=True, rename="camel"):
+    data: list[ApiKey]
+    page: int
+    limit: int
+    total: int
+
+
 async def list_keys(ctx: ServiceContext, workspace_id: str) -> list[ApiKey]:
     """The workspace's keys, newest first."""
+    return (await list_keys_page(ctx, workspace_id, 0, 1000)).data
+
+
+async def list_keys_page(ctx: ServiceContext, workspace_id: str, page: int = 0, limit: int = 10) -> ApiKeyList:
+    """One page of the workspace's keys, newest first (``GET /keys``)."""
+    total = await ctx.pool.fetchval("SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace_id)
     rows = await ctx.pool.fetch(
         "SELECT id, name, scopes, hint, created_at, last_used_at FROM api_keys"
-        " WHERE workspace_id = $1 ORDER BY id DESC",
+        " WHERE workspace_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
         workspace_id,
+        limit,
+        page * limit,
     )
-    return [_key_from_row(r) for r in rows]
+    return ApiKeyList(data=[_key_from_row(r) for r in rows], page=page, limit=limit, total=total)
 
 
 async def delete_key(ctx: ServiceContext, workspace_id: str, key_id: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from api.schemas import LinkList, LinkListQuery
 from api.services.context import ServiceContext
-from api.services.links import LINK_SELECT, link_from_row
+from api.services.links import LINK_COLUMNS, link_from_row
 
 _SORT_COLUMNS = {"createdAt": "l.created_at", "clicks": "l.clicks", "lastClickedAt": "l.last_clicked_at"}
 
@@ -27,7 +27,8 @@ async def list_links(ctx: ServiceContext, workspace_id: str, query: LinkListQuer
 
     if query.search:
         p = arg(_like(query.search))
-        where.append(f"(l.slug ILIKE {p} OR l.url ILIKE {p} OR l.title ILIKE {p})")
+        # the expression of the trigram index links_search (migration 0002)
+        where.append(f"(l.slug COLLATE \"default\" || ' ' || l.url || ' ' || coalesce(l.title, '')) ILIKE {p}")
     if query.domain:
         where.append(f"l.domain = {arg(query.domain.strip().lower().rstrip('.'))}")
     if query.folder_id:
@@ -39,14 +40,20 @@ async def list_links(ctx: ServiceContext, workspace_id: str, query: LinkListQuer
         where.append(f"EXISTS (SELECT 1 FROM link_tags t WHERE t.link_id = l.id AND t.tag_id = ANY({arg(tags)}))")
     condition = " AND ".join(where)
     direction = "ASC" if query.order == "asc" else "DESC"
-    nulls = "NULLS LAST" if direction == "DESC" else "NULLS FIRST"
-    order = f"{_SORT_COLUMNS[query.sort]} {direction} {nulls}, l.id {direction}"
+    # only last_clicked_at can be NULL; "never clicked" sorts last newest-first (its index order)
+    nulls = (" NULLS LAST" if direction == "DESC" else " NULLS FIRST") if query.sort == "lastClickedAt" else ""
+    order = f"{_SORT_COLUMNS[query.sort]} {direction}{nulls}, l.id {direction}"
     count_args = list(args)
+    # The page is cut first, then its tags are read: the tag sub-select runs for the rows returned,
+    # not for every row an OFFSET skips.
+    window = f"LIMIT {arg(query.limit)} OFFSET {arg(query.page * query.limit)}"
     page_sql = (
-        f"{LINK_SELECT} WHERE {condition} ORDER BY {order}"
-        f" LIMIT {arg(query.limit)} OFFSET {arg(query.page * query.limit)}"
+        f"{LINK_COLUMNS} FROM (SELECT * FROM links l WHERE {condition} ORDER BY {order} {window}) l ORDER BY {order}"
     )
     async with ctx.pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM links l WHERE {condition}", *count_args)
+        if len(where) == 1:  # no filter: the count kept by the links_count triggers (migration 0002)
+            total = await conn.fetchval("SELECT link_count FROM workspaces WHERE id = $1", workspace_id) or 0
+        else:
+            total = await conn.fetchval(f"SELECT count(*) FROM links l WHERE {condition}", *count_args)
         rows = await conn.fetch(page_sql, *args) if total > query.page * query.limit else []
     return LinkList(data=[link_from_row(ctx, r) for r in rows], page=query.page, limit=query.limit, total=total)

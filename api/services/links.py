@@ -32,15 +32,15 @@ from api.services.plans import Plan, get_plan, require_below
 MAX_BULK = 100
 _SLUG_ATTEMPTS = 8
 
-LINK_SELECT = (
+LINK_COLUMNS = (
     "SELECT l.id, l.domain, l.slug, l.url, l.rules::text AS rules, l.split::text AS split, l.status_code,"
     " l.password_hash IS NOT NULL AS password_protected, l.expires_at, l.expired_url, l.utm_source,"
     " l.utm_medium, l.utm_campaign, l.utm_term, l.utm_content, l.forward_query, l.archived, l.og_title,"
     " l.og_description, l.og_image, l.title, l.description, l.comments, l.folder_id, l.external_id,"
     " l.clicks, l.last_clicked_at, l.created_at, l.updated_at,"
     " ARRAY(SELECT t.tag_id FROM link_tags t WHERE t.link_id = l.id ORDER BY t.tag_id) AS tag_ids"
-    " FROM links l"
 )
+LINK_SELECT = LINK_COLUMNS + " FROM links l"
 
 
 def link_from_row(ctx: ServiceContext, row: asyncpg.Record) -> Link:
@@ -133,8 +133,11 @@ async def _insert(
     for _ in range(_SLUG_ATTEMPTS):
         values["slug"] = custom_slug or random_slug(7)
         try:
-            async with conn.transaction():  # a savepoint: a taken slug does not abort the caller's transaction
+            if custom_slug:  # no retry possible: a conflict ends the caller's transaction anyway
                 link_id = await conn.fetchval(sql, new_id("link"), workspace_id, *values.values())
+            else:
+                async with conn.transaction():  # a savepoint: a taken slug leaves the transaction usable
+                    link_id = await conn.fetchval(sql, new_id("link"), workspace_id, *values.values())
             break
         except asyncpg.UniqueViolationError as exc:
             if custom_slug or exc.constraint_name != "links_domain_slug_key":
@@ -149,8 +152,8 @@ async def _insert(
     return await _fetch(ctx, conn, workspace_id, link_id), outbox_id
 
 
-async def _plan(ctx: ServiceContext, workspace_id: str) -> Plan:
-    name = await ctx.pool.fetchval("SELECT plan FROM workspaces WHERE id = $1", workspace_id)
+async def _plan(ctx: ServiceContext, conn: asyncpg.Connection, workspace_id: str) -> Plan:
+    name = await conn.fetchval("SELECT plan FROM workspaces WHERE id = $1", workspace_id)
     if name is None:
         raise NotFound("workspace not found")
     return get_plan(ctx.settings, name)
@@ -158,11 +161,12 @@ async def _plan(ctx: ServiceContext, workspace_id: str) -> Plan:
 
 async def create_link(ctx: ServiceContext, workspace_id: str, data: LinkCreate) -> Link:
     """Create a link (slug generated when absent); AlreadyExists if the slug is taken on its domain."""
-    plan = await _plan(ctx, workspace_id)
-    columns = await _prepare(ctx, data, plan)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        link, outbox_id = await _insert(ctx, conn, workspace_id, plan, columns)
-    await cache_sync.push(ctx, [outbox_id])
+    async with ctx.pool.acquire() as conn:
+        plan = await _plan(ctx, conn, workspace_id)
+        columns = await _prepare(ctx, data, plan)
+        async with conn.transaction():
+            link, outbox_id = await _insert(ctx, conn, workspace_id, plan, columns)
+        await cache_sync.push(ctx, [outbox_id], conn)
     return link
 
 
@@ -187,7 +191,7 @@ async def _update(
     ctx: ServiceContext, conn: asyncpg.Connection, workspace_id: str, link_id: str, plan: Plan, columns: dict[str, Any]
 ) -> tuple[Link, list[int]]:
     current = await conn.fetchrow(
-        "SELECT domain, slug, split::text AS split FROM links WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
+        "SELECT domain, slug FROM links WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
         link_id,
         workspace_id,
     )
@@ -227,28 +231,30 @@ async def _update(
 
 async def update_link(ctx: ServiceContext, workspace_id: str, link_id: str, data: LinkUpdate) -> Link:
     """Change the fields present in ``data`` (``None`` clears); moving domain/slug frees the old one."""
-    plan = await _plan(ctx, workspace_id)
-    columns = await _prepare(ctx, data, plan)
-    if columns.get("slug", "") is None:
-        raise field_error("slug", "a link always has a slug")
-    if "url" in columns and columns["url"] is None:
-        raise field_error("url", "a link always has a destination")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        link, outbox = await _update(ctx, conn, workspace_id, link_id, plan, columns)
-    await cache_sync.push(ctx, outbox)
+    async with ctx.pool.acquire() as conn:
+        plan = await _plan(ctx, conn, workspace_id)
+        columns = await _prepare(ctx, data, plan)
+        if columns.get("slug", "") is None:
+            raise field_error("slug", "a link always has a slug")
+        if "url" in columns and columns["url"] is None:
+            raise field_error("url", "a link always has a destination")
+        async with conn.transaction():
+            link, outbox = await _update(ctx, conn, workspace_id, link_id, plan, columns)
+        await cache_sync.push(ctx, outbox, conn)
     return link
 
 
 async def delete_link(ctx: ServiceContext, workspace_id: str, link_id: str) -> None:
     """Delete a link; the edge answers 404 for it as soon as the record is replaced."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "DELETE FROM links WHERE id = $1 AND workspace_id = $2 RETURNING domain, slug", link_id, workspace_id
-        )
-        if row is None:
-            raise NotFound(f"link {link_id!r} not found")
-        outbox_id = await cache_sync.enqueue_link(conn, row["domain"], row["slug"])
-    await cache_sync.push(ctx, [outbox_id])
+    async with ctx.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "DELETE FROM links WHERE id = $1 AND workspace_id = $2 RETURNING domain, slug", link_id, workspace_id
+            )
+            if row is None:
+                raise NotFound(f"link {link_id!r} not found")
+            outbox_id = await cache_sync.enqueue_link(conn, row["domain"], row["slug"])
+        await cache_sync.push(ctx, [outbox_id], conn)
 
 
 def _failure(exc: H0pError) -> BulkItemFailure:
@@ -262,10 +268,10 @@ async def bulk_create_links(
     """Create up to 100 links, each in its own transaction: per item the link or its error."""
     if len(items) > MAX_BULK:
         raise field_error("", f"at most {MAX_BULK} links per bulk request")
-    plan = await _plan(ctx, workspace_id)
     results: list[Link | BulkItemFailure] = []
     outbox: list[int] = []
     async with ctx.pool.acquire() as conn:
+        plan = await _plan(ctx, conn, workspace_id)
         for item in items:
             try:
                 columns = await _prepare(ctx, item, plan)
@@ -275,7 +281,7 @@ async def bulk_create_links(
                 outbox.append(outbox_id)
             except H0pError as exc:
                 results.append(_failure(exc))
-    await cache_sync.push(ctx, outbox)
+        await cache_sync.push(ctx, outbox, conn)
     return results
 
 

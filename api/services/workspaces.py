@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import msgspec
 
 from api.errors import NotFound, field_error
 from api.ids import new_id
+from api.schemas import Timestamp
 from api.services.context import ServiceContext
 from api.services.plans import DEFAULT_PLAN, Plan, all_plans, get_plan
 
@@ -34,7 +33,7 @@ class WorkspaceInfo(msgspec.Struct, kw_only=True, rename="camel"):
     name: str
     plan: Plan
     usage: Usage
-    created_at: datetime
+    created_at: Timestamp
 
 
 async def get_or_create_workspace(ctx: ServiceContext, name: str) -> Workspace:
@@ -87,7 +86,7 @@ async def workspace_info(ctx: ServiceContext, workspace_id: str) -> WorkspaceInf
     """The workspace with its plan and current usage."""
     row = await ctx.pool.fetchrow(
         "SELECT w.id, w.name, w.plan, w.created_at,"
-        " (SELECT count(*) FROM links WHERE workspace_id = w.id) AS links,"
+        " w.link_count AS links,"
         " (SELECT count(*) FROM links WHERE workspace_id = w.id"
         "   AND created_at >= date_trunc('month', now())) AS links_this_month,"
         " (SELECT count(*) FROM domains WHERE workspace_id = w.id) AS domains,"

@@ -8,6 +8,7 @@ import itertools
 import os
 import random
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -92,10 +93,36 @@ def api_settings(settings: Settings, dns_server: LoopbackDns) -> Settings:
     return dataclasses.replace(settings, rate_limits_enabled=False, dns_resolver=dns_server.address)
 
 
+@asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[Starlette]:
+    """Run ``app``'s lifespan in a task of its own: entered and exited there, whichever task tears down.
+
+    (pytest-asyncio finalises async fixtures in another task, and anyio task groups in the
+    lifespan, such as MCP's session manager, must be exited in the task that entered them.)
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # start-up failed: raise its error
+    try:
+        yield app
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture(scope="session")
 async def api_app(api_settings: Settings) -> AsyncIterator[Starlette]:
-    app = create_app(api_settings)
-    async with app.router.lifespan_context(app):
+    async with running(create_app(api_settings)) as app:
         yield app
 
 
@@ -111,3 +138,10 @@ async def api(api_app: Starlette, ctx: ServiceContext, workspace: Workspace) -> 
     _, secret = await create_key(ctx, workspace.id, "test", None)
     async with client_for(api_app, secret) as client:
         yield client
+
+
+async def raw(client: aioredis.Redis, key: str) -> bytes:
+    """The bytes stored at ``key`` (the test fails if there are none)."""
+    value = await client.get(key)
+    assert isinstance(value, bytes), f"nothing at {key}"
+    return value

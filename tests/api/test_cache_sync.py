@@ -16,6 +16,7 @@ from api.services.context import ServiceContext
 from api.services.links import create_link, delete_link, update_link
 from api.services.workspaces import Workspace
 from redirect.record import NEGATIVE, decode_link, link_key
+from tests.api.conftest import raw
 from tests.api.redis_server import RedisServer
 
 
@@ -57,7 +58,7 @@ async def test_a_write_during_a_redis_outage_lands_when_redis_is_back(
     finally:
         stop.set()
         await loop_task
-    record = decode_link(await ctx.redis.get(link_key(link.domain, "outage-1")))
+    record = decode_link(await raw(ctx.redis, link_key(link.domain, "outage-1")))
     assert record is not None and record.url == "https://example.com/b"  # the latest state, not the first
 
 
@@ -69,7 +70,7 @@ async def test_a_delete_during_a_redis_outage_replaces_the_stale_record(
     link = await create_link(
         ctx, workspace.id, msgspec.convert({"url": "https://example.com/", "slug": "outage-2"}, LinkCreate)
     )
-    assert decode_link(await ctx.redis.get(link_key(link.domain, "outage-2"))) is not None
+    assert decode_link(await raw(ctx.redis, link_key(link.domain, "outage-2"))) is not None
     server.stop()
     await delete_link(ctx, workspace.id, link.id)
     server.start()  # a fresh, empty server: the outbox must still publish the invalidation
@@ -78,7 +79,7 @@ async def test_a_delete_during_a_redis_outage_replaces_the_stale_record(
     await pubsub.get_message(timeout=1.0)
     assert await cache_sync.push_pending(ctx, older_than_s=0.0) >= 1
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert message is not None and message["data"] == link_key(link.domain, "outage-2").encode()
     assert await ctx.redis.get(link_key(link.domain, "outage-2")) == NEGATIVE
     assert await outbox_rows(ctx, "outage-2") == 0
@@ -102,5 +103,5 @@ async def test_concurrent_updates_leave_the_last_committed_state_in_redis(
         *(update_link(ctx, workspace.id, link.id, LinkUpdate(url=f"https://example.com/{i}")) for i in range(1, 9))
     )
     final = await ctx.pool.fetchval("SELECT url FROM links WHERE id = $1", link.id)
-    record = decode_link(await ctx.redis.get(link_key(link.domain, link.slug)))
+    record = decode_link(await raw(ctx.redis, link_key(link.domain, link.slug)))
     assert record is not None and record.url == final

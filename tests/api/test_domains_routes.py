@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from api.errors import FeatureNotAvailable
+from api.schemas import DomainCreate
 from api.services.context import ServiceContext
+from api.services.domains import add_domain
 from api.services.workspaces import Workspace, set_plan
 from redirect.record import NEGATIVE, decode_domain, decode_link, domain_key, link_key
+from tests.api.conftest import raw
 from tests.api.dns_server import LoopbackDns
 
 
@@ -52,7 +58,7 @@ async def test_verify_checks_the_txt_record_through_the_configured_resolver(
     dns_server.zone.records[f"_h0p-challenge.{host}"] = ["v=spf1 -all", domain["records"][0]["value"]]
     ok = (await api.post(f"/domains/{domain['id']}/verify")).json()
     assert ok["verified"] is True and ok["problem"] is None and ok["domain"]["verifiedAt"]
-    record = decode_domain(await redis.get(domain_key(host)))
+    record = decode_domain(await raw(redis, domain_key(host)))
     assert record is not None and record.domain_id == domain["id"] and record.root_url == "https://example.com/"
 
 
@@ -64,7 +70,7 @@ async def test_patch_writes_the_fallback_urls_to_the_edge_record(
     await api.post(f"/domains/{domain['id']}/verify")
     r = await api.patch(f"/domains/{domain['id']}", json={"notFoundUrl": "https://example.com/404", "rootUrl": None})
     assert r.status_code == 200 and r.json()["notFoundUrl"] == "https://example.com/404"
-    record = decode_domain(await redis.get(domain_key(host)))
+    record = decode_domain(await raw(redis, domain_key(host)))
     assert record is not None and record.not_found_url == "https://example.com/404" and record.root_url is None
     bad = await api.patch(f"/domains/{domain['id']}", json={"expiredUrl": "http://10.0.0.1/"})
     assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "expiredUrl"
@@ -76,7 +82,7 @@ async def test_links_on_a_custom_domain_and_delete_refused_unless_forced(
     domain = (await api.post("/domains", json={"domain": host})).json()
     link = (await api.post("/links", json={"url": "https://example.com/", "domain": host, "slug": "x"})).json()
     assert link["domain"] == host and link["shortUrl"].startswith(f"http://{host}/")
-    assert decode_link(await redis.get(link_key(host, "x"))) is not None
+    assert decode_link(await raw(redis, link_key(host, "x"))) is not None
     r = await api.delete(f"/domains/{domain['id']}")
     assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
     r = await api.delete(f"/domains/{domain['id']}", params={"force": "true"})
@@ -102,12 +108,6 @@ async def test_domains_list_and_plan_limits(
 async def test_custom_domains_outside_the_plan_are_feature_not_available(
     api: httpx.AsyncClient, ctx: ServiceContext, workspace: Workspace, host: str
 ) -> None:
-    import dataclasses
-
-    from api.errors import FeatureNotAvailable
-    from api.schemas import DomainCreate
-    from api.services.domains import add_domain
-
     no_domains = dataclasses.replace(ctx.settings, plans_json='{"basic": {"features": ["analytics"]}}')
     await set_plan(ServiceContext(no_domains, ctx.pool, ctx.redis), workspace.id, "basic")
     with pytest.raises(FeatureNotAvailable):

@@ -55,7 +55,7 @@ async def test_bearer_authorization_is_accepted_too(
         (b'{"url": "https://example.com/"', {"content-type": "application/json"}, None),
         (b'{"url": "https://example.com/"}', {"content-type": "text/plain"}, None),
         (b'{"url": "https://example.com/"}', {}, None),
-        (b'{"url": "https://example.com/", "colour": "red"}', {"content-type": "application/json"}, None),
+        (b'{"url": "https://example.com/", "colour": "red"}', {"content-type": "application/json"}, "colour"),
         (b'{"url": "https://example.com/", "statusCode": 303}', {"content-type": "application/json"}, "statusCode"),
         (b'{"url": 42}', {"content-type": "application/json"}, "url"),
         (b'{"slug": "x"}', {"content-type": "application/json"}, None),
@@ -208,14 +208,18 @@ async def test_bulk_creates_what_it_can_and_reports_each_failure(api: httpx.Asyn
         {"url": "https://example.com/2", "slug": "bulk-taken"},
         {"url": "http://169.254.169.254/", "slug": "bulk-unsafe"},
         {"url": "https://example.com/4", "tagIds": ["tag_missing"], "slug": "bulk-tagless"},
+        {"url": "https://example.com/5", "slug": "bulk-shape", "statusCode": 303},
+        {"url": "https://example.com/6", "slug": "bulk-last"},
     ]
     r = await api.post("/links/bulk", json=items)
     assert r.status_code == 200
     results = r.json()
-    assert results[0]["slug"] == "bulk-ok"
-    assert [x["error"]["code"] for x in results[1:]] == ["ALREADY_EXIST", "VALIDATION_ERROR", "VALIDATION_ERROR"]
+    assert len(results) == 6 and results[0]["slug"] == "bulk-ok" and results[5]["slug"] == "bulk-last"
+    codes = [x["error"]["code"] for x in results[1:5]]
+    assert codes == ["ALREADY_EXIST", "VALIDATION_ERROR", "VALIDATION_ERROR", "VALIDATION_ERROR"]
+    assert results[4]["error"]["message"].startswith("statusCode: ")
     slugs = {r["slug"] for r in await ctx.pool.fetch("SELECT slug FROM links WHERE slug LIKE 'bulk-%'")}
-    assert slugs == {"bulk-ok", "bulk-taken"}  # the failed items wrote nothing
+    assert slugs == {"bulk-ok", "bulk-taken", "bulk-last"}  # the failed items wrote nothing
 
 
 async def test_bulk_of_more_than_100_is_400(api: httpx.AsyncClient) -> None:
@@ -237,3 +241,31 @@ async def test_upsert_creates_then_replaces_by_external_id(api: httpx.AsyncClien
     )
     r = await api.put("/links/upsert", json={"url": "https://example.com/"})
     assert r.status_code == 400 and error_of(r)["details"][0]["path"] == "externalId"
+
+
+async def test_list_total_follows_creates_deletes_and_forced_domain_deletes(
+    api: httpx.AsyncClient, ctx: ServiceContext, workspace: Workspace
+) -> None:
+    host = f"total-{workspace.id[-8:].lower()}.example.com"
+    domain = (await api.post("/domains", json={"domain": host})).json()
+    made = [(await api.post("/links", json={"url": "https://example.com/", "domain": host})).json() for _ in range(3)]
+    made += [(await api.post("/links", json={"url": "https://example.com/"})).json() for _ in range(2)]
+    assert (await api.get("/links")).json()["total"] == 5
+    await api.delete(f"/links/{made[-1]['id']}")
+    assert (await api.get("/links")).json()["total"] == 4
+    await api.delete(f"/domains/{domain['id']}", params={"force": "true"})
+    assert (await api.get("/links")).json()["total"] == 1
+    assert (await api.get("/workspace")).json()["usage"]["links"] == 1
+
+
+async def test_nul_characters_are_400_not_a_database_error(api: httpx.AsyncClient) -> None:
+    r = await api.post("/links", json={"url": "https://example.com/", "title": "a\u0000b"})
+    assert r.status_code == 400 and error_of(r)["details"] == [
+        {"path": "title", "message": "text must not contain NUL characters"}
+    ]
+    r = await api.post("/links", json={"url": "https://example.com/", "rules": [
+        {"conditions": [{"type": "city", "value": ["Paris", "x\u0000"]}], "url": "https://example.fr/"}
+    ]})  # fmt: skip
+    assert r.status_code == 400 and error_of(r)["details"][0]["path"] == "rules[0].conditions[0].value[1]"
+    assert (await api.get("/links", params={"search": "a\u0000"})).status_code == 400
+    assert (await api.get("/links/link_%00x")).status_code == 404

@@ -19,6 +19,7 @@ from api.services.context import ServiceContext
 from api.services.links import create_link, delete_link, get_link, update_link
 from api.services.workspaces import Workspace, get_or_create_workspace, set_plan
 from redirect.record import NEGATIVE, decode_link, link_key
+from tests.api.conftest import raw
 
 
 def new(**fields: Any) -> LinkCreate:
@@ -62,8 +63,7 @@ async def test_created_link_record_is_in_redis_for_the_edge(
             split=[{"url": "https://a.example.com/", "weight": 30}, {"url": "https://b.example.com/", "weight": 70}],
         ),
     )
-    raw = await redis.get(link_key(link.domain, "rec-1"))
-    record = decode_link(raw)
+    record = decode_link(await raw(redis, link_key(link.domain, "rec-1")))
     assert record is not None
     assert (record.link_id, record.workspace_id, record.url, record.status_code) == (
         link.id,
@@ -87,9 +87,9 @@ async def test_creating_a_link_replaces_a_cached_negative_entry_and_publishes_th
     await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
     await create_link(ctx, workspace.id, new(slug="was-missing"))
     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert message is not None and message["data"] == key.encode()
-    assert decode_link(await redis.get(key)) is not None
+    assert decode_link(await raw(redis, key)) is not None
 
 
 async def test_duplicate_slug_on_the_same_domain_is_already_exists(ctx: ServiceContext, workspace: Workspace) -> None:
@@ -300,7 +300,7 @@ async def test_password_is_stored_as_argon2_hash_and_never_returned(
     assert b"s3cret!" not in msgspec.json.encode(link)
     stored = await ctx.pool.fetchval("SELECT password_hash FROM links WHERE id = $1", link.id)
     assert stored.startswith("$argon2id$") and argon2.PasswordHasher().verify(stored, "s3cret!")
-    record = decode_link(await redis.get(link_key(link.domain, link.slug)))
+    record = decode_link(await raw(redis, link_key(link.domain, link.slug)))
     assert record is not None and record.password_hash == stored
     cleared = await update_link(ctx, workspace.id, link.id, LinkUpdate(password=None))
     assert not cleared.password_protected
@@ -321,7 +321,7 @@ async def test_moving_a_link_to_a_new_slug_frees_the_old_key(
     link = await create_link(ctx, workspace.id, new(slug="old-name"))
     await update_link(ctx, workspace.id, link.id, LinkUpdate(slug="new-name", url="https://example.com/new"))
     assert await redis.get(link_key(link.domain, "old-name")) == NEGATIVE
-    record = decode_link(await redis.get(link_key(link.domain, "new-name")))
+    record = decode_link(await raw(redis, link_key(link.domain, "new-name")))
     assert record is not None and record.url == "https://example.com/new"
 
 

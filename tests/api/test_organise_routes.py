@@ -60,10 +60,11 @@ async def test_a_new_key_is_shown_once_and_revocation_is_immediate(api: httpx.As
     created = r.json()
     assert created["key"].startswith("h0p_") and created["hint"] == created["key"][-4:]
     listed = (await api.get("/keys")).json()
-    assert created["id"] in [k["id"] for k in listed] and all("key" not in k for k in listed)
+    assert listed["total"] == 2 and listed["page"] == 0 and listed["limit"] == 10
+    assert created["id"] in [k["id"] for k in listed["data"]] and all("key" not in k for k in listed["data"])
     async with client_for(api_app, created["key"]) as client:
         assert (await client.get("/links")).status_code == 200
-        assert [k for k in (await api.get("/keys")).json() if k["id"] == created["id"]][0]["lastUsedAt"]
+        assert [k for k in (await api.get("/keys")).json()["data"] if k["id"] == created["id"]][0]["lastUsedAt"]
         assert (await api.delete(f"/keys/{created['id']}")).status_code == 200
         assert (await client.get("/links")).status_code == 401
 
