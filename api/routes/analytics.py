@@ -118,7 +118,10 @@ async def get_analytics(call: Call) -> AnalyticsResult:
 
 async def list_events(call: Call) -> EventList:
     params = _params(call.query)
-    page, limit = params.pop("page"), params.pop("limit")
+    # read from the struct: to_builtins leaves out fields at their default (page 0, limit 10)
+    params.pop("page", None)
+    params.pop("limit", None)
+    page, limit = call.query.page, call.query.limit
     out = await analytics.list_events(call.ctx, call.principal.workspace_id, parse_query(params), page, limit)
     return msgspec.convert(out, EventList)
 

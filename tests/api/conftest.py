@@ -6,64 +6,22 @@ import asyncio
 import dataclasses
 import itertools
 import os
-import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from api import db
 from api.app import create_app
 from api.services.context import ServiceContext, close_context, open_context
 from api.services.keys import create_key
 from api.services.workspaces import Workspace, get_or_create_workspace
-from h0p_settings import Settings, load_settings
+from h0p_settings import Settings
 from tests.api.dns_server import LoopbackDns
-from tests.conftest import PG_BASE, REDIS_BASE
-from tests.services import Broker
 
 _names = itertools.count()
-
-
-async def _flush(url: str) -> None:
-    r = aioredis.Redis.from_url(url)
-    await r.flushdb()
-    await r.aclose()
-
-
-@pytest.fixture(scope="session")
-def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """The root ``settings`` fixture with one fix (for the lead to fold into tests/conftest.py).
-
-    The root one flushes Redis with ``asyncio.run(r.flushdb())`` and closes the client with a
-    second ``asyncio.run``, i.e. on another, already closed loop: redis-py 8 then raises
-    "Event loop is closed" and every test using it errors. Here both run in one loop.
-    """
-    suffix = f"{os.getpid()}_{random.randrange(10**6)}"
-    tmp = tmp_path_factory.mktemp("h0p")
-    s = load_settings(
-        {
-            "H0P_DATABASE_URL": f"{PG_BASE}/h0p_test_{suffix}",
-            "H0P_REDIS_URL": f"{REDIS_BASE}/{random.randrange(1, 16)}",
-            "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "H0P_KAFKA_TOPIC": f"clicks-{suffix}",
-            "H0P_KAFKA_DEAD_LETTER_TOPIC": f"clicks-dlq-{suffix}",
-            "H0P_KAFKA_GROUP": f"ingest-{suffix}",
-            "H0P_SPOOL_DIR": str(Path(tmp) / "spool"),
-            "H0P_FILES_DIR": str(Path(tmp) / "files"),
-            "H0P_SECRET_KEY": "test-secret",
-            "H0P_EVENT_LINGER_MS": "5",
-            "H0P_INGEST_LINGER_MS": "50",
-        }
-    )
-    asyncio.run(db.migrate(s.database_url))
-    asyncio.run(_flush(s.redis_url))
-    yield s
-    asyncio.run(db.drop_database(s.database_url))
 
 
 @pytest.fixture(scope="session")

@@ -18,18 +18,14 @@ from api.services.context import ServiceContext
 from api.services.keys import create_key
 from api.services.workspaces import Workspace
 from h0p_settings import Settings
-from tests.api.conftest import client_for
+from tests.api.conftest import client_for, running
 from tests.api.test_analytics_service import GB, US, store_events
 from tests.ingest.conftest import click, make_link
 
 
 @pytest.fixture(scope="module")
 async def app(api_settings: Settings) -> AsyncIterator[Starlette]:
-    application = create_app(api_settings)
-    if not any(getattr(r, "path", "") == "/analytics" for r in application.router.routes):
-        # until api/app.py lists "api.routes.analytics" in ROUTE_MODULES
-        application.router.routes[:0] = [*(e.route() for e in routes.ENDPOINTS), *routes.ROUTES]
-    async with application.router.lifespan_context(application):
+    async with running(create_app(api_settings)) as application:
         yield application
 
 
