@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
+from typing import Any
 
 import msgspec
 import swagger_ui_bundle  # type: ignore[import-untyped]
@@ -58,6 +59,11 @@ def all_endpoints() -> list[Endpoint]:
     return [e for m in _modules() for e in getattr(m, "ENDPOINTS", ())]
 
 
+def raw_openapi_paths() -> dict[str, dict[str, Any]]:
+    """The OpenAPI paths that non-JSON route modules (QR images, uploads, exports) describe themselves."""
+    return {path: dict(ops) for m in _modules() for path, ops in getattr(m, "OPENAPI_PATHS", {}).items()}
+
+
 class _MethodNotAllowed(H0pError):
     default_message = "this method is not allowed on this path"
 
@@ -85,7 +91,7 @@ def create_app(settings: Settings) -> Starlette:
     all_plans(settings)  # a bad H0P_PLANS fails here, at start-up
     modules = _modules()
     endpoints = [e for m in modules for e in getattr(m, "ENDPOINTS", ())]
-    document = msgspec.json.encode(openapi_document(endpoints))
+    document = msgspec.json.encode(openapi_document(endpoints, raw_openapi_paths()))
     mcp = McpEndpoint()  # MCP over Streamable HTTP (api/mcp); needs mcp.run() inside the lifespan
 
     @asynccontextmanager

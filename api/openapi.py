@@ -10,7 +10,7 @@ shipped in ``swagger-ui-bundle`` renders 3.0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -153,8 +153,13 @@ def _operation(e: Endpoint, components: dict[str, Any], refs: dict[Any, Any]) ->
     return op
 
 
-def openapi_document(endpoints: Sequence[Endpoint], title: str = "H0p API", version: str = "1.0.0") -> dict[str, Any]:
-    """The OpenAPI 3.0.3 document of ``endpoints``."""
+def openapi_document(
+    endpoints: Sequence[Endpoint],
+    extra_paths: Mapping[str, Mapping[str, Any]] | None = None,
+    title: str = "H0p API",
+    version: str = "1.0.0",
+) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of ``endpoints`` plus the non-JSON routes' own ``extra_paths``."""
     types: list[Any] = [ErrorBody]
     for e in endpoints:
         for t in (e.documented_body or e.body, e.response, e.query, *e.response_variants):
@@ -165,6 +170,8 @@ def openapi_document(endpoints: Sequence[Endpoint], title: str = "H0p API", vers
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, components, refs)
+    for path, operations in (extra_paths or {}).items():
+        paths.setdefault(path, {}).update(operations)
     for e in endpoints:  # query structs became parameters; they are not schemas of their own
         if e.query is not None:
             components.pop(e.query.__name__, None)

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.applications import Starlette
 
-from api.app import all_endpoints
+from api.app import all_endpoints, raw_openapi_paths
 from api.services.context import ServiceContext
 from api.services.keys import create_key
 from api.services.workspaces import get_or_create_workspace
@@ -36,6 +36,8 @@ async def test_doc_is_openapi_3_with_every_route_and_error(api: httpx.AsyncClien
     doc = r.json()
     assert doc["openapi"].startswith("3.0")
     served = {(e.method.lower(), e.path) for e in all_endpoints()}
+    served |= {(m, p) for p, ops in raw_openapi_paths().items() for m in ops}
+    assert {("get", "/qr"), ("post", "/files"), ("get", "/analytics/export")} <= served
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert documented == served
     create = doc["paths"]["/links"]["post"]

@@ -133,7 +133,6 @@ def test_raw_routes_describe_themselves_for_the_openapi_document() -> None:
     assert "multipart/form-data" in paths["/files"]["post"]["requestBody"]["content"]
 
 
-@pytest.mark.xfail(strict=True, reason="api/openapi.py does not merge the route modules' OPENAPI_PATHS yet")
 async def test_doc_lists_qr_and_file_content_routes(api: httpx.AsyncClient) -> None:
     doc = (await api.get("/doc")).json()
     assert {"/qr", "/links/{id}/qr", "/files/{id}/content"} <= set(doc["paths"])
