@@ -18,6 +18,7 @@ from api.errors import AlreadyExists, H0pError, NotFound, ValidationFailed, fiel
 from api.ids import new_id, random_slug
 from api.link_rules import rules_from_json, split_from_json
 from api.schemas import BulkItemError, BulkItemFailure, Link, LinkCreate, LinkUpdate
+from api.services import files
 from api.services.context import ServiceContext
 from api.services.link_fields import (
     PLAIN_COLUMNS,
@@ -97,9 +98,19 @@ def _translate_unique(exc: asyncpg.UniqueViolationError, domain: str, slug: str)
     return AlreadyExists(f"the slug {slug!r} is already used on {domain}", [{"path": "slug", "message": "taken"}])
 
 
-async def _prepare(ctx: ServiceContext, data: LinkCreate | LinkUpdate, plan: Plan) -> dict[str, Any]:
+async def _prepare(
+    ctx: ServiceContext, workspace_id: str, data: LinkCreate | LinkUpdate, plan: Plan
+) -> dict[str, Any]:
     columns = link_columns(_fields(data), ctx.settings)
     require_features(plan, columns, ctx.settings.default_domain)
+    og_image = columns.get("og_image")
+    if og_image and files.is_file_id(og_image):
+        # preview fetchers load the image without an API key: store the file's signed public URL
+        try:
+            await files.get_file(ctx, workspace_id, og_image)
+        except NotFound:
+            raise field_error("ogImage", f"no uploaded file {og_image!r} in this workspace") from None
+        columns["og_image"] = files.public_content_url(ctx.settings, og_image)
     password = columns.pop("password", msgspec.UNSET)
     if password is not msgspec.UNSET:
         columns["password_hash"] = await hash_password(password) if password else None
@@ -163,7 +174,7 @@ async def create_link(ctx: ServiceContext, workspace_id: str, data: LinkCreate) 
     """Create a link (slug generated when absent); AlreadyExists if the slug is taken on its domain."""
     async with ctx.pool.acquire() as conn:
         plan = await _plan(ctx, conn, workspace_id)
-        columns = await _prepare(ctx, data, plan)
+        columns = await _prepare(ctx, workspace_id, data, plan)
         async with conn.transaction():
             link, outbox_id = await _insert(ctx, conn, workspace_id, plan, columns)
         await cache_sync.push(ctx, [outbox_id], conn)
@@ -233,7 +244,7 @@ async def update_link(ctx: ServiceContext, workspace_id: str, link_id: str, data
     """Change the fields present in ``data`` (``None`` clears); moving domain/slug frees the old one."""
     async with ctx.pool.acquire() as conn:
         plan = await _plan(ctx, conn, workspace_id)
-        columns = await _prepare(ctx, data, plan)
+        columns = await _prepare(ctx, workspace_id, data, plan)
         if columns.get("slug", "") is None:
             raise field_error("slug", "a link always has a slug")
         if "url" in columns and columns["url"] is None:
@@ -274,7 +285,7 @@ async def bulk_create_links(
         plan = await _plan(ctx, conn, workspace_id)
         for item in items:
             try:
-                columns = await _prepare(ctx, item, plan)
+                columns = await _prepare(ctx, workspace_id, item, plan)
                 async with conn.transaction():
                     link, outbox_id = await _insert(ctx, conn, workspace_id, plan, columns)
                 results.append(link)
