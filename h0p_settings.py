@@ -73,7 +73,7 @@ class Settings:
     store_raw_ip: bool = False
     # Off only for benchmarks: the edge then emits no click events at all.
     click_events: bool = True
-    ingest_batch_size: int = 5000
+    ingest_batch_size: int = 20_000
     ingest_linger_ms: int = 200
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
     ingest_session_timeout_ms: int = 10_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,6 +14,8 @@ import asyncpg
 from ingest.enrich.row import COLUMNS
 
 log = logging.getLogger("h0p.ingest")
+
+_SLOW_PATH_BATCHES = 8
 
 # Errors worth retrying as they are: the server or the network, not the rows.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -48,39 +51,87 @@ ROLLUP_DIMENSIONS = (
 )
 
 _DIMS_VALUES = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS)
-_RETURNED = "workspace_id, link_id, ts, bot, qr, " + ", ".join(
-    sorted({name for name, _ in ROLLUP_DIMENSIONS if name not in ("count", "link")})
-)
 
-# One statement, one snapshot: the rows actually inserted (duplicates excluded by ON CONFLICT)
-# feed both the rollup and the link counters, so a redelivered batch changes nothing.
-# Rollup keys are sorted so that two ingest processes take row locks in the same order.
-WRITE_SQL = f"""
-WITH ins AS (
-    INSERT INTO clicks ({", ".join(COLUMNS)})
-    SELECT {", ".join(COLUMNS)} FROM clicks_in
-    ON CONFLICT DO NOTHING
-    RETURNING {_RETURNED}
-), rollup AS (
+_COLS = ", ".join(COLUMNS)
+_TS, _WS, _LINK, _COUNTRY, _REGION, _CITY = (
+    COLUMNS.index(c) for c in ("ts", "workspace_id", "link_id", "country", "region", "city")
+)
+_BOT, _QR = COLUMNS.index("bot"), COLUMNS.index("qr")
+# Dimensions read straight from one column (count, region, city and link are built in rollup_rows).
+_PLAIN_DIMS = tuple((name, COLUMNS.index(name)) for name, expr in ROLLUP_DIMENSIONS if expr == name)
+
+# Slow path, only when the fast path met a duplicate (a redelivered batch): the rows actually
+# inserted come back so that rollups and counters are computed from them alone.
+INSERT_NEW_SQL = f"""
+INSERT INTO clicks ({_COLS}) SELECT {_COLS} FROM clicks_in
+ON CONFLICT DO NOTHING
+RETURNING event_id, ts
+"""
+
+# Rollup increments and link counters aggregated in Python from the inserted rows, one statement.
+# Keys arrive sorted so that two ingest processes take row locks in the same order.
+# Bots (crawlers, preview fetchers, HEAD probes) are not counted on links, as on Dub.
+AGGREGATES_SQL = """
+WITH rollup AS (
     INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
-    SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*)
-    FROM ins CROSS JOIN LATERAL (VALUES {_DIMS_VALUES}) AS d(dim, value)
-    WHERE workspace_id IS NOT NULL
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[], $6::bool[], $7::bigint[])
     ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks
 ), counters AS (
-    -- bots (crawlers, preview fetchers, HEAD probes) are not counted, as on Dub
     UPDATE links AS l
     SET clicks = l.clicks + c.n, last_clicked_at = GREATEST(l.last_clicked_at, c.last)
-    FROM (
-        SELECT link_id, count(*) FILTER (WHERE NOT bot) AS n, max(ts) FILTER (WHERE NOT bot) AS last
-        FROM ins WHERE link_id IS NOT NULL GROUP BY link_id HAVING bool_or(NOT bot) ORDER BY link_id
-    ) AS c
+    FROM unnest($8::text[], $9::bigint[], $10::timestamptz[]) AS c(link_id, n, last)
     WHERE l.id = c.link_id
 )
-SELECT count(*) FROM ins
+SELECT 1
 """
+
+RollupKey = tuple[str, str, datetime, str, bool, bool]
+
+
+def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> dict[RollupKey, int]:
+    """Hourly counts per (workspace, dim, hour, value, bot, qr) over ``rows``: what the SQL rollup computes.
+
+    Region and city carry their country ("US/Portland"): the same name exists in many countries.
+    Rows without a workspace (orphans on the default domain) are not rolled up.
+    """
+    groups: dict[tuple[str, datetime, bool, bool], list[tuple[Any, ...]]] = {}
+    for r in rows:
+        ws = r[_WS]
+        if ws is None:
+            continue
+        key = (ws, r[_TS].replace(minute=0, second=0, microsecond=0), r[_BOT], r[_QR])
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [r]
+        else:
+            group.append(r)
+    out: dict[RollupKey, int] = {}
+    for (ws, hour, bot, qr), group in groups.items():
+        cols = list(zip(*group, strict=True))
+        out[(ws, "count", hour, "", bot, qr)] = len(group)
+        per_dim: list[tuple[str, Counter[str]]] = [(name, Counter(cols[i])) for name, i in _PLAIN_DIMS]
+        countries = cols[_COUNTRY]
+        per_dim.append(("region", Counter([f"{c}/{v}" for c, v in zip(countries, cols[_REGION], strict=True)])))
+        per_dim.append(("city", Counter([f"{c}/{v}" for c, v in zip(countries, cols[_CITY], strict=True)])))
+        per_dim.append(("link", Counter([v or "" for v in cols[_LINK]])))
+        for dim, counts in per_dim:
+            for value, n in counts.items():
+                out[(ws, dim, hour, value, bot, qr)] = n
+    return out
+
+
+def link_counters(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[int, datetime]]:
+    """Per link: (human clicks, last human click time) over ``rows``; bots and orphans left out."""
+    out: dict[str, tuple[int, datetime]] = {}
+    for r in rows:
+        link = r[_LINK]
+        if link is None or r[_BOT]:
+            continue
+        hit = out.get(link)
+        ts = r[_TS]
+        out[link] = (1, ts) if hit is None else (hit[0] + 1, ts if ts > hit[1] else hit[1])
+    return out
+
 
 # Rebuild the rollup of a time range from the raw table (bulk loads, repairs).
 REBUILD_ROLLUP_SQL = f"""
@@ -105,7 +156,9 @@ class ClickStore:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._conn: asyncpg.Connection | None = None
+        self._lookup: asyncpg.Connection | None = None
         self._months: set[date] = set()
+        self._slow_batches = 0  # > 0: batches left to write through the slow (deduplicating) path
 
     async def connection(self) -> asyncpg.Connection:
         """The open connection, (re)connecting if needed; raises a TRANSIENT_ERRORS member on failure."""
@@ -129,6 +182,25 @@ class ClickStore:
         self._conn = conn
         return conn
 
+    async def lookup_connection(self) -> asyncpg.Connection:
+        """A second connection for reads (links, domains) while the write connection is busy."""
+        if self._lookup is not None and not self._lookup.is_closed():
+            return self._lookup
+        self._lookup = None
+        self._lookup = await asyncpg.connect(
+            self._url,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            server_settings={"timezone": "UTC", "application_name": "h0p-ingest-lookup"},
+        )
+        return self._lookup
+
+    def drop_lookup_connection(self) -> None:
+        """Forget a lookup connection that failed; the next call reconnects."""
+        if self._lookup is not None:
+            self._lookup.terminate()
+            self._lookup = None
+
     def drop_connection(self) -> None:
         """Forget a connection that failed (it may be half-open); the next call reconnects."""
         if self._conn is not None:
@@ -148,20 +220,63 @@ class ClickStore:
             month = (month + timedelta(days=32)).replace(day=1)
 
     async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Store the rows in one transaction; returns how many were new (the rest were duplicates)."""
+        """Store the rows in one transaction; returns how many were new (the rest were duplicates).
+
+        Fast path: COPY straight into ``clicks``; the unique key (event_id, ts) refuses the whole
+        COPY if any event is already stored (a redelivery), and then the batch goes through the
+        temp table and ``INSERT … ON CONFLICT DO NOTHING RETURNING``. Either way the rollup and
+        the link counters are computed from exactly the rows inserted, in the same transaction.
+        """
         if not rows:
             return 0
-        ts_index = COLUMNS.index("ts")
-        times = [r[ts_index] for r in rows]
+        times = [r[_TS] for r in rows]
         # a month ahead too: partitions exist before the first click of a new month arrives
         await self.ensure_partitions(min(times), max(max(times), datetime.now(UTC) + timedelta(days=7)))
         conn = await self.connection()
+        if self._slow_batches == 0:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table("clicks", records=rows, columns=COLUMNS)
+                    await self._write_aggregates(conn, rows)
+                return len(rows)
+            except asyncpg.UniqueViolationError:
+                # redeliveries come in runs (a restart replays up to a batch per partition)
+                self._slow_batches = _SLOW_PATH_BATCHES
+        else:
+            self._slow_batches -= 1
         async with conn.transaction():
             await conn.copy_records_to_table("clicks_in", records=rows, columns=COLUMNS)
-            inserted = await conn.fetchval(WRITE_SQL)
-        return int(inserted)
+            new = {(r[0], r[1]) for r in await conn.fetch(INSERT_NEW_SQL)}
+            inserted = []
+            for r in rows:
+                key = (r[0], r[_TS])
+                if key in new:
+                    new.discard(key)  # an event twice in the batch is inserted (and counted) once
+                    inserted.append(r)
+            await self._write_aggregates(conn, inserted)
+        return len(inserted)
+
+    async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        rollup = sorted(rollup_rows(rows).items())
+        counters = sorted(link_counters(rows).items())
+        if not rollup and not counters:
+            return
+        r_cols: list[list[Any]] = [[], [], [], [], [], [], []]
+        for key, n in rollup:
+            for col, value in zip(r_cols, (*key, n), strict=True):
+                col.append(value)
+        await conn.execute(
+            AGGREGATES_SQL, *r_cols, [k for k, _ in counters], [n for _, (n, _) in counters],
+            [last for _, (_, last) in counters],
+        )  # fmt: skip
 
     async def close(self) -> None:
+        if self._lookup is not None:
+            try:
+                await asyncio.wait_for(self._lookup.close(), timeout=5.0)
+            except (TimeoutError, OSError, asyncpg.InterfaceError):
+                self._lookup.terminate()
+            self._lookup = None
         if self._conn is not None:
             try:
                 await asyncio.wait_for(self._conn.close(), timeout=5.0)

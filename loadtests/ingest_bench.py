@@ -8,7 +8,8 @@
    rollup rebuilt from them), then ``/analytics`` p50/p95 through the service layer.
 
 Everything runs on 127.0.0.1 in its own database (h0p_bench_ingest) and its own broker; bounded in time.
-Usage: python -m loadtests.ingest_bench [--events N] [--rows N] [--skip-analytics]
+Usage: python -m loadtests.ingest_bench [--events N] [--rows N] [--batch-size N] [--processes 1,2]
+                                       [--skip-ingest] [--skip-analytics]
 """
 
 from __future__ import annotations
@@ -261,29 +262,36 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--skip-analytics", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=20_000, help="H0P_INGEST_BATCH_SIZE of the consumers")
+    parser.add_argument("--processes", default="1,2", help="ingest runs to measure, e.g. 1 or 1,2")
     args = parser.parse_args()
+    runs = [int(n) for n in args.processes.split(",")]
     broker = Broker().start()
     lines = ["## Click pipeline and analytics (ingest_bench)", ""]
     try:
         settings = load_settings({"H0P_DATABASE_URL": DB_URL, "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
-                                  "H0P_KAFKA_TOPIC": "bench-clicks", "H0P_INGEST_BATCH_SIZE": "5000"})  # fmt: skip
+                                  "H0P_KAFKA_TOPIC": "bench-clicks",
+                                  "H0P_INGEST_BATCH_SIZE": str(args.batch_size)})  # fmt: skip
         ws, links = await setup_database(1000)
         if not args.skip_ingest:
             preload_s = await preload(settings, ws, links, args.events)
-            one = await measure_ingest(settings, args.events, 1)
-            two = await measure_ingest(settings, args.events, 2)
+            results = {n: await measure_ingest(settings, args.events, n) for n in runs}
             lines += [
-                f"{args.events:,} events preloaded in {preload_s:.0f}s; full enrichment (geo, UA, UTM, bot, visitor"
-                " hash), COPY + INSERT … ON CONFLICT, hourly rollup and link counters in the same transaction.",
+                f"{args.events:,} events preloaded in {preload_s:.0f}s; batches of {args.batch_size:,}; full enrichment"
+                " (geo, UA, UTM, bot, visitor hash), COPY, hourly rollup and link counters in the same transaction.",
                 "",
                 "| ingest | events/s (start to last row) | events/s (first to last row) | rows |",
                 "|---|---|---|---|",
-                f"| 1 process | {one['events_s']:,.0f} | {one['steady_events_s']:,.0f} | {one['rows']:,} |",
-                f"| 2 processes | {two['events_s']:,.0f} | {two['steady_events_s']:,.0f} | {two['rows']:,} |",
-                f"| ratio 2/1 | {two['events_s'] / one['events_s']:.2f}× | "
-                f"{two['steady_events_s'] / one['steady_events_s']:.2f}× | |",
-                "",
-            ]
+                *(f"| {n} process{'es' if n > 1 else ''} | {r['events_s']:,.0f} | {r['steady_events_s']:,.0f} |"
+                  f" {r['rows']:,} |" for n, r in results.items()),
+            ]  # fmt: skip
+            if 1 in results and 2 in results:
+                one, two = results[1], results[2]
+                lines.append(
+                    f"| ratio 2/1 | {two['events_s'] / one['events_s']:.2f}× | "
+                    f"{two['steady_events_s'] / one['steady_events_s']:.2f}× | |"
+                )
+            lines.append("")
         if not args.skip_analytics:
             gen_s = await generate_clicks(ws, links, args.rows, datetime.now(UTC))
             results = await measure_analytics(settings, ws)

@@ -62,7 +62,7 @@ CREATE TABLE click_rollups (
     qr            boolean NOT NULL,
     clicks        bigint NOT NULL,
     PRIMARY KEY (workspace_id, dim, hour, value, bot, qr)
-);
+) WITH (fillfactor = 80);  -- room on each page: the increments of a batch are HOT updates (no index write)
 
 -- Monthly partitions (UTC months) named clicks_YYYY_MM, created on demand by ingest and a
 -- month ahead. The advisory lock serialises concurrent ingest processes creating the same one.

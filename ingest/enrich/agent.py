@@ -92,8 +92,12 @@ class AgentParser:
         bot = is_bot_agent(ua) or (dev is not None and dev.family == "Spider")
         os_family = os_.family if os_ is not None and os_.family != "Other" else ""
         dev_family = dev.family if dev is not None else ""
-        brand = dev.brand if dev is not None and dev.brand not in (None, "Spider", "Generic", "Generic_Android",
-                                                                     "Generic_Android_Tablet") else ""
+        brand = (
+            dev.brand
+            if dev is not None
+            and dev.brand not in (None, "Spider", "Generic", "Generic_Android", "Generic_Android_Tablet")
+            else ""
+        )
         model = dev.model if dev is not None and dev.family != "Spider" and dev.model else ""
         return Agent(
             device=device_type(ua, os_family, dev_family, bot),

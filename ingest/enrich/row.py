@@ -9,13 +9,15 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from h0p_settings import Settings
 from ingest.enrich.agent import AgentParser
 from ingest.enrich.bots import is_bot_request
 from ingest.enrich.geo import GeoLocator
-from ingest.enrich.utm import merge_utm, utm_from_query
+from ingest.enrich.utm import NO_UTM, Utm, merge_utm, utm_from_query
 from ingest.links import LinkDirectory
-from redirect.events import ClickEvent
+from redirect.events import EVENT_VERSION, ClickEvent, decode
 
 # Column order of the COPY; must match the tuples built by Enricher.row.
 COLUMNS = (
@@ -48,6 +50,23 @@ def check_event(e: ClickEvent, now: float) -> uuid.UUID:
         raise InvalidEvent(f"event id is not a UUID: {e.id[:64]!r}") from None
 
 
+_event_decoder = msgspec.json.Decoder(ClickEvent)
+
+
+def decode_event(data: bytes) -> ClickEvent:
+    """``redirect.events.decode`` in one parse for the usual case (a current-version event).
+
+    Anything else goes through the contract's own decoder, which raises what it raises.
+    """
+    try:
+        event = _event_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        event = None
+    if event is None or event.v != EVENT_VERSION:
+        return decode(data)
+    return event
+
+
 def _clip(value: str, limit: int = _MAX_TEXT) -> str:
     # NUL cannot be stored in a Postgres text column; strip it rather than lose the event
     value = value if len(value) <= limit else value[:limit]
@@ -64,6 +83,7 @@ class Enricher:
         self._key = hashlib.sha256(b"h0p-visitor:" + settings.secret_key.encode()).digest()[:32]
         self._store_ip = settings.store_raw_ip
         self._referers: dict[str, tuple[str, str]] = {}
+        self._queries: dict[str, Utm] = {}
 
     def referer(self, referer: str) -> tuple[str, str]:
         """(host without "www.", full referrer), cached; ('', '') for direct visits."""
@@ -81,6 +101,18 @@ class Enricher:
         self._referers[referer] = (host, full)
         return host, full
 
+    def landing_utm(self, query: str) -> Utm:
+        """UTM fields of a landing query string, cached (campaign links repeat the same query)."""
+        if "utm_" not in query:
+            return NO_UTM
+        utm = self._queries.get(query)
+        if utm is None:
+            utm = utm_from_query(query)
+            if len(self._queries) >= 50_000:
+                self._queries.clear()  # bounded, as the referrer cache
+            self._queries[query] = utm
+        return utm
+
     def visitor(self, ts: float, ip: str, ua: str) -> int:
         """Keyed hash of (UTC day, ip, ua) as a signed 64-bit int: unique visitors without the IP."""
         day = int(ts // 86400)
@@ -93,7 +125,7 @@ class Enricher:
         ua = _clip(e.ua)
         agent = self.agents.parse(ua)
         bot = agent.bot or is_bot_request(e.method)
-        utm = utm_from_query(e.query)
+        utm = self.landing_utm(e.query)
         if e.link_id is not None:
             utm = merge_utm(utm, self.links.link_utm(e.link_id))
         ref_host, ref_url = self.referer(e.referer)

@@ -41,8 +41,14 @@ def merge_utm(landing: Utm, link: Utm) -> Utm:
     The edge forwards the visitor's query over the link's UTM when it builds the destination,
     so this is what the destination actually received.
     """
-    if landing == NO_UTM:
+    if landing is NO_UTM or landing == NO_UTM:
         return link
-    if link == NO_UTM:
+    if link is NO_UTM or link == NO_UTM:
         return landing
-    return Utm(*(a or b for a, b in zip(landing, link, strict=True)))
+    return Utm(
+        landing.source or link.source,
+        landing.medium or link.medium,
+        landing.campaign or link.campaign,
+        landing.term or link.term,
+        landing.content or link.content,
+    )

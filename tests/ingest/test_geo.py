@@ -42,3 +42,20 @@ def test_private_and_malformed_addresses_have_no_place(geo: GeoLocator, ip: str)
 
 def test_a_missing_database_setting_disables_geography() -> None:
     assert GeoLocator("").locate("8.8.8.8") == UNKNOWN_PLACE
+
+
+def test_addresses_answered_from_the_network_cache_get_the_record_of_their_own_address() -> None:
+    import random
+
+    from ingest.enrich.geo import place_from_record
+
+    geo = GeoLocator(Settings().geoip_path)
+    reader = geo._reader
+    rng = random.Random(7)
+    # many addresses per /16 so that most are answered from a network seen before
+    prefixes = [(rng.randrange(1, 224), rng.randrange(256)) for _ in range(40)]
+    ips = [f"{a}.{b}.{rng.randrange(256)}.{rng.randrange(256)}" for a, b in prefixes for _ in range(50)]
+    ips += ["10.0.0.1", "10.9.9.9", "127.0.0.1", "8.8.8.8", "8.8.4.4", "::ffff:8.8.8.8", "2a00:1450:4001:80b::200e"]
+    for ip in ips:
+        assert geo.locate(ip) == place_from_record(reader.get(ip)), ip
+    assert len(geo._networks) < len(ips) // 2
