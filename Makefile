@@ -18,8 +18,9 @@ run: install
 test: install services lint
 	$(PYTHON) -m pytest tests
 
+# `make bench SECTIONS="edge api"` measures only those; the others are kept from RESULTS.md.
 bench: install services
-	$(PYTHON) -m loadtests.bench
+	$(PYTHON) -m loadtests.bench $(SECTIONS)
 
 install: $(STAMP)
 

@@ -231,13 +231,13 @@ class Stack:
             [*self.h0p(), "keys", "create", "--workspace", "demo", "--name", "demo", "--if-new-workspace"],
             cwd=ROOT,
             env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
             text=True,
         )
         if result.returncode != 0:
             self.stop()
-            fail("could not create the demo workspace (run `.venv/bin/h0p keys create` to see why)")
+            reason = result.stderr.strip().splitlines()[-1:] or ["no message"]
+            fail(f"could not create the demo workspace and its key: {reason[0]}")
         key = result.stdout.strip()
         if key:
             print(f"\n  Demo workspace created. Its API key (shown once, keep it):\n\n    {key}\n", flush=True)

@@ -4,7 +4,8 @@
 
 Each section is a module ``loadtests.<name>_bench`` that prints a markdown section (a heading
 and a table) on stdout and its progress on stderr. A section that fails is recorded as failed in
-RESULTS.md and the run goes on; the exit code is then 1.
+RESULTS.md and the run goes on; the exit code is then 1. When only some sections are named,
+the others are kept from the previous RESULTS.md (each section carries the date it was measured).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime as dt
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -55,7 +57,7 @@ def machine() -> list[str]:
     except OSError:
         pass
     return [
-        f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Last run: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu}, {memory} RAM",
         f"- OS: {platform.platform()}; Python {platform.python_version()}",
     ]
@@ -64,12 +66,23 @@ def machine() -> list[str]:
 def run_section(name: str) -> tuple[str, bool]:
     module = f"loadtests.{name}_bench"
     log(f"running {module}")
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     proc = subprocess.run([sys.executable, "-m", module], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     output = proc.stdout.strip()
     if proc.returncode != 0:
         log(f"{module} failed with exit code {proc.returncode}")
-        return f"## {name}\n\n**Failed** (`python -m {module}` exited with {proc.returncode}).\n\n{output}\n", False
-    return output + "\n", True
+        output = f"## {name}\n\n**Failed** (`python -m {module}` exited with {proc.returncode}).\n\n{output}"
+    body = f"{output}\n\n_Measured {started}, load average {os.getloadavg()[0]:.1f} at the end._"
+    return f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->\n", proc.returncode == 0
+
+
+def previous_sections() -> dict[str, str]:
+    """Sections of the last RESULTS.md, by name, to keep those not measured this time."""
+    if not RESULTS.exists():
+        return {}
+    text = RESULTS.read_text()
+    pattern = re.compile(r"<!-- bench:(\w+) -->\n.*?<!-- /bench:\1 -->\n", re.DOTALL)
+    return {m.group(1): m.group(0) for m in pattern.finditer(text)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,17 +96,24 @@ def main(argv: list[str] | None = None) -> int:
         if name not in present:
             log(f"no loadtests/{name}_bench.py yet: section skipped")
     install_tools()
-    parts = ["# Benchmark results", "", "Written by `make bench` (loadtests/bench.py).", "", *machine(), ""]
+    header = ["# Benchmark results", "", "Written by `make bench` (loadtests/bench.py).", "", *machine(), ""]
+    kept = previous_sections()
+    sections: dict[str, str] = {}
     ok = True
+
+    def write() -> None:
+        ordered = [sections.get(name) or kept.get(name) for name in SECTIONS]
+        RESULTS.write_text("\n".join(header + [text for text in ordered if text]))
+
     for name in present:
         text, passed = run_section(name)
         ok = ok and passed
-        parts.append(text)
+        sections[name] = text
         # Written after every section: a long run that fails late still leaves what it measured.
-        RESULTS.write_text("\n".join(parts))
-    RESULTS.write_text("\n".join(parts))
+        write()
+    write()
     log(f"wrote {RESULTS.relative_to(ROOT)}")
-    print("\n".join(parts))
+    print(RESULTS.read_text())
     return 0 if ok else 1
 
 

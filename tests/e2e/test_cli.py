@@ -7,19 +7,16 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from api import db
-from h0p_settings import Settings, load_settings
-from tests.conftest import PG_BASE, REDIS_BASE
-from tests.services import Broker, free_port, wait_for_port
+from h0p_settings import Settings
+from tests.services import free_port, wait_for_port
 
 H0P = Path(sys.executable).parent / "h0p"
 
@@ -58,41 +55,6 @@ async def h0p(*args: str, env: dict[str, str]) -> Result:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
-
-
-async def _flush(url: str) -> None:
-    r = aioredis.Redis.from_url(url)
-    await r.flushdb()
-    await r.aclose()
-
-
-@pytest.fixture(scope="session")
-def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """The root ``settings`` fixture with its Redis flush and close in one event loop.
-
-    The root one closes the Redis client in a second ``asyncio.run``, which redis-py 8 refuses
-    ("Event loop is closed"); tests/api and tests/redirect carry the same override. Drop this
-    one when tests/conftest.py is fixed.
-    """
-    suffix = f"{os.getpid()}_{random.randrange(10**6)}"
-    tmp = tmp_path_factory.mktemp("h0p-e2e")
-    s = load_settings(
-        {
-            "H0P_DATABASE_URL": f"{PG_BASE}/h0p_test_{suffix}",
-            "H0P_REDIS_URL": f"{REDIS_BASE}/{random.randrange(1, 16)}",
-            "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "H0P_KAFKA_TOPIC": f"clicks-{suffix}",
-            "H0P_KAFKA_DEAD_LETTER_TOPIC": f"clicks-dlq-{suffix}",
-            "H0P_KAFKA_GROUP": f"ingest-{suffix}",
-            "H0P_SPOOL_DIR": str(tmp / "spool"),
-            "H0P_FILES_DIR": str(tmp / "files"),
-            "H0P_SECRET_KEY": "test-secret",
-        }
-    )
-    asyncio.run(db.migrate(s.database_url))
-    asyncio.run(_flush(s.redis_url))
-    yield s
-    asyncio.run(db.drop_database(s.database_url))
 
 
 @pytest.fixture
@@ -226,3 +188,11 @@ async def test_an_unreachable_database_is_one_line_without_the_password(settings
     assert len(result.stderr.strip().splitlines()) == 1
     assert "cannot reach Postgres" in result.stderr
     assert "s3cret-pw" not in result.stderr
+
+
+async def test_keys_create_before_any_migration_says_to_run_migrate(settings: Settings) -> None:
+    url = settings.database_url.rsplit("/", 1)[0] + f"/h0p_test_cli_missing_{random.randrange(10**9)}"
+    result = await h0p("keys", "create", env=env_for(settings, H0P_DATABASE_URL=url))
+
+    assert result.code == 1
+    assert result.stderr.strip() == "h0p: the database does not exist yet: run `h0p migrate` first"
