@@ -294,13 +294,13 @@ async def main() -> None:
             lines.append("")
         if not args.skip_analytics:
             gen_s = await generate_clicks(ws, links, args.rows, datetime.now(UTC))
-            results = await measure_analytics(settings, ws)
+            timings = await measure_analytics(settings, ws)
             lines += [
                 f"`/analytics` service layer on {args.rows:,} clicks over 30 days (generated in {gen_s:.0f}s):",
                 "",
                 "| query | p50 ms | p95 ms |",
                 "|---|---|---|",
-                *(f"| {name} | {p50:.1f} | {p95:.1f} |" for name, p50, p95 in results),
+                *(f"| {name} | {p50:.1f} | {p95:.1f} |" for name, p50, p95 in timings),
                 "",
             ]
         lines.append("End-to-end latency (redirect to row visible) is not measured here: see the e2e section.")
