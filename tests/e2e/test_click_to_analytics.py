@@ -7,11 +7,9 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app as create_api
 from api.services.context import ServiceContext, close_context, open_context
@@ -19,34 +17,12 @@ from api.services.keys import create_key
 from api.services.workspaces import get_or_create_workspace
 from h0p_settings import Settings
 from ingest.consumer import running_consumer
-from redirect.app import create_app as create_edge
-from redirect.app import uvicorn_config
-from tests.services import free_port
+from tests.redirect.conftest import served
 
 CHROME_ON_ANDROID = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Mobile Safari/537.36"
 )
-
-
-@asynccontextmanager
-async def served_edge(settings: Settings) -> AsyncIterator[str]:
-    """The edge on a real uvicorn server on a free loopback port."""
-    port = free_port()
-    app = create_edge(settings)
-    config = uvicorn_config(dataclasses.replace(settings, bind_host="127.0.0.1"), app=app, port=port)
-    config.log_level = "warning"
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert not task.done() and time.monotonic() < deadline, "edge did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture
@@ -81,7 +57,7 @@ async def test_a_redirect_on_the_edge_shows_in_analytics_within_two_seconds(
             transport=httpx.ASGITransport(app=api_app), base_url="http://api.test", headers={"x-api-key": secret}
         ) as api,
         running_consumer(e2e_settings),
-        served_edge(e2e_settings) as edge_url,
+        served(e2e_settings) as (_, edge_url),
         httpx.AsyncClient(base_url=edge_url, headers={"user-agent": CHROME_ON_ANDROID}) as browser,
     ):
         created = await api.post("/links", json={"url": "https://example.com/spring", "slug": "e2e-spring"})
