@@ -155,6 +155,9 @@ def uvicorn_config(settings: Settings, app: Any = None, port: int | None = None)
         lifespan="on",
         access_log=False,
         server_header=False,
+        # The edge reads X-Forwarded-For itself, trusting only H0P_TRUSTED_PROXIES; uvicorn's own
+        # middleware would trust 127.0.0.1 by default (and cost a call per request).
+        proxy_headers=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S),
     )

@@ -17,7 +17,6 @@ from redirect import pages
 from redirect.agent import is_preview_fetcher
 from redirect.cache import MISSING
 from redirect.client import ClientAddress
-from redirect.events import EVENT_VERSION, ClickEvent, new_event_id
 from redirect.geo import GeoLocator
 from redirect.metrics import EdgeMetrics
 from redirect.producer import ClickProducer
@@ -83,6 +82,10 @@ class EdgeHandler:
         self.clients = ClientAddress(settings.trusted_proxies)
         self.blocked = tuple(settings.blocked_hosts)
         self._targets: dict[str, tuple[bytes, bool]] = {}  # url -> (Location bytes, blocked)
+        self._targets_bound = max(50_000, settings.cache_size)  # as many as the links the LRU holds
+        self._hosts: dict[str, str] = {}  # Host header value -> slug namespace host
+        self._redirected = metrics.requests["redirect"]
+        self._cache_hit = metrics.cache_hit
         self._secure_cookie = "; Secure" if settings.public_scheme == "https" else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,7 +103,9 @@ class EdgeHandler:
             await self._page(send, exc.status, body, head)
             return
         headers = Headers(scope["headers"])
-        host = normalise_host(headers.host) or self.default_domain
+        host = self._hosts.get(headers.host)
+        if host is None:
+            host = self._host(headers.host)
         try:
             domain, domain_record = await self._domain(host)
             if not slug:
@@ -183,7 +188,7 @@ class EdgeHandler:
             return
         status = record.status_code if record.status_code in REDIRECT_CODES else 302
         await self._redirect(send, status, location, extra, head)
-        self.outcome["redirect"].inc()
+        self._redirected.inc()
         if self.events:
             self._emit(now, domain, slug, record, url, rule, ip, method, headers, query, qr, status)
 
@@ -192,7 +197,7 @@ class EdgeHandler:
     async def _lookup(self, key: str) -> Any:
         value = self.cache.get(key)
         if value is not MISSING:
-            self.metrics.cache_hit.inc()
+            self._cache_hit.inc()
             return value
         return await self.resolver.lookup(key)
 
@@ -205,10 +210,19 @@ class EdgeHandler:
             return host, found
         return self.default_domain, None
 
+    def _host(self, raw: str) -> str:
+        """The normalised host of a Host header value, remembered (a few distinct values are the norm)."""
+        if len(self._hosts) > 4096:
+            self._hosts.clear()
+        host = self._hosts[raw] = normalise_host(raw) or self.default_domain
+        return host
+
     def _target(self, url: str) -> tuple[bytes, bool]:
+        if not self.blocked:  # nothing to check: the Location bytes alone (cheaper than the memo)
+            return location_bytes(url), False
         target = self._targets.get(url)
         if target is None:
-            if len(self._targets) > 50_000:
+            if len(self._targets) > self._targets_bound:
                 self._targets.clear()
             try:
                 host = (urlsplit(url).hostname or "").rstrip(".")
@@ -319,24 +333,11 @@ class EdgeHandler:
     ) -> None:  # fmt: skip
         if not self.events:
             return
+        # ClickEvent's fields after v and id, in order: the sender makes the id and the JSON
         self.producer.emit(
-            ClickEvent(
-                v=EVENT_VERSION,
-                id=new_event_id(now),
-                ts=now,
-                domain=domain,
-                slug=slug,
-                link_id=record.link_id if record else None,
-                workspace_id=record.workspace_id if record else None,
-                url=url,
-                rule=rule,
-                ip=ip,
-                method=method,
-                ua=headers.user_agent,
-                referer=headers.referer,
-                lang=headers.accept_language,
-                query=query,
-                qr=qr,
-                status=status,
+            (
+                now, domain, slug, record.link_id if record else None, record.workspace_id if record else None,
+                url, rule, ip, method, headers.user_agent, headers.referer, headers.accept_language, query, qr,
+                status,
             )
-        )
+        )  # fmt: skip

@@ -7,9 +7,9 @@ is unknown decodes with ``UnknownVersion`` and goes to the dead-letter topic.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-import uuid
 
 import msgspec
 
@@ -51,14 +51,37 @@ _decoder = msgspec.json.Decoder(ClickEvent)
 _peek = msgspec.json.Decoder(_Versioned)
 
 
+def _reseed() -> None:
+    """A fresh process identity and counter start (at import, and in a forked child)."""
+    global _NODE_HEX, _sequence
+    _NODE_HEX = os.urandom(4).hex()
+    _sequence = itertools.count(int.from_bytes(os.urandom(5), "big"))
+
+
+_NODE_HEX = ""
+_sequence = itertools.count()
+_reseed()
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_event_id(now: float | None = None) -> str:
-    """A UUIDv7: 48-bit unix milliseconds, then random bits; sorts by time as text and as uuid."""
+    """A UUIDv7: 48-bit unix milliseconds, then a per-process counter and random process bits.
+
+    Sorts by time as text and as uuid (and by emission order within one process and millisecond).
+    The 74 bits after the version and variant are a 42-bit counter that starts at a random value
+    and 32 random bits drawn once per process: unique without a system call per id.
+    """
     ms = int((time.time() if now is None else now) * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    seq = next(_sequence)
+    # 48 ms | 4 version 7 | 12 counter | 2 variant 0b10 | 30 counter | 32 process bits
+    return "%08x-%04x-7%03x-%04x-%04x%s" % (  # noqa: UP031 (%-formatting is the fastest here)
+        ms >> 16 & 0xFFFF_FFFF,
+        ms & 0xFFFF,
+        seq >> 30 & 0xFFF,
+        0x8000 | (seq >> 16 & 0x3FFF),
+        seq & 0xFFFF,
+        _NODE_HEX,
+    )
 
 
 def encode(event: ClickEvent) -> bytes:

@@ -7,11 +7,13 @@ import ipaddress
 import time
 from pathlib import Path
 
+import httpx
+
 from h0p_settings import Settings
 from redirect.cache import MISSING, RecordCache
 from redirect.client import ClientAddress
 from redirect.record import RECORD_VERSION, LinkRecord
-from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, unique
+from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, served, unique
 
 RECORD = LinkRecord(v=RECORD_VERSION, link_id="l", workspace_id="w", url="https://example.com")
 
@@ -79,3 +81,15 @@ async def test_a_slug_missing_from_redis_is_read_from_postgres_and_written_back(
         assert await redis.get(key) is not None
         assert (await client.get(f"/{slug}")).status_code == 302
         assert app.metrics.postgres_lookups._value.get() == 1
+
+
+async def test_running_edge_ignores_x_forwarded_for_from_an_untrusted_local_peer(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    # uvicorn's own proxy-headers middleware would believe 127.0.0.1; only H0P_TRUSTED_PROXIES may
+    slug = unique("xff")
+    rule = {"conditions": [{"type": "ip", "value": "81.2.69.142"}], "url": "https://example.com/spoofed"}
+    await make_link("https://example.com/default", slug=slug, rules=[rule])
+    async with served(edge_settings(settings, tmp_path)) as (_, base), httpx.AsyncClient(base_url=base) as client:
+        r = await client.get(f"/{slug}", headers={"x-forwarded-for": "81.2.69.142"})
+    assert r.headers["location"] == "https://example.com/default"

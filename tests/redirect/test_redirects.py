@@ -186,8 +186,10 @@ async def test_blocked_destination_shows_a_warning_instead_of_redirecting(
 async def test_reserved_endpoints_answer(edge: Edge) -> None:
     _, client = edge
     assert (await client.get("/healthz")).text == "ok"
+    assert (await client.get("/missing-for-metrics")).status_code == 404
     metrics = await client.get("/metrics")
-    assert "h0p_edge_requests_total" in metrics.text
+    assert 'h0p_edge_requests_total{outcome="not_found"} 1.0' in metrics.text
+    assert "h0p_edge_cache_lookups_total" in metrics.text and "h0p_edge_events_total" in metrics.text
     ready = await client.get("/readyz")
     assert ready.status_code in (200, 503)
 
