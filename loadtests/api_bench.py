@@ -36,6 +36,8 @@ from api.services.context import close_context, open_context
 from api.services.keys import create_key
 from api.services.workspaces import get_or_create_workspace
 from h0p_settings import load_settings
+from loadtests import wrk
+from loadtests.wrk import DONE_LUA, WrkResult, pinned
 from tests.services import free_port, wait_for_port
 
 PG_BASE = os.environ.get("H0P_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -43,21 +45,17 @@ REDIS_BASE = os.environ.get("H0P_BENCH_REDIS", "redis://127.0.0.1:6379")
 DATABASE_URL = f"{PG_BASE}/h0p_bench_api"
 DOMAIN = "bench-api.h0p.test"
 SERVER_CORE, CLIENT_CORE = "0", "1"
-WRK_SCRIPT = """
+WRK_SCRIPT = (
+    """
 wrk.method = os.getenv("BENCH_METHOD")
 wrk.path = os.getenv("BENCH_PATH")
 local body = os.getenv("BENCH_BODY")
 if body ~= nil and body ~= "" then wrk.body = body end
 wrk.headers["x-api-key"] = os.getenv("BENCH_KEY")
 wrk.headers["content-type"] = "application/json"
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "errors": %d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
 """
+    + DONE_LUA
+)
 
 
 def log(message: str) -> None:
@@ -67,37 +65,15 @@ def log(message: str) -> None:
 @dataclass(frozen=True)
 class Result:
     name: str
-    requests: int
-    duration_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.duration_s if self.duration_s else 0.0
-
-
-def pinned(core: str) -> list[str]:
-    return ["taskset", "-c", core] if shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1 else []
+    run: WrkResult
 
 
 def run_wrk(
     name: str, script: Path, port: int, key: str, method: str, path: str, body: str, args: argparse.Namespace
 ) -> Result:
-    env = {**os.environ, "BENCH_METHOD": method, "BENCH_PATH": path, "BENCH_BODY": body, "BENCH_KEY": key}
-    argv = [*pinned(CLIENT_CORE), "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "-s", str(script)]
-    out = subprocess.run(
-        [*argv, f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=args.duration + 60
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("WRK_RESULT "):
-            data = json.loads(line.removeprefix("WRK_RESULT "))
-            return Result(
-                name, data["requests"], data["duration_us"] / 1e6, data["p50_us"] / 1000, data["p99_us"] / 1000,
-                data["errors"],
-            )  # fmt: skip
-    raise RuntimeError(f"wrk printed no result (exit {out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+    env = {"BENCH_METHOD": method, "BENCH_PATH": path, "BENCH_BODY": body, "BENCH_KEY": key}
+    url = f"http://127.0.0.1:{port}"
+    return Result(name, wrk.run_wrk(script, url, args.duration, args.connections, CLIENT_CORE, env))
 
 
 async def prepare(redis_url: str, links: int) -> tuple[str, str, int]:
@@ -183,7 +159,7 @@ def markdown(results: list[Result], args: argparse.Namespace, created: int) -> s
         "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
+        lines.append(f"| {r.name} | {r.run.rps:,.0f} | {r.run.p50_ms:.1f} | {r.run.p99_ms:.1f} | {r.run.errors} |")
     lines += ["", f"Links created through the API during the run: {created:,}."]
     return "\n".join(lines)
 

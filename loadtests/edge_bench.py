@@ -5,7 +5,8 @@
 Everything is its own: a Postgres database (h0p_bench_edge_<pid>, dropped afterwards), a Redis
 db index whose keys live under a domain no one else uses (removed afterwards), a Tansu broker on a
 free port and one topic per scenario. The server under test (nginx or `h0p redirect`) is
-pinned to core 0 and wrk to core 1; Postgres, Redis and the broker float. A wrk Lua script walks
+pinned to core 0; wrk and the broker to core 1 (in production the broker is another machine,
+so it must not take the edge's core); Postgres and Redis float. A wrk Lua script walks
 the slugs in order, so a run touches as many different links as it sends requests, and reports
 p50/p99 from ``done()``. Prints a markdown section on stdout; progress goes to stderr.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -33,6 +33,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api import db
+from loadtests import wrk
+from loadtests.wrk import DONE_LUA, WrkResult
 from redirect.record import LINK_QUERY, encode, link_key, link_record_from_row
 from tests.services import Broker, free_port, wait_for_port
 
@@ -50,7 +52,8 @@ WORKSPACE_ID = "ws_EDGEBENCH0000000000000000"
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
-WRK_SCRIPT = r"""
+WRK_SCRIPT = (
+    r"""
 -- Walk the slugs in order from BENCH_OFFSET: n requests touch n different links.
 -- Requests are formatted once in init(): wrk's own cost must stay small next to the server's.
 local n = tonumber(os.getenv("BENCH_SLUGS"))
@@ -72,22 +75,13 @@ function request()
   i = i + 1
   return r
 end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "errors": %d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
 """
+    + DONE_LUA
+)
 
 # The reference run: one fixed request, no Lua per request. wrk's request() hook costs about
 # as much as nginx itself here, so the walk script would cap nginx and flatter every ratio.
-WRK_STATIC_SCRIPT = (
-    'wrk.path = "/k000000"\n'
-    'wrk.headers["Host"] = os.getenv("BENCH_HOST")\n' + WRK_SCRIPT[WRK_SCRIPT.index("function done") :]
-)
+WRK_STATIC_SCRIPT = 'wrk.path = "/k000000"\nwrk.headers["Host"] = os.getenv("BENCH_HOST")\n' + DONE_LUA
 
 NGINX_CONF = """
 worker_processes 1;
@@ -116,19 +110,6 @@ def log(message: str) -> None:
     print(f"edge_bench: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class WrkResult:
-    requests: int
-    duration_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.duration_s if self.duration_s else 0.0
-
-
 @dataclass
 class Row:
     name: str
@@ -143,22 +124,8 @@ class Row:
 
 
 def run_wrk(script: Path, port: int, seconds: float, connections: int, links: int, offset: int = 0) -> WrkResult:
-    env = {**os.environ, "BENCH_SLUGS": str(links), "BENCH_OFFSET": str(offset), "BENCH_HOST": DOMAIN}
-    argv = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script)]
-    out = subprocess.run(
-        [*argv, f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=seconds + 60
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("WRK_RESULT "):
-            data = json.loads(line.removeprefix("WRK_RESULT "))
-            return WrkResult(
-                requests=data["requests"],
-                duration_s=data["duration_us"] / 1e6,
-                p50_ms=data["p50_us"] / 1000,
-                p99_ms=data["p99_us"] / 1000,
-                errors=data["errors"],
-            )
-    raise RuntimeError(f"wrk printed no result (exit {out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+    env = {"BENCH_SLUGS": str(links), "BENCH_OFFSET": str(offset), "BENCH_HOST": DOMAIN}
+    return wrk.run_wrk(script, f"http://127.0.0.1:{port}", seconds, connections, CLIENT_CORE, env)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -369,8 +336,8 @@ def markdown(rows: list[Row], args: argparse.Namespace) -> str:
         "## Redirect edge",
         "",
         f"{args.links:,} links; wrk -t1 -c{args.connections}, {args.duration:g}s per measured run; "
-        f"server pinned to core {SERVER_CORE} (one worker), wrk to core {CLIENT_CORE}; "
-        "Postgres, Redis and the broker (Tansu) unpinned. The edge's in-process cache is warmed by walking every "
+        f"server pinned to core {SERVER_CORE} (one worker), wrk and the broker (Tansu) to core {CLIENT_CORE}; "
+        "Postgres and Redis unpinned. The edge's in-process cache is warmed by walking every "
         "slug once first. Edge requests walk the slugs in order (a wrk Lua `request()`); the nginx reference is "
         "one fixed request without per-request Lua (that hook costs wrk time; the slug-walk row shows nginx "
         "with the edge's client). nginx is measured again right before each edge scenario and each ratio is to "
@@ -461,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(Row(name="nginx, slug-walk client", result=walk, reference=first, load=os.getloadavg()[0]))
             if args.only != "nginx":
                 broker = Broker().start()
+                assert broker.proc is not None
+                # every thread of the broker onto the client's core: it stands for another machine
+                subprocess.run(["taskset", "-apc", CLIENT_CORE, str(broker.proc.pid)], check=True,
+                               stdout=subprocess.DEVNULL)  # fmt: skip
                 try:
                     log(f"loading {args.links:,} links ({DATABASE_URL.rsplit('/', 1)[1]}, Redis db {redis_db})")
                     asyncio.run(load_links(redis_db, args.links))

@@ -95,8 +95,9 @@ def measure(s: Scenario, seconds: float) -> tuple[float, float, int]:
     return len(durations) / sum(durations), statistics.median(durations) * 1000, size
 
 
-async def _timed_requests(client: httpx.AsyncClient, params: dict[str, str], headers: dict[str, str],
-                          seconds: float, status: int) -> tuple[float, float]:
+async def _timed_requests(
+    client: httpx.AsyncClient, params: dict[str, str], headers: dict[str, str], seconds: float, status: int
+) -> tuple[float, float]:
     durations: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
