@@ -88,19 +88,13 @@ def _scopes(raw: Sequence[str] | None) -> list[str] | None:
     return [s for item in raw for s in item.split(",") if s.strip()]
 
 
-async def _workspace_exists(ctx: ServiceContext, name: str) -> bool:
-    # The workspaces service offers get-or-create only; `make run` must know whether the demo
-    # workspace is new so that it prints a key once, not at every start.
-    return bool(await ctx.pool.fetchval("SELECT 1 FROM workspaces WHERE name = $1", name))
-
-
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from api.services import keys, workspaces
 
     async def work(ctx: ServiceContext) -> str | None:
-        if args.if_new_workspace and await _workspace_exists(ctx, args.workspace):
+        workspace, created = await workspaces.ensure_workspace(ctx, args.workspace)
+        if args.if_new_workspace and not created:
             return None
-        workspace = await workspaces.get_or_create_workspace(ctx, args.workspace)
         _, secret = await keys.create_key(ctx, workspace.id, args.name, _scopes(args.scopes))
         return secret
 

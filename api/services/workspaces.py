@@ -38,6 +38,12 @@ class WorkspaceInfo(msgspec.Struct, kw_only=True, rename="camel"):
 
 async def get_or_create_workspace(ctx: ServiceContext, name: str) -> Workspace:
     """The workspace called ``name``, created on the default plan if it does not exist."""
+    workspace, _ = await ensure_workspace(ctx, name)
+    return workspace
+
+
+async def ensure_workspace(ctx: ServiceContext, name: str) -> tuple[Workspace, bool]:
+    """Like ``get_or_create_workspace``, and whether this call created it (exactly one caller does)."""
     name = name.strip()
     if not name or len(name) > 100:
         raise field_error("name", "a workspace name is 1 to 100 characters")
@@ -48,10 +54,11 @@ async def get_or_create_workspace(ctx: ServiceContext, name: str) -> Workspace:
         name,
         DEFAULT_PLAN,
     )
+    created = row is not None
     if row is None:  # it existed (or a concurrent caller just created it)
         row = await ctx.pool.fetchrow("SELECT id, name, plan FROM workspaces WHERE name = $1", name)
     assert row is not None
-    return Workspace(id=row["id"], name=row["name"], plan=row["plan"])
+    return Workspace(id=row["id"], name=row["name"], plan=row["plan"]), created
 
 
 async def get_workspace(ctx: ServiceContext, workspace_id: str) -> Workspace:
