@@ -75,6 +75,8 @@ class Settings:
     click_events: bool = True
     ingest_batch_size: int = 20_000
     ingest_linger_ms: int = 200
+    # Prometheus /metrics of an ingest process; 0 = not served
+    ingest_metrics_port: int = 9108
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
     ingest_session_timeout_ms: int = 10_000
     log_level: str = "info"
@@ -209,10 +211,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if v not in ("http", "https"):
             raise SettingsError(f"H0P_PUBLIC_SCHEME={v!r}: expected http or https")
         kw["public_scheme"] = v
-    ports = (("H0P_API_PORT", "api_port"), ("H0P_REDIRECT_PORT", "redirect_port"), ("H0P_PUBLIC_PORT", "public_port"))
+    ports = (
+        ("H0P_API_PORT", "api_port"),
+        ("H0P_REDIRECT_PORT", "redirect_port"),
+        ("H0P_PUBLIC_PORT", "public_port"),
+        ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
+    )
     for name, key in ports:
         if (v := get(name)) is not None:
-            kw[key] = _int(name, v, 0 if key == "public_port" else 1, 65535)
+            kw[key] = _int(name, v, 0 if key in ("public_port", "ingest_metrics_port") else 1, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
         ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),

@@ -246,8 +246,13 @@ class Stack:
 
     def check_ports_free(self) -> None:
         s = self.settings
-        for name, port in (("H0P_REDIRECT_PORT", s.redirect_port), ("H0P_API_PORT", s.api_port)):
-            if is_listening(s.bind_host if s.bind_host != "0.0.0.0" else "127.0.0.1", port):
+        ports = (
+            ("H0P_REDIRECT_PORT", s.redirect_port),
+            ("H0P_API_PORT", s.api_port),
+            ("H0P_INGEST_METRICS_PORT", s.ingest_metrics_port),
+        )
+        for name, port in ports:
+            if port and is_listening(s.bind_host if s.bind_host != "0.0.0.0" else "127.0.0.1", port):
                 fail(f"port {port} ({name}) is already in use: another stack? choose another port with {name}")
 
     def start_services(self) -> None:

@@ -29,6 +29,7 @@ from h0p_settings import Settings
 from ingest.dlq import DeadLetters
 from ingest.enrich.row import Enricher, InvalidEvent, check_event, decode_event
 from ingest.links import LinkDirectory
+from ingest.metrics import MetricsServer
 from ingest.store import TRANSIENT_ERRORS, ClickStore
 from redirect.events import ClickEvent, UnknownVersion
 
@@ -275,9 +276,15 @@ async def _serve(settings: Settings) -> None:
     consumer = IngestConsumer(settings)
     await consumer.start()
     log.info("ingest consuming %s as group %s", settings.kafka_topic, settings.kafka_group)
+    metrics = None
+    if settings.ingest_metrics_port:
+        metrics = MetricsServer(consumer.stats, settings.bind_host, settings.ingest_metrics_port)
+        log.info("ingest metrics on http://%s:%d/metrics", settings.bind_host, metrics.port)
     try:
         await consumer.run(stop)
     finally:
+        if metrics is not None:
+            metrics.close()
         await consumer.close()
         s = consumer.stats
         log.info(

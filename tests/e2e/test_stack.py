@@ -137,6 +137,7 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         H0P_KAFKA_GROUP=f"ingest-stack-{suffix}",
         H0P_REDIRECT_PORT=str(free_port()),
         H0P_API_PORT=str(free_port()),
+        H0P_INGEST_METRICS_PORT=str(free_port()),
         H0P_SPOOL_DIR=str(tmp_path / "spool"),
         H0P_FILES_DIR=str(tmp_path / "files"),
         H0P_DEFAULT_DOMAIN="localhost",
