@@ -154,19 +154,29 @@ def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
         raise from_msgspec(exc) from None
 
 
+async def admit(ctx: ServiceContext, request: Request, scope: str | None, headers: dict[str, str]) -> Principal:
+    """The gate of every route: authenticate, charge the rate limit, check the scope (None: any key).
+
+    ``headers`` receives the rate-limit headers as soon as they are known, so that the
+    caller's answer (an error included) carries them.
+    """
+    try:
+        principal = await authenticate_request(ctx, request)
+    except Unauthorized:
+        state = await ratelimit.charge_anonymous(ctx, client_address(request, ctx.settings))
+        headers.update(state.headers() if state else {})
+        raise
+    state = await ratelimit.charge(ctx, principal)
+    headers.update(state.headers() if state else {})
+    require_scope(principal, scope)
+    return principal
+
+
 async def _serve(endpoint: Endpoint, request: Request) -> Response:
     ctx: ServiceContext = request.app.state.ctx
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] = {}
     try:
-        try:
-            principal = await authenticate_request(ctx, request)
-        except Unauthorized:
-            state = await ratelimit.charge_anonymous(ctx, client_address(request, ctx.settings))
-            headers = state.headers() if state else None
-            raise
-        state = await ratelimit.charge(ctx, principal)
-        headers = state.headers() if state else None
-        require_scope(principal, endpoint.scope)
+        principal = await admit(ctx, request, endpoint.scope, headers)
         path = {name: str(request.path_params[name]) for name in endpoint.path_params}
         if any(len(v) > 100 or "\x00" in v for v in path.values()):
             raise NotFound()

@@ -21,10 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api import ratelimit
-from api.auth import authenticate_request, client_address, require_scope
-from api.endpoints import Call, Endpoint, error_response
-from api.errors import H0pError, InternalError, NotFound, Unauthorized, ValidationFailed, field_error
+from api.endpoints import Call, Endpoint, admit, error_response
+from api.errors import H0pError, InternalError, NotFound, ValidationFailed, field_error
 from api.schemas import Deleted, PageQuery
 from api.services import files
 from api.services.context import ServiceContext
@@ -95,17 +93,9 @@ class RawEndpoint:
     async def serve(self, request: Request) -> Response:
         """Authenticate, rate-limit, check the scope, run the handler; errors in the API's shape."""
         ctx: ServiceContext = request.app.state.ctx
-        headers: dict[str, str] | None = None
+        headers: dict[str, str] = {}
         try:
-            try:
-                principal = await authenticate_request(ctx, request)
-            except Unauthorized:
-                state = await ratelimit.charge_anonymous(ctx, client_address(request, ctx.settings))
-                headers = state.headers() if state else None
-                raise
-            state = await ratelimit.charge(ctx, principal)
-            headers = state.headers() if state else None
-            require_scope(principal, self.scope)
+            principal = await admit(ctx, request, self.scope, headers)
             check_params(request)
             response = await self.handler(ctx, principal, request)
         except H0pError as exc:
@@ -113,7 +103,7 @@ class RawEndpoint:
         except Exception:
             log.exception("unhandled error in %s %s", self.method, self.path)
             return error_response(InternalError(), headers)
-        response.headers.update(headers or {})
+        response.headers.update(headers)
         return response
 
     def route(self, serve: Callable[[Request], Awaitable[Response]] | None = None) -> Route:
