@@ -98,9 +98,7 @@ def _translate_unique(exc: asyncpg.UniqueViolationError, domain: str, slug: str)
     return AlreadyExists(f"the slug {slug!r} is already used on {domain}", [{"path": "slug", "message": "taken"}])
 
 
-async def _prepare(
-    ctx: ServiceContext, workspace_id: str, data: LinkCreate | LinkUpdate, plan: Plan
-) -> dict[str, Any]:
+async def _prepare(ctx: ServiceContext, workspace_id: str, data: LinkCreate | LinkUpdate, plan: Plan) -> dict[str, Any]:
     columns = link_columns(_fields(data), ctx.settings)
     require_features(plan, columns, ctx.settings.default_domain)
     og_image = columns.get("og_image")

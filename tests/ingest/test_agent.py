@@ -40,8 +40,7 @@ INSTAGRAM_IN_APP = (
     "Mobile/15E148 Instagram 309.0.2.17.109 (iPhone14,5; iOS 17_1; en_US; en; scale=3.00; 1170x2532; 536402290)"
 )
 SMART_TV = (
-    "Mozilla/5.0 (SMART-TV; LINUX; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "76.0.3809.146/6.0 TV Safari/537.36"
+    "Mozilla/5.0 (SMART-TV; LINUX; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) 76.0.3809.146/6.0 TV Safari/537.36"
 )
 
 PEOPLE = [

@@ -74,8 +74,10 @@ async def test_same_visitor_same_day_has_one_hash_and_another_day_another(
     await publish(producer, ingest_settings.kafka_topic, events)
     async with running_consumer(ingest_settings):
         await wait_until(lambda: _has(pool, link["id"], 4))
-    hashes = {str(r["event_id"]): r["visitor"] for r in await pool.fetch(
-        "SELECT event_id, visitor FROM clicks WHERE link_id = $1", link["id"])}
+    hashes = {
+        str(r["event_id"]): r["visitor"]
+        for r in await pool.fetch("SELECT event_id, visitor FROM clicks WHERE link_id = $1", link["id"])
+    }
     assert hashes[events[0].id] == hashes[events[1].id]
     assert len({hashes[events[1].id], hashes[events[2].id], hashes[events[3].id]}) == 3
 
@@ -112,9 +114,7 @@ async def test_redelivered_events_are_stored_once_and_counted_once(
     assert await count_clicks(pool, link["id"]) == 50
     assert consumer.stats.duplicates == 30
     assert await pool.fetchval("SELECT clicks FROM links WHERE id = $1", link["id"]) == 50
-    rollup = await pool.fetchval(
-        "SELECT sum(clicks) FROM click_rollups WHERE workspace_id = $1 AND dim = 'count'", ws
-    )
+    rollup = await pool.fetchval("SELECT sum(clicks) FROM click_rollups WHERE workspace_id = $1 AND dim = 'count'", ws)
     assert rollup == 50
 
 
