@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from api.schemas import Rule, RuleCondition, SplitTarget
-from api.urls import UnsafeUrl, check_destination
+from api.urls import destination_problem
 from h0p_settings import Settings
 
 DEVICE_TYPES = frozenset({"desktop", "mobile", "tablet", "tv", "console", "bot", "other"})
@@ -112,10 +112,8 @@ def check_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:
     out = []
     for i, rule in enumerate(rules):
         conditions = [check_condition(f"rules[{i}].conditions[{j}]", c) for j, c in enumerate(rule.conditions)]
-        try:
-            check_destination(rule.url, settings)
-        except UnsafeUrl as exc:
-            raise Problem(f"rules[{i}].url", str(exc)) from None
+        if why := destination_problem(rule.url, settings):
+            raise Problem(f"rules[{i}].url", why)
         out.append(Rule(conditions=conditions, url=rule.url))
     return out
 
@@ -129,10 +127,8 @@ def check_split(split: Sequence[SplitTarget], settings: Settings) -> list[SplitT
     if sum(t.weight for t in split) != 100:
         raise Problem("split", "the weights of a split must sum to 100")
     for i, target in enumerate(split):
-        try:
-            check_destination(target.url, settings)
-        except UnsafeUrl as exc:
-            raise Problem(f"split[{i}].url", str(exc)) from None
+        if why := destination_problem(target.url, settings):
+            raise Problem(f"split[{i}].url", why)
     return list(split)
 
 

@@ -109,6 +109,15 @@ def check_destination(url: str, settings: Settings) -> str:
     return url
 
 
+def destination_problem(url: str, settings: Settings) -> str | None:
+    """Why a short link may not redirect to ``url``, or None if it may (``check_destination``)."""
+    try:
+        check_destination(url, settings)
+    except UnsafeUrl as exc:
+        return str(exc)
+    return None
+
+
 def check_host(host: str, settings: Settings) -> None:
     """Refuse a destination host that is malformed, blocked, or (unless allowed) not public."""
     address = host_address(host)

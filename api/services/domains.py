@@ -25,7 +25,7 @@ from api.schemas import DnsRecord, Domain, DomainCreate, DomainList, DomainUpdat
 from api.services.context import ServiceContext
 from api.services.plans import require_below, require_feature
 from api.services.workspaces import workspace_plan
-from api.urls import UnsafeUrl, check_destination, host_address, normalise_domain
+from api.urls import UnsafeUrl, destination_problem, host_address, normalise_domain
 from h0p_settings import Settings
 
 CHALLENGE_PREFIX = "_h0p-challenge"
@@ -85,14 +85,11 @@ def _domain(row: asyncpg.Record, settings: Settings) -> Domain:
 
 
 def _check_urls(values: dict[str, Any], settings: Settings) -> None:
-    problems = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        try:
-            check_destination(value, settings)
-        except UnsafeUrl as exc:
-            problems.append({"path": _URL_FIELDS[name], "message": str(exc)})
+    problems = [
+        {"path": _URL_FIELDS[name], "message": why}
+        for name, value in values.items()
+        if value is not None and (why := destination_problem(value, settings))
+    ]
     if problems:
         raise ValidationFailed(problems)
 

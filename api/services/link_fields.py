@@ -21,7 +21,7 @@ from api.errors import ValidationFailed
 from api.link_rules import Problem, check_rules, check_split, rules_json, split_json
 from api.schemas import LinkCreate, LinkUpdate
 from api.services.plans import Plan, require_feature
-from api.urls import UnsafeUrl, check_destination, normalise_domain, slug_problem
+from api.urls import destination_problem, normalise_domain, slug_problem
 from h0p_settings import Settings
 
 # Python attribute -> JSON name, for field paths in errors
@@ -38,12 +38,8 @@ _hasher = argon2.PasswordHasher()
 
 
 def _check_url(problems: list[dict[str, str]], name: str, value: str | None, settings: Settings) -> None:
-    if value is None:
-        return
-    try:
-        check_destination(value, settings)
-    except UnsafeUrl as exc:
-        problems.append({"path": JSON_NAMES[name], "message": str(exc)})
+    if value is not None and (why := destination_problem(value, settings)):
+        problems.append({"path": JSON_NAMES[name], "message": why})
 
 
 def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
