@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import redis.asyncio as aioredis
 import uvicorn
@@ -29,6 +28,7 @@ from redirect.invalidation import InvalidationSubscriber
 from redirect.metrics import CONTENT_TYPE, EdgeMetrics
 from redirect.producer import ClickProducer
 from redirect.protect import PasswordGate
+from redirect.protocol import protocol_for
 from redirect.resolve import REDIS_ERRORS, PostgresReader, Resolver
 
 log = logging.getLogger("h0p.redirect")
@@ -145,13 +145,14 @@ def create_app(settings: Settings) -> EdgeApp:
     return EdgeApp(settings)
 
 
-def uvicorn_config(settings: Settings, app: Any = None, port: int | None = None) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, app: EdgeApp | None = None, port: int | None = None) -> uvicorn.Config:
+    app = app if app is not None else create_app(settings)
     return uvicorn.Config(
-        app if app is not None else create_app(settings),
+        app,
         host=settings.bind_host,
         port=settings.redirect_port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(app.handler),  # httptools, with cached links answered without an ASGI task
         lifespan="on",
         access_log=False,
         server_header=False,

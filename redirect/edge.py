@@ -1,14 +1,16 @@
-"""The hot path: a plain ASGI callable that turns (host, slug) into a response and a click event.
+"""The hot path: turns (host, slug) into a reply (status, headers, body) and a click event.
 
-No framework, no per-request logging; the common case (a cached link without rules) is a
-dict lookup, a few header reads and two ``send`` calls with precomputed header bytes.
+No framework, no per-request logging. The common case (a link in the in-process cache) is
+answered by ``answer_now`` without awaiting anything: the edge's HTTP protocol
+(``redirect.protocol``) calls it straight from the parser and writes the reply, with no ASGI
+task. Everything else goes through the handler's ASGI call.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
@@ -38,8 +40,12 @@ _NO_STORE = (b"cache-control", b"no-store")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 _CSP = (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
-_FRAMES = (b"x-frame-options", b"DENY")
 _EMPTY = (b"content-length", b"0")
+_ALLOW = ((b"allow", b"GET, HEAD"),)
+_RETRY = ((b"retry-after", b"5"),)
+_NO_FRAMES = ((b"x-frame-options", b"DENY"),)
+
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body (dropped for HEAD when sent)
 
 
 def location_bytes(url: str) -> bytes:
@@ -58,7 +64,12 @@ def location_bytes(url: str) -> bytes:
 
 
 class EdgeHandler:
-    """Answers every path that is not one of the edge's own endpoints."""
+    """Answers every path that is not one of the edge's own endpoints.
+
+    The ASGI call answers every request. ``answer_now`` answers the common case (a GET or HEAD
+    of a link in the in-process cache) the same way without awaiting anything, so the edge's
+    HTTP protocol can write it without an ASGI task; both end in ``_link``.
+    """
 
     def __init__(
         self,
@@ -90,74 +101,95 @@ class EdgeHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        head = method == "HEAD"
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        query_string = scope.get("query_string", b"")
+        reply = await self._answer(method, raw_path_of(scope), query_string, scope["headers"], peer, receive)
+        status, headers, body = reply
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    def answer_now(
+        self, method: str, raw_path: bytes, query_string: bytes, raw_headers: Iterable[tuple[bytes, bytes]], peer: str
+    ) -> Reply | None:
+        """The reply to a GET or HEAD whose link (and domain) are in the in-process cache; else None."""
+        if method != "GET" and method != "HEAD":
+            return None
+        try:
+            slug = parse_slug(raw_path)
+        except BadRequest:
+            return None
+        headers = Headers(raw_headers)
+        host = self._hosts.get(headers.host) or self._host(headers.host)
+        domain, domain_record = host, None
+        if host != self.default_domain:
+            found = self.cache.get(domain_key(host))
+            if found is MISSING:
+                return None
+            self._cache_hit.inc()
+            if isinstance(found, DomainRecord):
+                domain_record = found
+            else:
+                domain = self.default_domain
+        if not slug:
+            return None
+        record = self.cache.get(link_key(domain, slug))
+        if not isinstance(record, LinkRecord):
+            return None
+        self._cache_hit.inc()
+        return self._link(method, domain, slug, record, domain_record, headers, peer, query_string)
+
+    async def _answer(
+        self, method: str, raw_path: bytes, query_string: bytes, raw_headers: Iterable[tuple[bytes, bytes]],
+        peer: str, receive: Receive,
+    ) -> Reply:  # fmt: skip
         if method not in ("GET", "HEAD", "POST"):
             self.outcome["bad_request"].inc()
-            await self._page(send, 405, pages.NOT_ALLOWED, head, ((b"allow", b"GET, HEAD"),))
-            return
+            return _page(405, pages.NOT_ALLOWED, _ALLOW)
         try:
-            slug = parse_slug(raw_path_of(scope))
+            slug = parse_slug(raw_path)
         except BadRequest as exc:
             self.outcome["bad_request"].inc()
-            body = pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST
-            await self._page(send, exc.status, body, head)
-            return
-        headers = Headers(scope["headers"])
-        host = self._hosts.get(headers.host)
-        if host is None:
-            host = self._host(headers.host)
+            return _page(exc.status, pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST)
+        headers = Headers(raw_headers)
+        host = self._hosts.get(headers.host) or self._host(headers.host)
         try:
             domain, domain_record = await self._domain(host)
             if not slug:
-                await self._root(send, domain, domain_record, head)
-                return
+                return self._root(domain, domain_record)
             record = await self._lookup(link_key(domain, slug))
         except Unavailable:
             self.outcome["unavailable"].inc()
-            await self._page(send, 503, pages.UNAVAILABLE, head, ((b"retry-after", b"5"),))
-            return
-        if method == "POST" and not isinstance(record, LinkRecord):
-            self.outcome["bad_request"].inc()
-            await self._page(send, 405, pages.NOT_ALLOWED, head, ((b"allow", b"GET, HEAD"),))
-            return
-        query, qr = strip_marker(scope.get("query_string", b"").decode("latin-1"))
-        client = scope.get("client")
-        ip = self.clients.resolve(client[0] if client else "", headers.forwarded_for)
+            return _page(503, pages.UNAVAILABLE, _RETRY)
+        if method == "POST":
+            if not isinstance(record, LinkRecord) or not record.password_hash:
+                self.outcome["bad_request"].inc()
+                return _page(405, pages.NOT_ALLOWED, _ALLOW)
+            ip = self.clients.resolve(peer, headers.forwarded_for)
+            return await self._unlock(receive, record, ip, raw_path, query_string)
         if not isinstance(record, LinkRecord):
-            await self._not_found(send, domain, slug, domain_record, headers, ip, method, query, qr, head)
-            return
+            return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
+        return self._link(method, domain, slug, record, domain_record, headers, peer, query_string)
+
+    def _link(
+        self, method: str, domain: str, slug: str, record: LinkRecord, domain_record: DomainRecord | None,
+        headers: Headers, peer: str, query_string: bytes,
+    ) -> Reply:  # fmt: skip
+        """A GET or HEAD of a link: expiry, preview, password, then rules, split and the redirect."""
+        query, qr = strip_marker(query_string.decode("latin-1")) if query_string else ("", False)
+        ip = self.clients.resolve(peer, headers.forwarded_for)
         now = time.time()
         if record.expires_at is not None and now >= record.expires_at:
             url = record.expired_url or (domain_record.expired_url if domain_record else None)
-            if url:
-                await self._redirect(send, 302, self._target(url)[0], (), head)
-            else:
-                await self._page(send, 410, pages.EXPIRED, head)
             self.outcome["expired"].inc()
             self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
-            return
+            return _redirect(302, self._target(url)[0]) if url else _page(410, pages.EXPIRED)
         if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
-            await self._preview(send, domain, slug, record, head)
             self._emit(now, domain, slug, record, None, None, ip, method, headers, query, qr, 200)
-            return
-        if record.password_hash:
-            if method == "POST":
-                await self._unlock(scope, receive, send, record, ip)
-                return
-            if not self.gate.unlocked(record, headers.cookie):
-                self.outcome["password"].inc()
-                await self._page(send, 200, pages.password_page(), head, (_FRAMES,))
-                return
-        elif method == "POST":
-            self.outcome["bad_request"].inc()
-            await self._page(send, 405, pages.NOT_ALLOWED, head, ((b"allow", b"GET, HEAD"),))
-            return
-        await self._follow(send, now, domain, slug, record, headers, ip, method, query, qr, head)
-
-    async def _follow(
-        self, send: Send, now: float, domain: str, slug: str, record: LinkRecord, headers: Headers,
-        ip: str, method: str, query: str, qr: bool, head: bool,
-    ) -> None:  # fmt: skip
+            return self._preview(domain, slug, record)
+        if record.password_hash and not self.gate.unlocked(record, headers.cookie):
+            self.outcome["password"].inc()
+            return _page(200, pages.password_page(), _NO_FRAMES)
         url, rule = record.url, None
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if record.rules:
@@ -183,14 +215,13 @@ class EdgeHandler:
         location, blocked = self._target(url)
         if blocked:
             self.outcome["blocked"].inc()
-            await self._page(send, 403, pages.blocked_page(url), head)
             self._emit(now, domain, slug, record, url, rule, ip, method, headers, query, qr, 403)
-            return
+            return _page(403, pages.blocked_page(url))
         status = record.status_code if record.status_code in REDIRECT_CODES else 302
-        await self._redirect(send, status, location, extra, head)
         self._redirected.inc()
         if self.events:
             self._emit(now, domain, slug, record, url, rule, ip, method, headers, query, qr, status)
+        return _redirect(status, location, extra)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -235,27 +266,25 @@ class EdgeHandler:
 
     # -- other answers ------------------------------------------------------------------------
 
-    async def _root(self, send: Send, domain: str, record: DomainRecord | None, head: bool) -> None:
+    def _root(self, domain: str, record: DomainRecord | None) -> Reply:
         self.outcome["root"].inc()
         if record is not None and record.root_url:
-            await self._redirect(send, 302, self._target(record.root_url)[0], (), head)
-        else:
-            await self._page(send, 200, pages.root_page(domain), head)
+            return _redirect(302, self._target(record.root_url)[0])
+        return _page(200, pages.root_page(domain))
 
-    async def _not_found(
-        self, send: Send, domain: str, slug: str, domain_record: DomainRecord | None, headers: Headers,
-        ip: str, method: str, query: str, qr: bool, head: bool,
-    ) -> None:  # fmt: skip
+    def _not_found(
+        self, method: str, domain: str, slug: str, domain_record: DomainRecord | None, headers: Headers,
+        peer: str, query_string: bytes,
+    ) -> Reply:  # fmt: skip
         self.outcome["not_found"].inc()
         url = domain_record.not_found_url if domain_record else None
-        if url:
-            await self._redirect(send, 302, self._target(url)[0], (), head)
-        else:
-            await self._page(send, 404, pages.NOT_FOUND, head)
         # an orphan: hits on missing links show up in analytics
+        query, qr = strip_marker(query_string.decode("latin-1"))
+        ip = self.clients.resolve(peer, headers.forwarded_for)
         self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
+        return _redirect(302, self._target(url)[0]) if url else _page(404, pages.NOT_FOUND)
 
-    async def _preview(self, send: Send, domain: str, slug: str, record: LinkRecord, head: bool) -> None:
+    def _preview(self, domain: str, slug: str, record: LinkRecord) -> Reply:
         self.outcome["preview"].inc()
         image = record.og_image or ""
         if image and not image.startswith(("http://", "https://")):
@@ -271,17 +300,18 @@ class EdgeHandler:
             url=record.url,
             canonical=self.settings.short_url(domain, slug),
         )
-        await self._page(send, 200, body, head)
+        return _page(200, body)
 
-    async def _unlock(self, scope: Scope, receive: Receive, send: Send, record: LinkRecord, ip: str) -> None:
+    async def _unlock(
+        self, receive: Receive, record: LinkRecord, ip: str, raw_path: bytes, query_string: bytes
+    ) -> Reply:
         body = bytearray()
         while True:
             message = await receive()
             body += message.get("body", b"")
             if len(body) > MAX_FORM_BYTES:
                 self.outcome["bad_request"].inc()
-                await self._page(send, 413, pages.BAD_REQUEST, False)
-                return
+                return _page(413, pages.BAD_REQUEST)
             if not message.get("more_body", False):
                 break
         try:
@@ -293,39 +323,17 @@ class EdgeHandler:
             result = await self.gate.attempt(record, ip, password)
         except Unavailable:
             self.outcome["unavailable"].inc()
-            await self._page(send, 503, pages.UNAVAILABLE, False, ((b"retry-after", b"5"),))
-            return
+            return _page(503, pages.UNAVAILABLE, _RETRY)
         self.outcome["password" if result is not Attempt.LIMITED else "limited"].inc()
         if result is Attempt.LIMITED:
-            retry = str(self.gate.retry_after()).encode()
-            await self._page(send, 429, pages.TOO_MANY, False, ((b"retry-after", retry),))
-        elif result is Attempt.WRONG:
-            await self._page(send, 403, pages.password_page("Wrong password."), False, (_FRAMES,))
-        else:
-            # 303: the browser GETs the link again, now with the cookie, and follows it normally
-            path = raw_path_of(scope).split(b"?", 1)[0]
-            query = scope.get("query_string", b"")
-            target = path + (b"?" + query if query else b"")
-            cookie = (b"set-cookie", self.gate.unlock_cookie(record))
-            await self._redirect(send, 303, target, (cookie,), False)
+            return _page(429, pages.TOO_MANY, ((b"retry-after", str(self.gate.retry_after()).encode()),))
+        if result is Attempt.WRONG:
+            return _page(403, pages.password_page("Wrong password."), _NO_FRAMES)
+        # 303: the browser GETs the link again, now with the cookie, and follows it normally
+        target = raw_path.split(b"?", 1)[0] + (b"?" + query_string if query_string else b"")
+        return _redirect(303, target, ((b"set-cookie", self.gate.unlock_cookie(record)),))
 
-    # -- responses and events -----------------------------------------------------------------
-
-    @staticmethod
-    async def _redirect(
-        send: Send, status: int, location: bytes, extra: tuple[tuple[bytes, bytes], ...], head: bool
-    ) -> None:
-        headers = [(b"location", location), _NO_STORE, _EMPTY, *extra]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-
-    @staticmethod
-    async def _page(
-        send: Send, status: int, body: bytes, head: bool, extra: tuple[tuple[bytes, bytes], ...] = ()
-    ) -> None:
-        headers = [_HTML, (b"content-length", str(len(body)).encode()), _NO_STORE, _CSP, _NOSNIFF, *extra]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else body})
+    # -- events ---------------------------------------------------------------------------------
 
     def _emit(
         self, now: float, domain: str, slug: str, record: LinkRecord | None, url: str | None, rule: str | None,
@@ -341,3 +349,12 @@ class EdgeHandler:
                 status,
             )
         )  # fmt: skip
+
+
+def _redirect(status: int, location: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    return status, [(b"location", location), _NO_STORE, _EMPTY, *extra], b""
+
+
+def _page(status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    headers = [_HTML, (b"content-length", str(len(body)).encode()), _NO_STORE, _CSP, _NOSNIFF, *extra]
+    return status, headers, body
