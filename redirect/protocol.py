@@ -43,6 +43,50 @@ class EdgeProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.peer = self.client[0] if self.client else ""
+        self.active_at = self.loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
+    # Keep-alive timeout. uvicorn cancels its timer on every read and arms a new one after every
+    # response: two timer operations per request. Here the timer stays armed and checks, when it
+    # fires, whether the connection was active since; if so it is armed again for the rest.
+
+    def data_received(self, data: bytes) -> None:
+        self.active_at = self.loop.time()
+        super().data_received(data)
+
+    def _unset_keepalive_if_required(self) -> None:
+        pass  # the timer stays armed (see timeout_keep_alive_handler)
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but the timer is armed only when none is
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.active_at = self.loop.time()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self.timeout_keep_alive_task is None:
+            self._arm_keep_alive(self.timeout_keep_alive)
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.deferred or (self.cycle is not None and not self.cycle.response_complete):
+            return  # a request in progress: its on_response_complete arms the timer again
+        idle = self.loop.time() - self.active_at
+        if idle < self.timeout_keep_alive:
+            self._arm_keep_alive(self.timeout_keep_alive - idle)
+        else:
+            super().timeout_keep_alive_handler()
+
+    def _arm_keep_alive(self, delay: float) -> None:
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self.timeout_keep_alive_handler)
 
     def on_headers_complete(self) -> None:
         method = self.parser.get_method()
@@ -102,7 +146,7 @@ class EdgeProtocol(HttpToolsProtocol):
             out.append(body)
         self.transport.write(b"".join(out))
         if keep_alive:
-            self.on_response_complete()  # counts the request, arms the keep-alive timeout
+            self.on_response_complete()  # counts the request, makes sure the keep-alive timer runs
         else:
             self.server_state.total_requests += 1
             self.transport.close()

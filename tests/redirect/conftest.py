@@ -117,12 +117,13 @@ async def edge(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[EdgeAp
 
 
 @asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[tuple[EdgeApp, str]]:
+async def served(settings: Settings, keep_alive_s: int = 5) -> AsyncIterator[tuple[EdgeApp, str]]:
     """The edge on a real uvicorn server on a free port, in this test's event loop."""
     port = free_port()
     app = create_app(settings)
     config = uvicorn_config(dataclasses.replace(settings, bind_host="127.0.0.1"), app=app, port=port)
     config.log_level = "warning"
+    config.timeout_keep_alive = keep_alive_s
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10

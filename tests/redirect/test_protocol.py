@@ -204,3 +204,22 @@ async def test_a_cached_link_is_answered_as_it_was_when_looked_up(
                     first.status_code, first.headers.get("location"), first.content
                 ), (method, path)  # fmt: skip
                 assert (first.content == b"") == (method == "HEAD" or expect == 302)
+
+
+async def test_keep_alive_timeout_counts_from_the_last_activity(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    slug = unique("idle")
+    await make_link("https://example.com/idle", slug=slug)
+    async with served(edge_settings(settings, tmp_path), keep_alive_s=1) as (_, base):
+        await warm(base, slug)
+        reader, writer = await connect(base)
+        for _ in range(6):  # 2.4 s of requests on one connection: longer than the timeout, never idle for it
+            writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            [(status, _, _)] = await read_responses(reader, 1)
+            assert status == 302
+            await asyncio.sleep(0.4)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # idle: the server closes it
+        assert 0.4 <= asyncio.get_running_loop().time() - started <= 2.5
+        writer.close()
