@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +41,7 @@ from tests.services import Broker, free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 PG_BASE = os.environ.get("H0P_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("H0P_BENCH_REDIS", "redis://127.0.0.1:6379")
-# Per run: two runs at once (several engineers share this machine) must not drop each
-# other's database or delete each other's Redis keys.
 RUN_ID = os.getpid()
-DATABASE_URL = f"{PG_BASE}/h0p_bench_edge_{RUN_ID}"
-# A domain no test or stack uses: the bench's Redis keys cannot collide with anyone's, and are
-# removed by prefix at the end (never FLUSHDB: a test session may share the db index).
-DOMAIN = f"edge-bench-{RUN_ID}.localhost"
-WORKSPACE_ID = "ws_EDGEBENCH0000000000000000"
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 
@@ -110,6 +103,42 @@ def log(message: str) -> None:
     print(f"edge_bench: {message}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where one bench run's links live: its own database and a domain no test or stack uses.
+
+    Per run (the pid): two runs at once (several engineers share this machine) must not drop
+    each other's database or delete each other's Redis keys, which are removed by the domain's
+    prefix at the end (never FLUSHDB: a test session may share the db index).
+    """
+
+    name: str  # the bench: "edge", "e2e"
+
+    @property
+    def database_url(self) -> str:
+        return f"{PG_BASE}/h0p_bench_{self.name}_{RUN_ID}"
+
+    @property
+    def domain(self) -> str:
+        return f"{self.name}-bench-{RUN_ID}.localhost"
+
+    @property
+    def workspace_id(self) -> str:
+        return f"ws_{self.name.upper()}BENCH".ljust(28, "0")
+
+    def link_id(self, i: int) -> str:
+        return f"link_{self.name.upper()}BENCH".ljust(14, "0") + f"{i:016d}"
+
+
+SITE = Site("edge")
+
+
+def h0p_command(name: str) -> list[str]:
+    """``h0p <name>`` from the project's venv (or PATH)."""
+    h0p = ROOT / ".venv" / "bin" / "h0p"
+    return [str(h0p) if h0p.exists() else shutil.which("h0p") or "h0p", name]
+
+
 @dataclass
 class Row:
     name: str
@@ -123,8 +152,10 @@ class Row:
     load: float = 0.0  # 1-minute load average when the measured run ended
 
 
-def run_wrk(script: Path, port: int, seconds: float, connections: int, links: int, offset: int = 0) -> WrkResult:
-    env = {"BENCH_SLUGS": str(links), "BENCH_OFFSET": str(offset), "BENCH_HOST": DOMAIN}
+def run_wrk(
+    script: Path, port: int, seconds: float, connections: int, links: int, offset: int = 0, site: Site = SITE
+) -> WrkResult:
+    env = {"BENCH_SLUGS": str(links), "BENCH_OFFSET": str(offset), "BENCH_HOST": site.domain}
     return wrk.run_wrk(script, f"http://127.0.0.1:{port}", seconds, connections, CLIENT_CORE, env)
 
 
@@ -158,26 +189,29 @@ def nginx(tmp: Path) -> Iterator[int]:
         stop_process(proc)
 
 
-def edge_env(broker: Broker, redis_db: int, port: int, topic: str, spool: Path, **extra: str) -> dict[str, str]:
+def base_env(site: Site, broker: Broker, redis_db: int, topic: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``h0p`` process of this run (no H0P_* variable of the caller's leaks in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")}
     env.update(
-        H0P_DATABASE_URL=DATABASE_URL,
+        H0P_DATABASE_URL=site.database_url,
         H0P_REDIS_URL=f"{REDIS_BASE}/{redis_db}",
         H0P_KAFKA_BOOTSTRAP=broker.bootstrap,
         H0P_KAFKA_TOPIC=topic,
-        H0P_REDIRECT_PORT=str(port),
-        H0P_DEFAULT_DOMAIN=DOMAIN,
-        H0P_SPOOL_DIR=str(spool),
+        H0P_DEFAULT_DOMAIN=site.domain,
         H0P_LOG_LEVEL="warning",
         **extra,
     )
     return env
 
 
-def check_redirect(port: int, slug: str) -> str:
+def edge_env(broker: Broker, redis_db: int, port: int, topic: str, spool: Path, **extra: str) -> dict[str, str]:
+    return base_env(SITE, broker, redis_db, topic, H0P_REDIRECT_PORT=str(port), H0P_SPOOL_DIR=str(spool), **extra)
+
+
+def check_redirect(port: int, slug: str, site: Site = SITE) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", f"/{slug}", headers={"Host": DOMAIN})
+        conn.request("GET", f"/{slug}", headers={"Host": site.domain})
         response = conn.getresponse()
         response.read()
         if response.status != 302:
@@ -188,13 +222,13 @@ def check_redirect(port: int, slug: str) -> str:
 
 
 @contextmanager
-def edge(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    h0p = ROOT / ".venv" / "bin" / "h0p"
-    argv = [str(h0p) if h0p.exists() else shutil.which("h0p") or "h0p", "redirect"]
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *argv], env=env, stdout=subprocess.DEVNULL)
+def edge(env: dict[str, str], port: int, site: Site = SITE) -> Iterator[subprocess.Popen[bytes]]:
+    """``h0p redirect`` pinned to the server core; its first redirect checked (it also creates the topic)."""
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *h0p_command("redirect")], env=env,
+                            stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_for_port(port, timeout=30)
-        location = check_redirect(port, "k000000")
+        location = check_redirect(port, "k000000", site)
         if location != "https://example.com/landing/0":
             raise RuntimeError(f"the edge redirected /k000000 to {location!r}")
         yield proc
@@ -203,24 +237,26 @@ def edge(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
         stop_process(proc)
 
 
-async def load_links(redis_db: int, count: int) -> None:
-    """A fresh database with ``count`` links, and their cache records in Redis."""
-    await db.migrate(DATABASE_URL)
-    conn = await asyncpg.connect(DATABASE_URL)
+async def load_links(redis_db: int, count: int, site: Site = SITE, extra: Sequence[tuple[str, str, str]] = ()) -> None:
+    """A fresh database with ``count`` links (``k000000``...) and ``extra`` (id, slug, url) ones, in Redis too."""
+    domain, workspace_id = site.domain, site.workspace_id
+    await db.migrate(site.database_url)
+    conn = await asyncpg.connect(site.database_url)
     r = aioredis.Redis.from_url(f"{REDIS_BASE}/{redis_db}", socket_timeout=30)
     try:
-        await conn.copy_records_to_table("workspaces", records=[(WORKSPACE_ID, "edge-bench")], columns=["id", "name"])
-        rows = (
-            (f"link_EDGEBENCH{i:016d}", WORKSPACE_ID, DOMAIN, f"k{i:06d}", f"https://example.com/landing/{i}")
+        await conn.copy_records_to_table("workspaces", records=[(workspace_id, site.name)], columns=["id", "name"])
+        rows = [
+            (site.link_id(i), workspace_id, domain, f"k{i:06d}", f"https://example.com/landing/{i}")
             for i in range(count)
-        )
+        ]
+        rows += [(link_id, workspace_id, domain, slug, url) for link_id, slug, url in extra]
         await conn.copy_records_to_table("links", records=rows, columns=["id", "workspace_id", "domain", "slug", "url"])
         # The edge's own fallback query, minus the slug: the records are exactly what it would build.
         query = LINK_QUERY.replace(" AND slug = $2", "").replace("SELECT id,", "SELECT slug AS bench_slug, id,")
         async with conn.transaction():
             batch: list[tuple[str, bytes]] = []
-            async for row in conn.cursor(query, DOMAIN, prefetch=5000):
-                batch.append((link_key(DOMAIN, row["bench_slug"]), encode(link_record_from_row(row))))
+            async for row in conn.cursor(query, domain, prefetch=5000):
+                batch.append((link_key(domain, row["bench_slug"]), encode(link_record_from_row(row))))
                 if len(batch) == 5000:
                     await r.mset(dict(batch))
                     batch.clear()
@@ -231,11 +267,11 @@ async def load_links(redis_db: int, count: int) -> None:
         await r.aclose()
 
 
-async def remove_redis_keys(redis_db: int) -> None:
+async def remove_redis_keys(redis_db: int, site: Site = SITE) -> None:
     r = aioredis.Redis.from_url(f"{REDIS_BASE}/{redis_db}", socket_timeout=30)
     try:
         batch = []
-        async for key in r.scan_iter(match=f"h0p:*{DOMAIN}*", count=5000):
+        async for key in r.scan_iter(match=f"h0p:*{site.domain}*", count=5000):
             batch.append(key)
             if len(batch) == 5000:
                 await r.unlink(*batch)
@@ -433,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(["taskset", "-apc", CLIENT_CORE, str(broker.proc.pid)], check=True,
                                stdout=subprocess.DEVNULL)  # fmt: skip
                 try:
-                    log(f"loading {args.links:,} links ({DATABASE_URL.rsplit('/', 1)[1]}, Redis db {redis_db})")
+                    log(f"loading {args.links:,} links ({SITE.database_url.rsplit('/', 1)[1]}, Redis db {redis_db})")
                     asyncio.run(load_links(redis_db, args.links))
                     scenarios: list[tuple[str, dict[str, str]]] = [
                         ("edge, cache hits, events", {}),
@@ -445,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     broker.stop()
                     asyncio.run(remove_redis_keys(redis_db))
-                    asyncio.run(db.drop_database(DATABASE_URL))
+                    asyncio.run(db.drop_database(SITE.database_url))
     judge(rows, args.connections)
     print(markdown(rows, args))
     return 0
