@@ -84,6 +84,8 @@ class IngestConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a new group must not skip clicks already in the topic
             max_poll_records=settings.ingest_batch_size,
+            # a batch in a few fetches rather than dozens (defaults: 1 MB per partition)
+            max_partition_fetch_bytes=8 * 1024 * 1024,
             request_timeout_ms=30_000,
             session_timeout_ms=settings.ingest_session_timeout_ms,
             heartbeat_interval_ms=max(300, settings.ingest_session_timeout_ms // 4),

@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -94,29 +95,34 @@ def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> dict[RollupKey, int]:
     Region and city carry their country ("US/Portland"): the same name exists in many countries.
     Rows without a workspace (orphans on the default domain) are not rolled up.
     """
-    groups: dict[tuple[str, datetime, bool, bool], list[tuple[Any, ...]]] = {}
+    # group by (workspace, UTC hour fields, bot, qr): datetime.replace() per row costs more than the rest
+    groups: dict[tuple[str, int, int, int, int, bool, bool], list[tuple[Any, ...]]] = {}
     for r in rows:
         ws = r[_WS]
         if ws is None:
             continue
-        key = (ws, r[_TS].replace(minute=0, second=0, microsecond=0), r[_BOT], r[_QR])
+        ts = r[_TS]
+        key = (ws, ts.year, ts.month, ts.day, ts.hour, r[_BOT], r[_QR])
         group = groups.get(key)
         if group is None:
             groups[key] = [r]
         else:
             group.append(r)
     out: dict[RollupKey, int] = {}
-    for (ws, hour, bot, qr), group in groups.items():
-        cols = list(zip(*group, strict=True))
+    for (ws, year, month, day, hour_of_day, bot, qr), group in groups.items():
+        hour = datetime(year, month, day, hour_of_day, tzinfo=group[0][_TS].tzinfo)
         out[(ws, "count", hour, "", bot, qr)] = len(group)
-        per_dim: list[tuple[str, Counter[str]]] = [(name, Counter(cols[i])) for name, i in _PLAIN_DIMS]
-        countries = cols[_COUNTRY]
-        per_dim.append(("region", Counter([f"{c}/{v}" for c, v in zip(countries, cols[_REGION], strict=True)])))
-        per_dim.append(("city", Counter([f"{c}/{v}" for c, v in zip(countries, cols[_CITY], strict=True)])))
-        per_dim.append(("link", Counter([v or "" for v in cols[_LINK]])))
-        for dim, counts in per_dim:
-            for value, n in counts.items():
-                out[(ws, dim, hour, value, bot, qr)] = n
+        # counted in C (itemgetter, Counter); only the distinct values are handled in Python
+        for name, i in _PLAIN_DIMS:
+            for value, n in Counter(map(itemgetter(i), group)).items():
+                out[(ws, name, hour, value, bot, qr)] = n
+        for name, i in (("region", _REGION), ("city", _CITY)):
+            for (country, value), n in Counter(map(itemgetter(_COUNTRY, i), group)).items():
+                named: RollupKey = (ws, name, hour, f"{country}/{value}", bot, qr)
+                out[named] = out.get(named, 0) + n
+        for link, n in Counter(map(itemgetter(_LINK), group)).items():
+            linked: RollupKey = (ws, "link", hour, link or "", bot, qr)
+            out[linked] = out.get(linked, 0) + n
     return out
 
 
@@ -261,10 +267,8 @@ class ClickStore:
         counters = sorted(link_counters(rows).items())
         if not rollup and not counters:
             return
-        r_cols: list[list[Any]] = [[], [], [], [], [], [], []]
-        for key, n in rollup:
-            for col, value in zip(r_cols, (*key, n), strict=True):
-                col.append(value)
+        # one array per column, transposed in C
+        r_cols = list(zip(*[(*key, n) for key, n in rollup], strict=True)) if rollup else [()] * 7
         await conn.execute(
             AGGREGATES_SQL, *r_cols, [k for k, _ in counters], [n for _, (n, _) in counters],
             [last for _, (_, last) in counters],

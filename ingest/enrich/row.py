@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+from asyncpg.pgproto.pgproto import UUID as _FastUUID
 
 from h0p_settings import Settings
 from ingest.enrich.agent import AgentParser
@@ -44,6 +45,13 @@ def check_event(e: ClickEvent, now: float) -> uuid.UUID:
     """Validate what would make the whole COPY fail; returns the parsed event id."""
     if not _OLDEST_TS <= e.ts <= now + _MAX_FUTURE_S:  # also rejects NaN
         raise InvalidEvent(f"timestamp out of range: {e.ts!r}")
+    try:
+        # asyncpg's UUID (a uuid.UUID, parsed in C) is ~10x cheaper than uuid.UUID for the usual
+        # hex-and-hyphens form; the rarer forms uuid.UUID also accepts ("{…}", "urn:uuid:…") fall back
+        fast: uuid.UUID = _FastUUID(e.id)
+        return fast
+    except ValueError:
+        pass
     try:
         return uuid.UUID(e.id)
     except ValueError:
@@ -80,7 +88,8 @@ class Enricher:
         self.geo = GeoLocator(settings.geoip_path)
         self.agents = AgentParser()
         self.links = links
-        self._key = hashlib.sha256(b"h0p-visitor:" + settings.secret_key.encode()).digest()[:32]
+        key = hashlib.sha256(b"h0p-visitor:" + settings.secret_key.encode()).digest()[:32]
+        self._visitor_hash = hashlib.blake2b(key=key, digest_size=8)
         self._store_ip = settings.store_raw_ip
         self._referers: dict[str, tuple[str, str]] = {}
         self._queries: dict[str, Utm] = {}
@@ -115,32 +124,30 @@ class Enricher:
 
     def visitor(self, ts: float, ip: str, ua: str) -> int:
         """Keyed hash of (UTC day, ip, ua) as a signed 64-bit int: unique visitors without the IP."""
-        day = int(ts // 86400)
-        digest = hashlib.blake2b(f"{day}|{ip}|{ua}".encode(), key=self._key, digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
+        h = self._visitor_hash.copy()  # the key block is hashed once, not per event
+        h.update(f"{int(ts // 86400)}|{ip}|{ua}".encode())
+        return int.from_bytes(h.digest(), "big", signed=True)
 
     def row(self, e: ClickEvent, event_id: uuid.UUID) -> tuple[Any, ...]:
         """The ``clicks`` row for one checked event (call ``links.load`` for the batch first)."""
-        place = self.geo.locate(e.ip)
         ua = _clip(e.ua)
         agent = self.agents.parse(ua)
-        bot = agent.bot or is_bot_request(e.method)
+        method = e.method
+        bot = agent.bot or (method != "GET" and is_bot_request(method))
         utm = self.landing_utm(e.query)
-        if e.link_id is not None:
-            utm = merge_utm(utm, self.links.link_utm(e.link_id))
-        ref_host, ref_url = self.referer(e.referer)
-        workspace_id = e.workspace_id or self.links.domain_workspace(e.domain)
+        link_id = e.link_id
+        if link_id is not None:
+            utm = merge_utm(utm, self.links.link_utm(link_id))
+        # concatenating the cached parts (place, agent, referrer, UTM) builds the row in C
         return (
-            event_id, datetime.fromtimestamp(e.ts, UTC), workspace_id, e.link_id, e.domain, e.slug,
-            e.url, e.rule, e.method[:16], e.status,
-            *place,
-            "bot" if bot else agent.device, agent.device_brand, agent.device_model,
-            agent.browser, agent.browser_version, agent.os, agent.os_version,
-            ref_host, ref_url,
-            *utm,
-            bot, e.qr, self.visitor(e.ts, e.ip, ua),
-            self._raw_ip(e.ip),
-            ua, _clip(e.lang, 256),
+            (event_id, datetime.fromtimestamp(e.ts, UTC), e.workspace_id or self.links.domain_workspace(e.domain),
+             link_id, e.domain, e.slug, e.url, e.rule, method[:16], e.status)
+            + self.geo.locate(e.ip)
+            + (("bot",) + agent[1:7] if bot else agent[:7])
+            + self.referer(e.referer)
+            + utm
+            + (bot, e.qr, self.visitor(e.ts, e.ip, ua), self._raw_ip(e.ip) if self._store_ip else None,
+               ua, _clip(e.lang, 256))
         )  # fmt: skip
 
     def _raw_ip(self, ip: str) -> IPv4Address | IPv6Address | None:
