@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -166,4 +167,10 @@ def uvicorn_config(settings: Settings, app: EdgeApp | None = None, port: int | N
 
 def serve(settings: Settings) -> None:
     """Run the edge until SIGINT/SIGTERM, then drain click events and exit."""
-    uvicorn.Server(uvicorn_config(settings)).run()
+    config = uvicorn_config(settings)
+    # What exists now (modules, the app, the user-agent and geo readers: ~56,000 objects) lives as
+    # long as the process: out of the collector's full passes, which walked it all on every one
+    # (measured: 50-90 ms pauses under load, the edge's p99). Cached records are untracked (gc=False).
+    gc.collect()
+    gc.freeze()
+    uvicorn.Server(config).run()

@@ -26,7 +26,12 @@ RECORD_VERSION = 1
 NEGATIVE = b"-"  # "no such link" (short TTL): stops a flood of random slugs reaching Postgres
 
 
-class Condition(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+# gc=False on every record type: records are immutable values that cannot form reference cycles,
+# and the edge caches ~100,000 of them; tracked, each full collection walked them all (measured:
+# 64-88 ms pauses under load, the whole p99 of the edge bench).
+
+
+class Condition(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """One test of a routing rule; ``negate`` inverts it (query ``absent`` = negated ``present``)."""
 
     type: str  # device os browser country city language query referrer ip before after
@@ -35,19 +40,19 @@ class Condition(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True
     negate: bool = False
 
 
-class Rule(msgspec.Struct, frozen=True, array_like=True):
+class Rule(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """All conditions must hold; the first matching rule's url wins."""
 
     conditions: tuple[Condition, ...]
     url: str
 
 
-class SplitTarget(msgspec.Struct, frozen=True, array_like=True):
+class SplitTarget(msgspec.Struct, frozen=True, array_like=True, gc=False):
     url: str
     weight: int  # weights of a split sum to 100
 
 
-class LinkRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=False):
+class LinkRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=False, gc=False):
     """Everything the edge evaluates for one (domain, slug)."""
 
     v: int
@@ -68,7 +73,7 @@ class LinkRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Fal
     og_image: str | None = None
 
 
-class DomainRecord(msgspec.Struct, frozen=True, array_like=True):
+class DomainRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A verified custom domain: its own slug namespace and its fallback pages."""
 
     v: int
