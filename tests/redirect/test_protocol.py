@@ -8,6 +8,8 @@ HTTP/1.0, Connection: close) and read the raw bytes a client would read.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,6 +64,22 @@ async def warm(base: str, *slugs: str) -> None:
             assert (await client.get(f"/{slug}")).status_code == 302
 
 
+@asynccontextmanager
+async def cached_link_connection(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker, url: str, keep_alive_s: int = 5
+) -> AsyncIterator[tuple[str, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A served edge with one link already in its in-process cache, and a raw connection to it."""
+    slug = unique("c")
+    await make_link(url, slug=slug)
+    async with served(edge_settings(settings, tmp_path), keep_alive_s=keep_alive_s) as (_, base):
+        await warm(base, slug)
+        reader, writer = await connect(base)
+        try:
+            yield slug, reader, writer
+        finally:
+            writer.close()
+
+
 async def test_pipelined_requests_are_answered_in_order_across_both_paths(
     settings: Settings, tmp_path: Path, make_link: LinkMaker
 ) -> None:
@@ -91,11 +109,9 @@ async def test_pipelined_requests_are_answered_in_order_across_both_paths(
 
 
 async def test_keep_alive_head_and_connection_close(settings: Settings, tmp_path: Path, make_link: LinkMaker) -> None:
-    slug = unique("ka")
-    await make_link("https://example.com/kept", slug=slug)
-    async with served(edge_settings(settings, tmp_path)) as (_, base):
-        await warm(base, slug)
-        reader, writer = await connect(base)
+    async with cached_link_connection(settings, tmp_path, make_link, "https://example.com/kept") as (
+        slug, reader, writer,
+    ):  # fmt: skip
         for _ in range(3):
             writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
             [(status, headers, _)] = await read_responses(reader, 1)
@@ -108,29 +124,23 @@ async def test_keep_alive_head_and_connection_close(settings: Settings, tmp_path
         [(status, headers, _)] = await read_responses(reader, 1)
         assert (status, headers["connection"]) == (302, "close")
         assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed the connection
-        writer.close()
 
 
 async def test_http_1_0_is_answered_and_closed(settings: Settings, tmp_path: Path, make_link: LinkMaker) -> None:
-    slug = unique("old")
-    await make_link("https://example.com/old", slug=slug)
-    async with served(edge_settings(settings, tmp_path)) as (_, base):
-        await warm(base, slug)
-        reader, writer = await connect(base)
+    async with cached_link_connection(settings, tmp_path, make_link, "https://example.com/old") as (
+        slug, reader, writer,
+    ):  # fmt: skip
         writer.write(f"GET /{slug} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
         raw = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
     assert raw.startswith(b"HTTP/1.1 302 ")
     assert b"\r\nlocation: https://example.com/old\r\n" in raw
     assert b"\r\nconnection: close\r\n" in raw
 
 
 async def test_get_with_a_body_and_a_head_of_a_page(settings: Settings, tmp_path: Path, make_link: LinkMaker) -> None:
-    slug = unique("gb")
-    await make_link("https://example.com/body", slug=slug)
-    async with served(edge_settings(settings, tmp_path)) as (_, base):
-        await warm(base, slug)
-        reader, writer = await connect(base)
+    async with cached_link_connection(settings, tmp_path, make_link, "https://example.com/body") as (
+        slug, reader, writer,
+    ):  # fmt: skip
         writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello".encode())
         writer.write(b"HEAD /%zz HTTP/1.1\r\nHost: localhost\r\n\r\n")  # bad percent-encoding: 400, no body
         [(status, headers, _)] = await read_responses(reader, 1)
@@ -140,7 +150,6 @@ async def test_get_with_a_body_and_a_head_of_a_page(settings: Settings, tmp_path
         writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())  # nothing left over before it
         [(status, headers, _)] = await read_responses(reader, 1)
         assert (status, headers["location"]) == (302, "https://example.com/body")
-        writer.close()
 
 
 async def test_clicks_answered_without_a_task_are_counted_and_sent(
@@ -209,11 +218,9 @@ async def test_a_cached_link_is_answered_as_it_was_when_looked_up(
 async def test_keep_alive_timeout_counts_from_the_last_activity(
     settings: Settings, tmp_path: Path, make_link: LinkMaker
 ) -> None:
-    slug = unique("idle")
-    await make_link("https://example.com/idle", slug=slug)
-    async with served(edge_settings(settings, tmp_path), keep_alive_s=1) as (_, base):
-        await warm(base, slug)
-        reader, writer = await connect(base)
+    async with cached_link_connection(settings, tmp_path, make_link, "https://example.com/idle", keep_alive_s=1) as (
+        slug, reader, writer,
+    ):  # fmt: skip
         for _ in range(6):  # 2.4 s of requests on one connection: longer than the timeout, never idle for it
             writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
             [(status, _, _)] = await read_responses(reader, 1)
@@ -222,4 +229,3 @@ async def test_keep_alive_timeout_counts_from_the_last_activity(
         started = asyncio.get_running_loop().time()
         assert await asyncio.wait_for(reader.read(), 5) == b""  # idle: the server closes it
         assert 0.4 <= asyncio.get_running_loop().time() - started <= 2.5
-        writer.close()
