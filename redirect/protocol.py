@@ -7,6 +7,10 @@ is known as soon as the request is parsed. For those, this protocol calls
 ``EdgeHandler.answer_now`` from the parser's callback and writes the reply itself. Everything
 else (a cache miss, a POST, a request with a body, a pipelined request behind one still in
 progress, a paused transport) goes through uvicorn's own path unchanged.
+
+This subclass reaches into uvicorn's protocol (its parser callbacks, cycle, pipeline and
+keep-alive timer): it is written against the uvicorn version pinned in pyproject.toml, and
+tests/redirect/test_protocol.py checks it over real sockets.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.answer_now = self.handler.answer_now
         self.fast = self.handler.cache.size > 0  # without an in-process cache nothing is answered now
         self.peer = ""
+        self.active_at = 0.0  # loop time of the last read or response (keep-alive timeout)
         self.deferred = False  # the request waits for on_message_complete to be answered here
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
