@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import ua_parser
 
+from redirect.events import PREVIEW_FETCHERS
+
 
 class Agent(NamedTuple):
     device: str  # desktop | mobile | tablet | bot
@@ -15,15 +17,10 @@ class Agent(NamedTuple):
     browser: str  # lower-case family without "mobile"/"ios"/"webview": "chrome", "safari", "firefox"
 
 
-# Link-preview fetchers: they render Open Graph tags instead of following a redirect.
-# iMessage sends a desktop-Safari UA that also contains "facebookexternalhit" and "Twitterbot".
-_FETCHER = re.compile(
-    r"facebookexternalhit|facebot|facebookcatalog|meta-externalagent|twitterbot|linkedinbot|slackbot"
-    r"|slack-imgproxy|discordbot|whatsapp|telegrambot|applebot|googlebot|google-inspectiontool"
-    r"|googleother|pinterest|redditbot|skypeuripreview|embedly|vkshare|mastodon|bluesky|cardyb"
-    r"|snapchat|viberbot|line-poker|kakaotalk-scrap|iframely|bingbot|bingpreview|yandexbot",
-    re.IGNORECASE,
-)
+# Who gets a link's Open Graph page: the preview fetchers of the events contract, and search
+# engines (they render previews too). iMessage sends a desktop-Safari UA that also contains
+# "facebookexternalhit" and "Twitterbot".
+_FETCHER = re.compile("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")))
 _BOT = re.compile(r"bot\b|bot/|crawler|spider|crawl|slurp|preview|externalhit|headless|curl/|wget/", re.IGNORECASE)
 _BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
 _OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}
@@ -42,7 +39,7 @@ def normalise_browser(name: str) -> str:
 
 def is_preview_fetcher(user_agent: str) -> bool:
     """True for the crawlers that build link previews (Facebook, X, LinkedIn, Slack, Discord…)."""
-    return bool(user_agent) and _FETCHER.search(user_agent) is not None
+    return bool(user_agent) and _FETCHER.search(user_agent.lower()) is not None
 
 
 @lru_cache(maxsize=16384)

@@ -38,6 +38,50 @@ class ClickEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     status: int = 302  # what the edge answered
 
 
+# Link-preview fetchers (chat apps and social networks unfurling a pasted link), as lower-case
+# user-agent tokens: one list for both sides of the click stream. The edge answers them with the
+# link's Open Graph page instead of the redirect; ingest counts their hits as bots (a link posted
+# in a busy Slack channel would otherwise look like dozens of clicks). Tokens are specific to the
+# fetcher: in-app browsers of the same apps (Snapchat, Viber, "[Pinterest/iOS]", Teams) carry
+# real people, who must be redirected and counted, and are not listed.
+PREVIEW_FETCHERS = (
+    "facebookexternalhit",
+    "facebookcatalog",
+    "facebot",
+    "meta-externalagent",
+    "twitterbot",
+    "slackbot",
+    "slack-imgproxy",
+    "discordbot",
+    "whatsapp",
+    "telegrambot",
+    "linkedinbot",
+    "pinterestbot",
+    "pinterest/0.",
+    "redditbot",
+    "skypeuripreview",
+    "microsoftpreview",
+    "iframely",
+    "embedly",
+    "vkshare",
+    "mastodon",
+    "bluesky",
+    "google-pagerenderer",
+    "googleother",
+    "applebot",
+    "bitlybot",
+    "outbrain",
+    "qwantify",
+    "yahoo! slurp",
+    "google-inspectiontool",
+    "bingpreview",
+    "cardyb",  # Bluesky's card fetcher
+    "viberbot",
+    "line-poker",
+    "kakaotalk-scrap",
+)
+
+
 class UnknownVersion(ValueError):
     """The event carries a version this consumer does not understand."""
 

@@ -1,43 +1,10 @@
-"""Which hits are not people: crawlers, link-preview fetchers, scripts, HEAD requests."""
+"""Which hits are not people: crawlers, link-preview fetchers (the events contract's list), scripts, HEAD requests."""
 
 from __future__ import annotations
 
 import re
 
-# Link-preview fetchers (chat apps and social networks unfurling a pasted link) count as
-# bots: a link posted in a busy Slack channel would otherwise look like dozens of clicks.
-# Tokens are specific to the fetcher: in-app browsers of the same apps (Snapchat, Viber,
-# "[Pinterest/iOS]", Teams) carry real people and are not listed.
-PREVIEW_FETCHERS = (
-    "facebookexternalhit",
-    "facebookcatalog",
-    "facebot",
-    "meta-externalagent",
-    "twitterbot",
-    "slackbot",
-    "slack-imgproxy",
-    "discordbot",
-    "whatsapp",
-    "telegrambot",
-    "linkedinbot",
-    "pinterestbot",
-    "pinterest/0.",
-    "redditbot",
-    "skypeuripreview",
-    "microsoftpreview",
-    "iframely",
-    "embedly",
-    "vkshare",
-    "mastodon",
-    "bluesky",
-    "google-pagerenderer",
-    "googleother",
-    "applebot",
-    "bitlybot",
-    "outbrain",
-    "qwantify",
-    "yahoo! slurp",
-)
+from redirect.events import PREVIEW_FETCHERS
 
 # Scripted clients and headless browsers: a person does not click a link with these.
 SCRIPTED_CLIENTS = (
