@@ -36,6 +36,7 @@ log = logging.getLogger("h0p.redirect")
 
 RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 DRAIN_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
 
 
 class EdgeApp:
@@ -109,12 +110,18 @@ class EdgeApp:
                 log.error("click events not drained within %ss; the rest stays in memory", DRAIN_TIMEOUT_S)
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(self.tasks, timeout=STOP_TIMEOUT_S) if self.tasks else (set(), set())
+        for task in stuck:  # a library swallowed the cancellation: shutdown must not hang on it
+            log.error("background task %s did not stop within %ss", task.get_name(), STOP_TIMEOUT_S)
         self.tasks = []
         self.resolver.batcher.fail_pending()
-        await self.subscriber.close()
-        await self.redis.aclose()
-        await self.postgres.close()
+        closing = (("invalidation", self.subscriber.close()), ("redis", self.redis.aclose()),
+                   ("postgres", self.postgres.close()))  # fmt: skip
+        for name, close in closing:
+            try:  # redis-py's disconnect can wait on a transport forever (redis/redis-py#3941)
+                await asyncio.wait_for(close, STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("closing the %s connections took over %ss; left to the process exit", name, STOP_TIMEOUT_S)
         self.geo.close()
 
     async def healthz(self, _request: Request) -> Response:

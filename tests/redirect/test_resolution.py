@@ -156,3 +156,30 @@ async def test_with_redis_and_postgres_down_cached_links_resolve_and_others_answ
             assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/c"
             unavailable = await client.get("/not-cached-anywhere")
             assert unavailable.status_code == 503 and unavailable.headers["retry-after"] == "5"
+
+
+async def test_stop_returns_even_when_a_background_task_ignores_its_cancellation(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Shutdown must not hang on a library that swallows a cancellation (it happened with redis-py)."""
+    from redirect.app import STOP_TIMEOUT_S, create_app
+
+    app = create_app(edge_settings(settings, tmp_path))
+    await app.start()
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # what a library that swallows the cancellation does
+
+    task = asyncio.create_task(stubborn())
+    app.tasks.insert(0, task)  # the sender stays last: stop() drains it first
+    started = time.monotonic()
+    await asyncio.wait_for(app.stop(), STOP_TIMEOUT_S * 3)
+    assert time.monotonic() - started < STOP_TIMEOUT_S * 2
+    release.set()
+    task.cancel()
+    await task
