@@ -151,7 +151,8 @@ class Enricher:
         )  # fmt: skip
 
     def _raw_ip(self, ip: str) -> IPv4Address | IPv6Address | None:
-        if not self._store_ip or not ip:
+        """The client address as stored when H0P_STORE_RAW_IP is on (``row`` checks the setting)."""
+        if not ip:
             return None
         try:
             return ip_address(ip)
