@@ -2,9 +2,10 @@
 
 ``emit`` never waits: it appends the click's fields (a plain tuple: no id, no encoding on the
 request path) to an in-memory queue (or, when the queue is full, to the spool). One background
-task, owned by the app's lifespan, takes up to ``event_batch_size`` clicks every
-``event_linger_ms``, gives them ids and encodes them (a slice at a time, yielding to the loop in
-between, so a large batch does not stall requests), builds one record batch per partition (far
+task, owned by the app's lifespan, takes the queued clicks every ``event_linger_ms`` (at once
+when ``event_batch_size`` are waiting; a backlog up to 16 batches at a time), gives them ids
+and encodes them (a slice at a time, yielding to the loop in between, so a large batch does not
+stall requests), builds one record batch per partition (far
 cheaper than a ``send()`` per event) and waits for the acknowledgements. Whatever the broker does
 not acknowledge goes to the spool; when the broker answers again the spool is replayed in order
 before new events, and each replayed file is deleted.
@@ -44,6 +45,8 @@ BROKER_ERRORS = (KafkaError, OSError, TimeoutError)
 
 ENCODE_SLICE = 256  # events encoded (or appended to a batch) between two yields to the loop; measured
 # under the edge bench, 64 raised the p99 from 15 ms to 370 ms (the sender falls behind the requests)
+
+BACKLOG_BATCHES = 16  # most batches sent in one cycle when the queue is behind
 
 Item = tuple[bytes, bytes, int]  # key, value, timestamp ms
 
@@ -177,7 +180,10 @@ class ClickProducer:
         return items
 
     def _take(self) -> list[Click]:
-        n = min(len(self._queue), self.batch_size)
+        # A backlog goes in larger cycles: each cycle waits one broker round trip for its
+        # acknowledgements, so one batch per cycle caps the sender below a busy edge's click rate
+        # (measured: 1,000 events per ~30 ms cycle, ~33k/s, against 36k requests/s).
+        n = min(len(self._queue), self.batch_size * BACKLOG_BATCHES)
         batch = [self._queue.popleft() for _ in range(n)]
         self.metrics.event_queue.set(len(self._queue))
         return batch
