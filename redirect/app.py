@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from h0p_settings import Settings
 from redirect.cache import RecordCache
-from redirect.edge import EdgeHandler, Receive, Scope, Send
+from redirect.edge import RESERVED, EdgeHandler, Receive, Scope, Send
 from redirect.geo import GeoLocator
 from redirect.invalidation import InvalidationSubscriber
 from redirect.metrics import CONTENT_TYPE, EdgeMetrics
@@ -34,7 +34,6 @@ from redirect.resolve import REDIS_ERRORS, PostgresReader, Resolver
 
 log = logging.getLogger("h0p.redirect")
 
-RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 DRAIN_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 

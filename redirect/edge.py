@@ -1,16 +1,18 @@
 """The hot path: turns (host, slug) into a reply (status, headers, body) and a click event.
 
-No framework, no per-request logging. The common case (a link in the in-process cache) is
-answered by ``answer_now`` without awaiting anything: the edge's HTTP protocol
-(``redirect.protocol``) calls it straight from the parser and writes the reply, with no ASGI
-task. Everything else goes through the handler's ASGI call.
+No framework, no per-request logging. The edge's HTTP protocol (``redirect.protocol``) hands
+every GET and HEAD to ``respond`` straight from the parser and writes the reply, with no ASGI
+task: a link in the in-process cache is answered at once, one that is not when Redis answers
+(one MGET for every request waiting). POSTs (the password form) go through the ASGI call.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
@@ -25,8 +27,10 @@ from redirect.producer import ClickProducer
 from redirect.protect import Attempt, PasswordGate, read_cookie
 from redirect.record import DomainRecord, LinkRecord, domain_key, link_key
 from redirect.request import BadRequest, Headers, normalise_host, parse_slug, raw_path_of
-from redirect.resolve import Resolver, Unavailable
+from redirect.resolve import RedisAnswer, Resolver, Unavailable
 from redirect.rules import Visitor, choose_rule, choose_split, merge_query, split_bucket, strip_marker
+
+log = logging.getLogger("h0p.redirect")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -46,6 +50,10 @@ _RETRY = ((b"retry-after", b"5"),)
 _NO_FRAMES = ((b"x-frame-options", b"DENY"),)
 
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body (dropped for HEAD when sent)
+ReplyTo = Callable[[Reply | Coroutine[Any, Any, Reply]], None]  # see EdgeHandler.respond
+
+# Paths the edge answers itself (redirect.app), never short links
+RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 
 
 def location_bytes(url: str) -> bytes:
@@ -66,9 +74,9 @@ def location_bytes(url: str) -> bytes:
 class EdgeHandler:
     """Answers every path that is not one of the edge's own endpoints.
 
-    The ASGI call answers every request. ``answer_now`` answers the common case (a GET or HEAD
-    of a link in the in-process cache) the same way without awaiting anything, so the edge's
-    HTTP protocol can write it without an ASGI task; both end in ``_link``.
+    The ASGI call answers every request. ``respond`` answers a GET or HEAD the same way for the
+    edge's HTTP protocol, without an ASGI task: at once from the in-process cache, or from a
+    Redis answer shared with other requests; both end in ``_link``.
     """
 
     def __init__(
@@ -109,62 +117,113 @@ class EdgeHandler:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
-    def answer_now(
-        self, method: str, raw_path: bytes, query_string: bytes, raw_headers: Iterable[tuple[bytes, bytes]], peer: str
-    ) -> Reply | None:
-        """The reply to a GET or HEAD whose link (and domain) are in the in-process cache; else None."""
-        if method != "GET" and method != "HEAD":
-            return None
+    def respond(
+        self, method: str, raw_path: bytes, query_string: bytes, raw_headers: list[tuple[bytes, bytes]], peer: str,
+        reply_to: ReplyTo,
+    ) -> Reply | Coroutine[Any, Any, Reply] | None:  # fmt: skip
+        """A GET or HEAD (without a body) answered with as little as it takes; the edge's protocol calls this.
+
+        - a ``Reply``: the link (and its domain) were in the in-process cache;
+        - ``None``: the link was not, and Redis is being asked in one MGET with other requests;
+          ``reply_to`` gets the reply later (never before this returns), or a coroutine making it
+          when Redis had no record (Postgres is next);
+        - a coroutine making the reply: anything else (an uncached custom domain, Redis down, a
+          malformed path), through the same lookups as the ASGI call.
+        """
         try:
             slug = parse_slug(raw_path)
         except BadRequest:
-            return None
+            return self._answer(method, raw_path, query_string, raw_headers, peer)
         headers = Headers(raw_headers)
         host = self._hosts.get(headers.host) or self._host(headers.host)
         domain, domain_record = host, None
         if host != self.default_domain:
             found = self.cache.get(domain_key(host))
             if found is MISSING:
-                return None
+                return self._answer(method, raw_path, query_string, raw_headers, peer)
             self._cache_hit.inc()
             if isinstance(found, DomainRecord):
                 domain_record = found
             else:
                 domain = self.default_domain
         if not slug:
-            return None
-        record = self.cache.get(link_key(domain, slug))
-        if not isinstance(record, LinkRecord):
+            return self._root(domain, domain_record)
+        key = link_key(domain, slug)
+        record = self.cache.get(key)
+        if record is MISSING:
+            if not self.resolver.redis_ok:
+                return self._answer(method, raw_path, query_string, raw_headers, peer)
+            self.resolver.batcher.get_soon(
+                key, partial(self._redis_answered, reply_to, key, self.cache.generation, method, domain, slug,
+                             domain_record, headers, peer, query_string, raw_path, raw_headers),
+            )  # fmt: skip
             return None
         self._cache_hit.inc()
-        return self._link(method, domain, slug, record, domain_record, headers, peer, query_string)
+        if record is None:  # known not to exist
+            return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
+        return self._link(method, domain, slug, record, domain_record, headers, peer, query_string)  # type: ignore[arg-type]
+
+    def _redis_answered(
+        self, reply_to: ReplyTo, key: str, generation: int, method: str, domain: str, slug: str,
+        domain_record: DomainRecord | None, headers: Headers, peer: str, query_string: bytes, raw_path: bytes,
+        raw_headers: list[tuple[bytes, bytes]], answer: RedisAnswer,
+    ) -> None:  # fmt: skip
+        """``respond``'s lookup, continued with what Redis answered."""
+        try:
+            reply = self._after_redis(key, generation, method, domain, slug, domain_record, headers, peer,
+                                      query_string, raw_path, raw_headers, answer)  # fmt: skip
+        except Exception:  # what uvicorn does for the ASGI call: log it, answer 500
+            log.exception("answering %s failed", key)
+            reply = page_reply(500, pages.UNAVAILABLE)
+        reply_to(reply)
+
+    def _after_redis(
+        self, key: str, generation: int, method: str, domain: str, slug: str, domain_record: DomainRecord | None,
+        headers: Headers, peer: str, query_string: bytes, raw_path: bytes, raw_headers: list[tuple[bytes, bytes]],
+        answer: RedisAnswer,
+    ) -> Reply | Coroutine[Any, Any, Reply]:  # fmt: skip
+        if isinstance(answer, BaseException):
+            self.resolver.redis_failed(answer)  # the ASGI path's lookup now goes to Postgres
+            return self._answer(method, raw_path, query_string, raw_headers, peer)
+        self.metrics.cache_miss.inc()
+        record = self.resolver.from_redis(key, answer, generation)
+        if isinstance(record, LinkRecord):
+            return self._link(method, domain, slug, record, domain_record, headers, peer, query_string)
+        if record is None:  # a negative marker: known not to exist
+            return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
+        return self._answer(method, raw_path, query_string, raw_headers, peer, redis_missed=True)
 
     async def _answer(
         self, method: str, raw_path: bytes, query_string: bytes, raw_headers: Iterable[tuple[bytes, bytes]],
-        peer: str, receive: Receive,
+        peer: str, receive: Receive | None = None, *, redis_missed: bool = False,
     ) -> Reply:  # fmt: skip
+        """Any request, through every lookup layer; ``receive`` is read for a POST only.
+
+        ``redis_missed``: the link's key was found in neither the LRU nor Redis (``respond`` asked).
+        """
         if method not in ("GET", "HEAD", "POST"):
             self.outcome["bad_request"].inc()
-            return _page(405, pages.NOT_ALLOWED, _ALLOW)
+            return page_reply(405, pages.NOT_ALLOWED, _ALLOW)
         try:
             slug = parse_slug(raw_path)
         except BadRequest as exc:
             self.outcome["bad_request"].inc()
-            return _page(exc.status, pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST)
+            return page_reply(exc.status, pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST)
         headers = Headers(raw_headers)
         host = self._hosts.get(headers.host) or self._host(headers.host)
         try:
             domain, domain_record = await self._domain(host)
             if not slug:
                 return self._root(domain, domain_record)
-            record = await self._lookup(link_key(domain, slug))
+            key = link_key(domain, slug)
+            record = await self.resolver.lookup(key, redis_missed=True) if redis_missed else await self._lookup(key)
         except Unavailable:
             self.outcome["unavailable"].inc()
-            return _page(503, pages.UNAVAILABLE, _RETRY)
+            return page_reply(503, pages.UNAVAILABLE, _RETRY)
         if method == "POST":
-            if not isinstance(record, LinkRecord) or not record.password_hash:
+            if not isinstance(record, LinkRecord) or not record.password_hash or receive is None:
                 self.outcome["bad_request"].inc()
-                return _page(405, pages.NOT_ALLOWED, _ALLOW)
+                return page_reply(405, pages.NOT_ALLOWED, _ALLOW)
             ip = self.clients.resolve(peer, headers.forwarded_for)
             return await self._unlock(receive, record, ip, raw_path, query_string)
         if not isinstance(record, LinkRecord):
@@ -183,13 +242,13 @@ class EdgeHandler:
             url = record.expired_url or (domain_record.expired_url if domain_record else None)
             self.outcome["expired"].inc()
             self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
-            return _redirect(302, self._target(url)[0]) if url else _page(410, pages.EXPIRED)
+            return _redirect(302, self._target(url)[0]) if url else page_reply(410, pages.EXPIRED)
         if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
             self._emit(now, domain, slug, record, None, None, ip, method, headers, query, qr, 200)
             return self._preview(domain, slug, record)
         if record.password_hash and not self.gate.unlocked(record, headers.cookie):
             self.outcome["password"].inc()
-            return _page(200, pages.password_page(), _NO_FRAMES)
+            return page_reply(200, pages.password_page(), _NO_FRAMES)
         url, rule = record.url, None
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if record.rules:
@@ -216,7 +275,7 @@ class EdgeHandler:
         if blocked:
             self.outcome["blocked"].inc()
             self._emit(now, domain, slug, record, url, rule, ip, method, headers, query, qr, 403)
-            return _page(403, pages.blocked_page(url))
+            return page_reply(403, pages.blocked_page(url))
         status = record.status_code if record.status_code in REDIRECT_CODES else 302
         self._redirected.inc()
         if self.events:
@@ -270,7 +329,7 @@ class EdgeHandler:
         self.outcome["root"].inc()
         if record is not None and record.root_url:
             return _redirect(302, self._target(record.root_url)[0])
-        return _page(200, pages.root_page(domain))
+        return page_reply(200, pages.root_page(domain))
 
     def _not_found(
         self, method: str, domain: str, slug: str, domain_record: DomainRecord | None, headers: Headers,
@@ -282,7 +341,7 @@ class EdgeHandler:
         query, qr = strip_marker(query_string.decode("latin-1"))
         ip = self.clients.resolve(peer, headers.forwarded_for)
         self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
-        return _redirect(302, self._target(url)[0]) if url else _page(404, pages.NOT_FOUND)
+        return _redirect(302, self._target(url)[0]) if url else page_reply(404, pages.NOT_FOUND)
 
     def _preview(self, domain: str, slug: str, record: LinkRecord) -> Reply:
         self.outcome["preview"].inc()
@@ -300,7 +359,7 @@ class EdgeHandler:
             url=record.url,
             canonical=self.settings.short_url(domain, slug),
         )
-        return _page(200, body)
+        return page_reply(200, body)
 
     async def _unlock(
         self, receive: Receive, record: LinkRecord, ip: str, raw_path: bytes, query_string: bytes
@@ -311,7 +370,7 @@ class EdgeHandler:
             body += message.get("body", b"")
             if len(body) > MAX_FORM_BYTES:
                 self.outcome["bad_request"].inc()
-                return _page(413, pages.BAD_REQUEST)
+                return page_reply(413, pages.BAD_REQUEST)
             if not message.get("more_body", False):
                 break
         try:
@@ -323,12 +382,12 @@ class EdgeHandler:
             result = await self.gate.attempt(record, ip, password)
         except Unavailable:
             self.outcome["unavailable"].inc()
-            return _page(503, pages.UNAVAILABLE, _RETRY)
+            return page_reply(503, pages.UNAVAILABLE, _RETRY)
         self.outcome["password" if result is not Attempt.LIMITED else "limited"].inc()
         if result is Attempt.LIMITED:
-            return _page(429, pages.TOO_MANY, ((b"retry-after", str(self.gate.retry_after()).encode()),))
+            return page_reply(429, pages.TOO_MANY, ((b"retry-after", str(self.gate.retry_after()).encode()),))
         if result is Attempt.WRONG:
-            return _page(403, pages.password_page("Wrong password."), _NO_FRAMES)
+            return page_reply(403, pages.password_page("Wrong password."), _NO_FRAMES)
         # 303: the browser GETs the link again, now with the cookie, and follows it normally
         target = raw_path.split(b"?", 1)[0] + (b"?" + query_string if query_string else b"")
         return _redirect(303, target, ((b"set-cookie", self.gate.unlock_cookie(record)),))
@@ -355,6 +414,6 @@ def _redirect(status: int, location: bytes, extra: tuple[tuple[bytes, bytes], ..
     return status, [(b"location", location), _NO_STORE, _EMPTY, *extra], b""
 
 
-def _page(status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+def page_reply(status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
     headers = [_HTML, (b"content-length", str(len(body)).encode()), _NO_STORE, _CSP, _NOSNIFF, *extra]
     return status, headers, body

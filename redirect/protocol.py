@@ -1,12 +1,13 @@
-"""uvicorn's httptools protocol with a synchronous first try for GET and HEAD.
+"""uvicorn's httptools protocol that answers GET and HEAD itself, without an ASGI task.
 
 Through ASGI, every request costs uvicorn a scope, a request-response cycle, an event, an
 asyncio task and two ``send`` coroutines: about three quarters of the edge's time per
-redirect. Most redirects need none of that: the link is in the in-process cache and the reply
-is known as soon as the request is parsed. For those, this protocol calls
-``EdgeHandler.answer_now`` from the parser's callback and writes the reply itself. Everything
-else (a cache miss, a POST, a request with a body, a pipelined request behind one still in
-progress, a paused transport) goes through uvicorn's own path unchanged.
+redirect. A GET or HEAD needs none of that: this protocol hands it to ``EdgeHandler.respond``
+from the parser's callback and writes the reply itself, at once when the link is in the
+in-process cache, or when the handler's shared Redis lookup calls back (meanwhile a pipelined
+request waits its turn behind it, as behind any request in progress). The rest (a POST, a
+request with a body, one pipelined behind a request in progress, a paused transport, the edge's
+own endpoints) goes through uvicorn's own path unchanged.
 
 This subclass reaches into uvicorn's protocol (its parser callbacks, cycle, pipeline and
 keep-alive timer): it is written against the uvicorn version pinned in pyproject.toml, and
@@ -16,6 +17,8 @@ tests/redirect/test_protocol.py checks it over real sockets.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 import httptools
@@ -23,7 +26,34 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from redirect.edge import EdgeHandler, Reply
+from redirect import pages
+from redirect.edge import RESERVED, EdgeHandler, Reply, page_reply
+
+log = logging.getLogger("h0p.redirect")
+
+_OWN_PATHS = frozenset(path.encode() for path in RESERVED)
+
+
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+class _Answering:
+    """Stands in for uvicorn's request cycle while a reply is looked up.
+
+    uvicorn queues a pipelined request behind it (it is not ``response_complete``), its
+    shutdown clears ``keep_alive``, and a lost connection sets ``disconnected``.
+    """
+
+    __slots__ = ("disconnected", "head", "keep_alive", "response_complete")
+    message_event = _NoEvent()
+
+    def __init__(self, head: bool, keep_alive: bool) -> None:
+        self.head = head
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
 
 
 class EdgeProtocol(HttpToolsProtocol):
@@ -39,11 +69,11 @@ class EdgeProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.answer_now = self.handler.answer_now
-        self.fast = self.handler.cache.size > 0  # without an in-process cache nothing is answered now
+        self.respond = self.handler.respond
         self.peer = ""
         self.active_at = 0.0  # loop time of the last read or response (keep-alive timeout)
         self.deferred = False  # the request waits for on_message_complete to be answered here
+        self.answering: _Answering | None = None  # a reply being looked up
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -96,8 +126,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         method = self.parser.get_method()
         if (
-            self.fast
-            and (method == b"GET" or method == b"HEAD")
+            (method == b"GET" or method == b"HEAD")
             and (self.cycle is None or self.cycle.response_complete)  # in order behind a pipelined request
             and not self.expect_100_continue
             and not self.flow.write_paused
@@ -118,27 +147,58 @@ class EdgeProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self.deferred = False
-        method = self.parser.get_method().decode("ascii")
         try:
             url = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
-            reply = None  # uvicorn's path raises the same error and answers 400
-        else:
-            reply = self.answer_now(method, url.path, url.query or b"", self.headers, self.peer)
-        if reply is None:
+            url = None  # uvicorn's path raises the same error and answers 400
+        if url is None or url.path in _OWN_PATHS:
             self._start_asgi()
             super().on_message_complete()
             return
-        self._write(reply, method == "HEAD")
+        method = self.parser.get_method().decode("ascii")
+        head = method == "HEAD"
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
+        answer = self.respond(method, url.path, url.query or b"", self.headers, self.peer, self._reply_later)
+        if type(answer) is tuple:
+            self._write(answer, head, keep_alive)
+            return
+        # Later: a pipelined request queues behind this one in uvicorn's pipeline meanwhile.
+        self.answering = self.cycle = _Answering(head, keep_alive)  # type: ignore[assignment]
+        if answer is not None:
+            self._reply_later(answer)
+
+    def _reply_later(self, answer: Reply | Coroutine[Any, Any, Reply]) -> None:
+        if type(answer) is tuple:
+            self._write_answer(answer)
+            return
+        task = self.loop.create_task(self._await_answer(answer))  # type: ignore[arg-type]
+        self.tasks.add(task)  # uvicorn's shutdown waits for these
+        task.add_done_callback(self.tasks.discard)
+
+    async def _await_answer(self, answer: Coroutine[Any, Any, Reply]) -> None:
+        try:
+            reply = await answer
+        except Exception:
+            log.exception("answering a request failed")
+            reply = page_reply(500, pages.UNAVAILABLE)
+        self._write_answer(reply)
+
+    def _write_answer(self, reply: Reply) -> None:
+        answering, self.answering = self.answering, None
+        if answering is None:
+            return
+        answering.response_complete = True
+        if self.transport.is_closing():
+            return  # the client left; its click was counted when the link was answered
+        self._write(reply, answering.head, answering.keep_alive)
 
     def _start_asgi(self) -> None:
         self.deferred = False
         super().on_headers_complete()
 
-    def _write(self, reply: Reply, head: bool) -> None:
+    def _write(self, reply: Reply, head: bool, keep_alive: bool) -> None:
         status, headers, body = reply
-        parser = self.parser
-        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
         out = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:  # date (and server, if configured)
             out += (name, b": ", value, b"\r\n")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -43,18 +45,29 @@ def decode_value(key: str, raw: bytes) -> Record | None | object:
     return MISSING if decoded is None else decoded
 
 
+RedisAnswer = bytes | None | BaseException  # a value, no value, or why Redis could not answer
+
+
 class RedisBatcher:
-    """Collects GETs from concurrent requests into MGETs, one in flight at a time."""
+    """Collects GETs from concurrent requests into MGETs, one in flight at a time.
+
+    ``get_soon`` takes a callback instead of returning a future: the edge's protocol answers a
+    cache miss from it without a task per request (``EdgeHandler.answer_now``).
+    """
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._pending: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        self._pending: list[tuple[str, Callable[[RedisAnswer], None]]] = []
         self._wake = asyncio.Event()
+
+    def get_soon(self, key: str, callback: Callable[[RedisAnswer], None]) -> None:
+        """Ask for ``key`` in the next MGET; ``callback`` gets the answer later, never before this returns."""
+        self._pending.append((key, callback))
+        self._wake.set()
 
     async def get(self, key: str) -> bytes | None:
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((key, future))
-        self._wake.set()
+        self.get_soon(key, partial(_settle, future))
         return await future
 
     async def run(self) -> None:
@@ -65,21 +78,31 @@ class RedisBatcher:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    values = await self.redis.mget([key for key, _ in batch])
+                    values: list[Any] = await self.redis.mget([key for key, _ in batch])
                 except REDIS_ERRORS as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), value in zip(batch, values, strict=True):
-                    if not future.done():
-                        future.set_result(value if isinstance(value, bytes) else None)
+                    values = [exc] * len(batch)
+                for (_, callback), value in zip(batch, values, strict=True):
+                    try:
+                        callback(value if isinstance(value, bytes | BaseException) else None)
+                    except Exception:  # one request's bug must not stop every lookup
+                        log.exception("a redis lookup callback failed")
 
     def fail_pending(self) -> None:
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(ConnectionError("edge shutting down"))
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        for _, callback in pending:
+            try:
+                callback(ConnectionError("edge shutting down"))
+            except Exception:
+                log.exception("a redis lookup callback failed")
+
+
+def _settle(future: asyncio.Future[bytes | None], answer: RedisAnswer) -> None:
+    if future.done():
+        return
+    if isinstance(answer, BaseException):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)
 
 
 class PostgresReader:
@@ -133,19 +156,23 @@ class Resolver:
     def redis_ok(self) -> bool:
         return time.monotonic() >= self._redis_down_until
 
-    async def lookup(self, key: str) -> Record | None:
-        """The record for ``key`` (``None``: does not exist); raises ``Unavailable``."""
-        value = self.cache.get(key)
-        if value is not MISSING:
-            self.metrics.cache_hit.inc()
-            return value  # type: ignore[return-value]
-        self.metrics.cache_miss.inc()
+    async def lookup(self, key: str, *, redis_missed: bool = False) -> Record | None:
+        """The record for ``key`` (``None``: does not exist); raises ``Unavailable``.
+
+        ``redis_missed``: the caller found the key in neither the LRU nor Redis; go on from Postgres.
+        """
+        if not redis_missed:
+            value = self.cache.get(key)
+            if value is not MISSING:
+                self.metrics.cache_hit.inc()
+                return value  # type: ignore[return-value]
+            self.metrics.cache_miss.inc()
         future = self._inflight.get(key)
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._inflight[key] = future
             try:
-                future.set_result(await self._load(key))
+                future.set_result(await self._load(key, ask_redis=not redis_missed))
             except asyncio.CancelledError:
                 future.cancel()
                 raise
@@ -156,23 +183,34 @@ class Resolver:
                 del self._inflight[key]
         return await asyncio.shield(future)
 
-    async def _load(self, key: str) -> Record | None:
+    def from_redis(self, key: str, raw: bytes | None, generation: int) -> Record | None | object:
+        """What Redis answered: a record or ``None`` (a negative marker), now in the LRU too.
+
+        ``MISSING``: Redis had nothing usable (no value, or a record version this edge cannot read).
+        ``generation`` is the LRU's, read before Redis was asked.
+        """
+        if raw is not None:
+            value = decode_value(key, raw)
+            if value is not MISSING:
+                self.metrics.redis_hit.inc()
+                self.cache.put(key, value, generation)  # type: ignore[arg-type]
+                return value
+        self.metrics.redis_miss.inc()
+        return MISSING
+
+    async def _load(self, key: str, *, ask_redis: bool = True) -> Record | None:
         generation = self.cache.generation
-        redis_answered = False
-        if self.redis_ok:
+        redis_answered = not ask_redis  # the caller asked Redis, which answered without a record
+        if ask_redis and self.redis_ok:
             try:
                 raw = await self.batcher.get(key)
             except REDIS_ERRORS as exc:
-                self._redis_failed(exc)
+                self.redis_failed(exc)
             else:
                 redis_answered = True
-                if raw is not None:
-                    value = decode_value(key, raw)
-                    if value is not MISSING:
-                        self.metrics.redis_hit.inc()
-                        self.cache.put(key, value, generation)  # type: ignore[arg-type]
-                        return value  # type: ignore[return-value]
-                self.metrics.redis_miss.inc()
+                value = self.from_redis(key, raw, generation)
+                if value is not MISSING:
+                    return value  # type: ignore[return-value]
         found = await self._from_postgres(key)
         if redis_answered:
             await self._fill(key, found)
@@ -201,9 +239,9 @@ class Resolver:
         try:
             await self.redis.set(key, value, nx=True, ex=ttl)
         except REDIS_ERRORS as exc:
-            self._redis_failed(exc)
+            self.redis_failed(exc)
 
-    def _redis_failed(self, exc: BaseException) -> None:
+    def redis_failed(self, exc: BaseException) -> None:
         self.metrics.redis_error.inc()
         if self.redis_ok:
             log.warning("redis lookup failed (%s); falling back to postgres", type(exc).__name__)

@@ -1,8 +1,10 @@
 """The edge's HTTP protocol over a real socket: replies written without an ASGI task must keep HTTP/1.1's rules.
 
-Cached links are answered straight from the parser; everything else goes through uvicorn's
-own path. These tests mix both on one connection (keep-alive, pipelining, HEAD, bodies,
-HTTP/1.0, Connection: close) and read the raw bytes a client would read.
+GET and HEAD are answered by the protocol itself: cached links straight from the parser,
+others when the shared Redis lookup calls back (or its Postgres fallback finishes). POSTs and
+requests with a body go through uvicorn's own path. These tests mix them on one connection
+(keep-alive, pipelining, HEAD, bodies, HTTP/1.0, Connection: close) and read the raw bytes a
+client would read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 
@@ -30,6 +33,7 @@ from tests.redirect.conftest import (
     write_domain,
     write_link,
 )  # fmt: skip
+from tests.redirect.test_resolution import eventually, own_redis
 
 
 async def read_responses(
@@ -90,7 +94,7 @@ async def test_pipelined_requests_are_answered_in_order_across_both_paths(
     async with served(edge_settings(settings, tmp_path)) as (_, base):
         await warm(base, cached, also_cached)
         reader, writer = await connect(base)
-        # one write, four requests: cached, a Redis lookup (task), cached behind it, a 404 (task)
+        # one write, four requests: cached, a Redis lookup, cached behind it, a 404 (Redis, then Postgres)
         writer.write(
             b"".join(
                 f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
@@ -175,7 +179,7 @@ async def test_a_cached_link_is_answered_as_it_was_when_looked_up(
     settings: Settings, tmp_path: Path, make_link: LinkMaker, pool: asyncpg.Pool, redis: aioredis.Redis,
     workspace_id: str,
 ) -> None:  # fmt: skip
-    """The first request of each link goes through a lookup (ASGI), the second is answered from the cache."""
+    """The first request of each link is answered when Redis calls back, the second from the in-process cache."""
     host = unique("fast") + ".example.org"
     await write_domain(pool, redis, workspace_id, host, expired_url="https://example.org/expired")
     past = datetime.now().astimezone() - timedelta(days=1)
@@ -229,3 +233,105 @@ async def test_keep_alive_timeout_counts_from_the_last_activity(
         started = asyncio.get_running_loop().time()
         assert await asyncio.wait_for(reader.read(), 5) == b""  # idle: the server closes it
         assert 0.4 <= asyncio.get_running_loop().time() - started <= 2.5
+
+
+async def test_without_an_in_process_cache_links_come_from_redis_then_postgres(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis, workspace_id: str
+) -> None:
+    """Every request is a Redis lookup; a key Redis lacks is read from Postgres once and written back."""
+    local = edge_settings(settings, tmp_path, cache_size=0)
+    slug = unique("nc")
+    await write_link(pool, redis, workspace_id, domain=local.default_domain, slug=slug, url="https://example.com/nc")
+    key = f"h0p:l:{local.default_domain}/{slug}"
+    await redis.delete(key)  # only in Postgres now
+    app: EdgeApp
+    host = {"host": local.default_domain}  # no custom-domain lookup for an unknown host first
+    async with served(local) as (app, base), httpx.AsyncClient(base_url=base, headers=host) as client:
+        for _ in range(3):
+            response = await client.get(f"/{slug}")
+            assert (response.status_code, response.headers["location"]) == (302, "https://example.com/nc")
+        assert (await client.head(f"/{slug}")).status_code == 302
+        missing = await client.get(f"/{unique('none')}")
+        metrics = app.metrics
+        counts = (
+            metrics.cache_miss.value, metrics.redis_hit._value.get(), metrics.redis_miss._value.get(),
+            metrics.postgres_lookups._value.get(),
+        )  # fmt: skip
+    assert missing.status_code == 404
+    assert await redis.exists(key)  # written back by the first request
+    # 5 requests, each one LRU miss and one Redis lookup; Postgres read for the first and the 404
+    assert counts == (5, 3, 2, 2)
+
+
+async def test_a_pipelined_post_waits_behind_a_lookup(settings: Settings, tmp_path: Path, make_link: LinkMaker) -> None:
+    looked_up, locked = unique("lu"), unique("lk")
+    await make_link("https://example.com/looked-up", slug=looked_up)
+    await make_link("https://example.com/locked", slug=locked, password_hash=PasswordHasher().hash("pw"))
+    async with served(edge_settings(settings, tmp_path)) as (_, base):
+        reader, writer = await connect(base)
+        form = b"password=wrong"
+        writer.write(
+            f"GET /{looked_up} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+            + f"POST /{locked} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(form)}\r\n\r\n".encode()
+            + form
+            + f"GET /{looked_up} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+        )
+        responses = await read_responses(reader, 3)
+        writer.close()
+    assert [(s, h.get("location")) for s, h, _ in responses] == [
+        (302, "https://example.com/looked-up"),
+        (403, None),  # the wrong password's form again
+        (302, "https://example.com/looked-up"),
+    ]
+
+
+async def test_a_client_gone_before_its_lookup_returns(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    slug = unique("gone")
+    await make_link("https://example.com/gone", slug=slug)
+    local = edge_settings(settings, tmp_path, cache_size=0)
+    async with served(local) as (_, base):
+        for _ in range(20):
+            _, writer = await connect(base)
+            writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            writer.close()  # before the reply: the edge writes to a closed connection, or not at all
+        reader, writer = await connect(base)
+        writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        [(status, headers, _)] = await read_responses(reader, 1)
+        writer.close()
+    assert (status, headers["location"]) == (302, "https://example.com/gone")
+    events = await read_events(settings.kafka_bootstrap, local.kafka_topic, expect=21)
+    assert len(events) == 21  # every click is counted, answered or not: the link was followed
+
+
+@pytest.mark.chaos
+async def test_redis_outage_falls_back_to_postgres_and_recovers_without_a_task(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
+) -> None:
+    async with own_redis() as (port, stop_redis, start_redis):
+        local = edge_settings(settings, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", cache_size=0)
+        own = aioredis.Redis.from_url(local.redis_url, socket_timeout=2)
+        slug = unique("ro")
+        await write_link(pool, own, workspace_id, domain=local.default_domain, slug=slug, url="https://example.com/r")
+        await own.aclose()
+        app: EdgeApp
+        async with served(local) as (app, base), httpx.AsyncClient(base_url=base) as client:
+            assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
+            stop_redis()
+            for _ in range(5):
+                response = await client.get(f"/{slug}")
+                assert (response.status_code, response.headers["location"]) == (302, "https://example.com/r")
+            assert (await client.get(f"/{unique('never')}")).status_code == 404
+            assert app.metrics.postgres_lookups._value.get() >= 6
+            start_redis()  # empty: the edge refills it from Postgres
+
+            async def refilled() -> bool:
+                assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
+                async with aioredis.Redis.from_url(
+                    local.redis_url, socket_timeout=2
+                ) as fresh:  # the old one saw it die
+                    return bool(await fresh.exists(f"h0p:l:{local.default_domain}/{slug}"))
+
+            await eventually(refilled, within=10)
