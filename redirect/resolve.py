@@ -52,7 +52,7 @@ class RedisBatcher:
     """Collects GETs from concurrent requests into MGETs, one in flight at a time.
 
     ``get_soon`` takes a callback instead of returning a future: the edge's protocol answers a
-    cache miss from it without a task per request (``EdgeHandler.answer_now``).
+    cache miss from it without a task per request (``EdgeHandler.respond``).
     """
 
     def __init__(self, redis: aioredis.Redis) -> None:
