@@ -1,8 +1,9 @@
 """The ingest process: consume ``clicks``, enrich, store exactly once, then commit offsets.
 
 Order per batch: decode (bad events to the dead-letter topic) → read link UTM/domain owners →
-enrich → one Postgres transaction (COPY, rollup, counters from the rows inserted) → commit Kafka
-offsets. A crash anywhere before the offset commit replays the batch; the unique key
+enrich → one Postgres transaction (COPY, rollup increments, counters from the rows inserted) →
+commit Kafka offsets; every few seconds, between two batches, the rollup increments are
+folded. A crash anywhere before the offset commit replays the batch; the unique key
 (event_id, ts) turns the replay into a no-op, so the table holds each event once. The next
 batch is enriched while the previous one is written (two connections: lookups and writes).
 """
@@ -42,6 +43,7 @@ _T = TypeVar("_T")
 _BACKOFF_FIRST_S = 0.1
 _YIELD_EVERY = 500  # events enriched between two chances for the in-flight write to progress
 _BACKOFF_MAX_S = 5.0
+_FOLD_EVERY_S = 2.0  # rollup increments folded this often; analytics counts them either way
 
 
 @dataclass(slots=True)
@@ -76,6 +78,7 @@ class IngestConsumer:
         self._enricher = Enricher(settings, self._links)
         self._store = ClickStore(settings.database_url)
         self._dead = DeadLetters(settings)
+        self._next_fold = 0.0
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
             settings.kafka_topic,
             bootstrap_servers=settings.kafka_bootstrap,
@@ -118,6 +121,8 @@ class IngestConsumer:
             while not stop.is_set():
                 records = await self._next_batch(stop)
                 if not records:
+                    if in_flight is None or in_flight.done():  # the write connection is free
+                        await self._fold()
                     continue
                 batch = await self._prepare(records, stop)
                 if in_flight is not None:
@@ -192,6 +197,21 @@ class IngestConsumer:
         if self._after_write is not None:
             await self._after_write(len(pending))
         await self._commit(records)
+        await self._fold()
+
+    async def _fold(self) -> None:
+        """Fold the rollup increments when it is time; a failure leaves them for the next time."""
+        now = time.monotonic()
+        if now < self._next_fold:
+            return
+        self._next_fold = now + _FOLD_EVERY_S
+        try:
+            await self._store.fold()
+        except TRANSIENT_ERRORS as exc:
+            self._store.drop_connection()
+            log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
+        except asyncpg.PostgresError as exc:
+            log.warning("folding rollup increments failed (%s: %s); retrying later", type(exc).__name__, exc)
 
     async def _with_retry(
         self, work: Callable[[], Awaitable[_T]], stop: asyncio.Event, drop_connection: Callable[[], None]

@@ -1,4 +1,4 @@
-"""Durable, idempotent storage of enriched clicks: COPY, INSERT … ON CONFLICT, rollups, counters."""
+"""Durable, idempotent storage of enriched clicks: COPY, INSERT … ON CONFLICT, rollup increments, counters."""
 
 from __future__ import annotations
 
@@ -70,13 +70,14 @@ RETURNING event_id, ts
 """
 
 # Rollup increments and link counters aggregated in Python from the inserted rows, one statement.
-# Keys arrive sorted so that two ingest processes take row locks in the same order.
+# The increments are appended to click_rollup_deltas (no row lock: concurrent ingest processes do
+# not wait on each other) and folded into click_rollups by ``fold_rollup_deltas``. Link counters
+# are updated in place: a link's clicks are on one partition, so only one process writes its row.
 # Bots (crawlers, preview fetchers, HEAD probes) are not counted on links, as on Dub.
 AGGREGATES_SQL = """
 WITH rollup AS (
-    INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
+    INSERT INTO click_rollup_deltas (workspace_id, dim, hour, value, bot, qr, clicks)
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[], $6::bool[], $7::bigint[])
-    ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks
 ), counters AS (
     UPDATE links AS l
     SET clicks = l.clicks + c.n, last_clicked_at = GREATEST(l.last_clicked_at, c.last)
@@ -85,6 +86,23 @@ WITH rollup AS (
 )
 SELECT 1
 """
+
+# Folds every increment this transaction sees into click_rollups, in one statement: a reader
+# (one snapshot) sees each increment either in the deltas or in the rollup, never both. Rows
+# appended meanwhile are not visible to the DELETE and wait for the next fold. Keys are sorted
+# so that the upsert takes row locks in the same order as any other writer.
+FOLD_SQL = """
+WITH moved AS (
+    DELETE FROM click_rollup_deltas RETURNING workspace_id, dim, hour, value, bot, qr, clicks
+), folded AS (
+    INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
+    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) FROM moved
+    GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks
+)
+SELECT count(*) FROM moved
+"""
+_FOLD_LOCK = 0x68307066  # pg advisory lock id: one fold at a time across ingest processes
 
 RollupKey = tuple[str, str, datetime, str, bool, bool]
 
@@ -263,8 +281,8 @@ class ClickStore:
         return len(inserted)
 
     async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        rollup = sorted(rollup_rows(rows).items())
-        counters = sorted(link_counters(rows).items())
+        rollup = list(rollup_rows(rows).items())  # appended: no lock order to keep
+        counters = sorted(link_counters(rows).items())  # row locks taken in a fixed order
         if not rollup and not counters:
             return
         # one array per column, transposed in C
@@ -273,6 +291,10 @@ class ClickStore:
             AGGREGATES_SQL, *r_cols, [k for k, _ in counters], [n for _, (n, _) in counters],
             [last for _, (_, last) in counters],
         )  # fmt: skip
+
+    async def fold(self) -> int | None:
+        """Fold the rollup increments (``fold_rollup_deltas``) on the write connection, between batches."""
+        return await fold_rollup_deltas(await self.connection())
 
     async def close(self) -> None:
         if self._lookup is not None:
@@ -289,9 +311,22 @@ class ClickStore:
             self._conn = None
 
 
+async def fold_rollup_deltas(conn: asyncpg.Connection) -> int | None:
+    """Fold the appended rollup increments into ``click_rollups``; returns how many were folded.
+
+    ``None``: another process is folding right now (it takes what this one would have).
+    """
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _FOLD_LOCK):
+            return None
+        return int(await conn.fetchval(FOLD_SQL))
+
+
 async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetime) -> str:
     """Recompute the hourly rollup for whole hours in [start, end) from ``clicks``; returns the status."""
     async with conn.transaction():
         await conn.execute("SET LOCAL timezone = 'UTC'")
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _FOLD_LOCK)  # no fold adds to it meanwhile
+        await conn.execute("DELETE FROM click_rollup_deltas WHERE hour >= $1 AND hour < $2", start, end)
         await conn.execute("DELETE FROM click_rollups WHERE hour >= $1 AND hour < $2", start, end)
         return str(await conn.execute(REBUILD_ROLLUP_SQL, start, end))

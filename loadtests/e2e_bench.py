@@ -64,7 +64,7 @@ WINDOW_S = 5.0
 EVENTS_METRIC = re.compile(r'^h0p_edge_events_total\{state="(\w+)"\} (\S+)$', re.MULTILINE)
 # Rows stored so far: the rollup's 'count' rows are written in the same transaction as the rows
 # (ingest_bench counts the same way) and stay a few hundred rows, where count(*) scans millions.
-STORED_SQL = "SELECT coalesce(sum(clicks), 0) FROM click_rollups WHERE dim = 'count'"
+STORED_SQL = "SELECT coalesce(sum(clicks), 0) FROM click_rollup_totals WHERE dim = 'count'"
 
 
 def log(message: str) -> None:

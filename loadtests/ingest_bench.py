@@ -148,9 +148,12 @@ def start_consumers(settings: Settings, group: str, count: int) -> list[subproce
             for _ in range(count)]  # fmt: skip
 
 
+STORED_SQL = "SELECT coalesce(sum(clicks), 0) FROM click_rollup_totals WHERE dim = 'count'"
+
+
 async def measure_ingest(settings: Settings, n: int, processes: int) -> dict[str, float]:
     conn = await asyncpg.connect(DB_URL)
-    await conn.execute("TRUNCATE clicks, click_rollups")
+    await conn.execute("TRUNCATE clicks, click_rollups, click_rollup_deltas")
     await conn.execute("UPDATE links SET clicks = 0, last_clicked_at = NULL")
     t0 = time.perf_counter()
     procs = start_consumers(settings, f"bench-{processes}-{time.time_ns()}", processes)
@@ -160,7 +163,9 @@ async def measure_ingest(settings: Settings, n: int, processes: int) -> dict[str
         while True:
             await asyncio.sleep(0.5)
             # the rollup's 'count' rows equal the rows stored (same transaction), and are cheap to sum
-            stored = int(await conn.fetchval("SELECT coalesce(sum(clicks), 0) FROM click_rollups WHERE dim = 'count'"))
+            stored = int(
+                await conn.fetchval("SELECT coalesce(sum(clicks), 0) FROM click_rollup_totals WHERE dim = 'count'")
+            )
             stored += int(await conn.fetchval("SELECT count(*) FROM clicks WHERE workspace_id IS NULL"))
             if stored and first is None:
                 first = time.perf_counter()
@@ -223,7 +228,7 @@ async def generate_clicks(ws: str, links: list[tuple[str, str]], rows: int, now:
     conn = await asyncpg.connect(DB_URL, command_timeout=3600)
     t0 = time.perf_counter()
     try:
-        await conn.execute("TRUNCATE clicks, click_rollups")
+        await conn.execute("TRUNCATE clicks, click_rollups, click_rollup_deltas")
         start = now - timedelta(days=30)
         month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         while month <= now:

@@ -1,7 +1,8 @@
 """Click analytics for one workspace: grouped counts, time series, raw events, streamed export.
 
-Reads ``clicks`` (written by ingest) and ``click_rollups`` (hourly counts per dimension value,
-kept by ingest in the same transaction). A query is answered from the rollup when nothing in
+Reads ``clicks`` (written by ingest) and ``click_rollup_totals`` (hourly counts per dimension
+value: the folded ``click_rollups`` plus the increments ingest appended in the same transaction
+as the rows and has not folded yet). A query is answered from the rollup when nothing in
 it needs the raw rows (no filter but ``qr``, no unique visitors, hour-aligned buckets): whole
 UTC hours come from the rollup and the partial hours at both ends from ``clicks``, so the
 answer is the same either way, only faster. Everything else reads ``clicks`` through its
@@ -116,7 +117,7 @@ def _grouped_sql(
         )
         return text, sql.args
     rollup = (
-        f"SELECT {key_rollup} AS key, sum(clicks) AS clicks FROM click_rollups"
+        f"SELECT {key_rollup} AS key, sum(clicks) AS clicks FROM click_rollup_totals"
         f" WHERE {_rollup_where(sql, ws, q, dim, first_hour, last_hour)} GROUP BY 1"
     )
     head = f"SELECT {key_raw} AS key, count(*) AS clicks FROM clicks WHERE "

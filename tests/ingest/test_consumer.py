@@ -114,7 +114,9 @@ async def test_redelivered_events_are_stored_once_and_counted_once(
     assert await count_clicks(pool, link["id"]) == 50
     assert consumer.stats.duplicates == 30
     assert await pool.fetchval("SELECT clicks FROM links WHERE id = $1", link["id"]) == 50
-    rollup = await pool.fetchval("SELECT sum(clicks) FROM click_rollups WHERE workspace_id = $1 AND dim = 'count'", ws)
+    rollup = await pool.fetchval(
+        "SELECT sum(clicks) FROM click_rollup_totals WHERE workspace_id = $1 AND dim = 'count'", ws
+    )
     assert rollup == 50
 
 

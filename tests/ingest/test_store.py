@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -82,15 +83,14 @@ async def test_rollups_and_counters_equal_the_raw_rows_after_fresh_redelivered_a
         enricher.close()
 
     truth = [tuple(r) for r in await pool.fetch(TRUTH_SQL, ws)]
-    rollup = [
-        tuple(r)
-        for r in await pool.fetch(
-            "SELECT dim, hour, value, bot, qr, clicks FROM click_rollups"
-            " WHERE workspace_id = $1 ORDER BY 1, 2, 3, 4, 5",
-            ws,
-        )
-    ]
-    assert rollup == truth
+    assert await _rollup(pool, "click_rollup_totals", ws) == truth  # what analytics reads, before any fold
+    store = ClickStore(settings.database_url)
+    try:
+        assert await store.fold()  # the increments of the batches above (and of anything else unfolded)
+    finally:
+        await store.close()
+    assert await pool.fetchval("SELECT count(*) FROM click_rollup_deltas WHERE workspace_id = $1", ws) == 0
+    assert await _rollup(pool, "click_rollups", ws) == truth  # one row per key once folded
     assert await pool.fetchval("SELECT count(*) FROM clicks WHERE workspace_id = $1", ws) == 105
     for link in links:
         expected = await pool.fetchrow(
@@ -99,6 +99,56 @@ async def test_rollups_and_counters_equal_the_raw_rows_after_fresh_redelivered_a
         got = await pool.fetchrow("SELECT clicks, last_clicked_at FROM links WHERE id = $1", link["id"])
         assert (got["clicks"], got["last_clicked_at"]) == (expected["n"], expected["last"])
         assert expected["n"] > 0
+
+
+async def _rollup(pool: asyncpg.Pool, table: str, ws: str) -> list[tuple[Any, ...]]:
+    return [
+        tuple(r)
+        for r in await pool.fetch(
+            f"SELECT dim, hour, value, bot, qr, sum(clicks) FROM {table} WHERE workspace_id = $1"
+            " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+            ws,
+        )
+    ]
+
+
+async def test_two_processes_writing_one_workspace_do_not_wait_for_each_other(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Batches of one workspace and hour share rollup keys; a second writer must not queue behind the first.
+
+    Each writer has its own links, as Kafka's keying by link gives each ingest process its own.
+    """
+    ws = await make_workspace(pool)
+    links = [await make_link(pool, ws), await make_link(pool, ws)]
+    directory = LinkDirectory()
+    enricher = Enricher(settings, directory)
+    first, second = ClickStore(settings.database_url), ClickStore(settings.database_url)
+    try:
+        await directory.load(await first.connection(), [lk["id"] for lk in links], [])
+        now = time.time()
+        rows = [
+            [enricher.row(e, uuid.UUID(e.id)) for e in (click(link, ts=now, ip="8.8.8.8") for _ in range(50))]
+            for link in links
+        ]
+        conn = await first.connection()
+        held = conn.transaction()  # the first writer's batch stays uncommitted (its locks held) meanwhile
+        await held.start()
+        try:
+            assert await first.write(rows[0]) == 50
+            assert await asyncio.wait_for(second.write(rows[1]), timeout=10) == 50
+        finally:
+            await held.commit()
+        assert await second.fold() is not None
+    finally:
+        await first.close()
+        await second.close()
+        enricher.close()
+    counts = await pool.fetchval(
+        "SELECT sum(clicks) FROM click_rollup_totals WHERE workspace_id = $1 AND dim = 'count'", ws
+    )
+    assert counts == 100
+    assert await pool.fetchval("SELECT sum(clicks) FROM links WHERE workspace_id = $1", ws) == 100
 
 
 def _fresh(enricher: Enricher, events: list[ClickEvent]) -> list[tuple[Any, ...]]:
