@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -70,9 +71,11 @@ class _Pending:
 class IngestConsumer:
     """One member of the ingest consumer group. ``run()`` until ``stop`` is set; see ``running_consumer``."""
 
-    def __init__(self, settings: Settings, *, after_write: AfterWrite | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, after_write: AfterWrite | None = None, stats: IngestStats | None = None
+    ) -> None:
         self.settings = settings
-        self.stats = IngestStats()
+        self.stats = IngestStats() if stats is None else stats
         self._after_write = after_write  # tests: runs between the DB commit and the offset commit
         self._links = LinkDirectory()
         self._enricher = Enricher(settings, self._links)
@@ -295,13 +298,25 @@ async def _serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    consumer = IngestConsumer(settings)
-    await consumer.start()
-    log.info("ingest consuming %s as group %s", settings.kafka_topic, settings.kafka_group)
+    stats = IngestStats()
     metrics = None
     if settings.ingest_metrics_port:
-        metrics = MetricsServer(consumer.stats, settings.bind_host, settings.ingest_metrics_port)
+        # before the consumer exists: a second process on this host with the same port must stop
+        # here with a clear message, not after it took partitions from the first
+        try:
+            metrics = MetricsServer(stats, settings.bind_host, settings.ingest_metrics_port)
+        except OSError as exc:
+            print(
+                f"h0p ingest: cannot serve metrics on {settings.bind_host}:{settings.ingest_metrics_port}"
+                f" ({exc.strerror}); give each ingest process on a host its own H0P_INGEST_METRICS_PORT"
+                " (0 turns it off)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
         log.info("ingest metrics on http://%s:%d/metrics", settings.bind_host, metrics.port)
+    consumer = IngestConsumer(settings, stats=stats)
+    await consumer.start()
+    log.info("ingest consuming %s as group %s", settings.kafka_topic, settings.kafka_group)
     try:
         await consumer.run(stop)
     finally:

@@ -143,6 +143,7 @@ def start_consumers(settings: Settings, group: str, count: int) -> list[subproce
         "H0P_KAFKA_GROUP": group,
         "H0P_INGEST_BATCH_SIZE": str(settings.ingest_batch_size),
         "H0P_INGEST_SESSION_TIMEOUT_MS": "6000",
+        "H0P_INGEST_METRICS_PORT": "0",  # several processes on one host: one port each, or none
     }
     return [subprocess.Popen([sys.executable, "-m", "ingest.consumer"], env=env, stderr=subprocess.DEVNULL)
             for _ in range(count)]  # fmt: skip

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sys
+
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from h0p_settings import Settings
 from ingest.consumer import running_consumer
@@ -48,3 +54,36 @@ async def _stored(pool: asyncpg.Pool, link_id: str, n: int) -> bool:
 
 async def _dead_lettered(n: int) -> bool:
     return n >= 1
+
+
+async def test_a_second_process_on_a_taken_metrics_port_stops_with_one_line_before_joining(
+    ingest_settings: Settings,
+) -> None:
+    """Two ingest processes on one host need a port each: the second says so, and takes no partition."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")} | {
+            "H0P_DATABASE_URL": ingest_settings.database_url,
+            "H0P_KAFKA_BOOTSTRAP": ingest_settings.kafka_bootstrap,
+            "H0P_KAFKA_TOPIC": ingest_settings.kafka_topic,
+            "H0P_KAFKA_GROUP": ingest_settings.kafka_group,
+            "H0P_BIND_HOST": "127.0.0.1",
+            "H0P_INGEST_METRICS_PORT": str(port),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingest.consumer", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"127.0.0.1:{port}" in lines[0] and "H0P_INGEST_METRICS_PORT" in lines[0]
+    admin = AIOKafkaAdminClient(bootstrap_servers=ingest_settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        groups = {group[0] for group in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+    assert ingest_settings.kafka_group not in groups
