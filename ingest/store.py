@@ -69,23 +69,21 @@ ON CONFLICT DO NOTHING
 RETURNING event_id, ts
 """
 
-# Rollup increments and link counters aggregated in Python from the inserted rows, one statement.
-# The increments are appended to click_rollup_deltas (no row lock: concurrent ingest processes do
-# not wait on each other) and folded into click_rollups by ``fold_rollup_deltas``. Link counters
-# are updated in place: a link's clicks are on one partition, so only one process writes its row.
+# Link counters aggregated in Python from the inserted rows, one statement. A link's clicks are
+# on one partition, so only one ingest process updates its row; keys are sorted all the same.
 # Bots (crawlers, preview fetchers, HEAD probes) are not counted on links, as on Dub.
-AGGREGATES_SQL = """
-WITH rollup AS (
-    INSERT INTO click_rollup_deltas (workspace_id, dim, hour, value, bot, qr, clicks)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bool[], $6::bool[], $7::bigint[])
-), counters AS (
-    UPDATE links AS l
-    SET clicks = l.clicks + c.n, last_clicked_at = GREATEST(l.last_clicked_at, c.last)
-    FROM unnest($8::text[], $9::bigint[], $10::timestamptz[]) AS c(link_id, n, last)
-    WHERE l.id = c.link_id
-)
-SELECT 1
+COUNTERS_SQL = """
+UPDATE links AS l
+SET clicks = l.clicks + c.n, last_clicked_at = GREATEST(l.last_clicked_at, c.last)
+FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS c(link_id, n, last)
+WHERE l.id = c.link_id
 """
+
+# The rollup increments of the inserted rows, aggregated in Python, are COPYed to
+# click_rollup_deltas: an append takes no row lock, so concurrent ingest processes do not wait
+# on each other (an upsert into click_rollups did: every batch of a busy workspace touches the
+# same hour and dimension rows). ``fold_rollup_deltas`` moves them into click_rollups.
+ROLLUP_COLUMNS = ("workspace_id", "dim", "hour", "value", "bot", "qr", "clicks")
 
 # Folds every increment this transaction sees into click_rollups, in one statement: a reader
 # (one snapshot) sees each increment either in the deltas or in the rollup, never both. Rows
@@ -281,16 +279,15 @@ class ClickStore:
         return len(inserted)
 
     async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        rollup = list(rollup_rows(rows).items())  # appended: no lock order to keep
+        rollup = [key + (n,) for key, n in rollup_rows(rows).items()]
+        if rollup:
+            await conn.copy_records_to_table("click_rollup_deltas", records=rollup, columns=ROLLUP_COLUMNS)
         counters = sorted(link_counters(rows).items())  # row locks taken in a fixed order
-        if not rollup and not counters:
-            return
-        # one array per column, transposed in C
-        r_cols = list(zip(*[(*key, n) for key, n in rollup], strict=True)) if rollup else [()] * 7
-        await conn.execute(
-            AGGREGATES_SQL, *r_cols, [k for k, _ in counters], [n for _, (n, _) in counters],
-            [last for _, (_, last) in counters],
-        )  # fmt: skip
+        if counters:
+            await conn.execute(
+                COUNTERS_SQL, [k for k, _ in counters], [n for _, (n, _) in counters],
+                [last for _, (_, last) in counters],
+            )  # fmt: skip
 
     async def fold(self) -> int | None:
         """Fold the rollup increments (``fold_rollup_deltas``) on the write connection, between batches."""

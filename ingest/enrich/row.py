@@ -130,7 +130,9 @@ class Enricher:
 
     def row(self, e: ClickEvent, event_id: uuid.UUID) -> tuple[Any, ...]:
         """The ``clicks`` row for one checked event (call ``links.load`` for the batch first)."""
-        ua = _clip(e.ua)
+        ua = e.ua
+        if len(ua) > _MAX_TEXT or "\x00" in ua:  # rare: the call is skipped for the usual agent
+            ua = _clip(ua)
         agent = self.agents.parse(ua)
         method = e.method
         bot = agent.bot or (method != "GET" and is_bot_request(method))
