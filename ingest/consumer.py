@@ -2,7 +2,7 @@
 
 Order per batch: decode (bad events to the dead-letter topic) → read link UTM/domain owners →
 enrich → one Postgres transaction (COPY, rollup increments, counters from the rows inserted) →
-commit Kafka offsets; every few seconds, between two batches, the rollup increments are
+commit Kafka offsets. Every few seconds, on a connection of its own, the rollup increments are
 folded. A crash anywhere before the offset commit replays the batch; the unique key
 (event_id, ts) turns the replay into a no-op, so the table holds each event once. The next
 batch is enriched while the previous one is written (two connections: lookups and writes).
@@ -81,7 +81,6 @@ class IngestConsumer:
         self._enricher = Enricher(settings, self._links)
         self._store = ClickStore(settings.database_url)
         self._dead = DeadLetters(settings)
-        self._next_fold = 0.0
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
             settings.kafka_topic,
             bootstrap_servers=settings.kafka_bootstrap,
@@ -120,12 +119,11 @@ class IngestConsumer:
         batch N's offsets are committed: commits stay in order, each after its own DB commit.
         """
         in_flight: asyncio.Task[None] | None = None
+        folding = asyncio.create_task(self._fold_rollups(stop), name="h0p-ingest-fold")
         try:
             while not stop.is_set():
                 records = await self._next_batch(stop)
                 if not records:
-                    if in_flight is None or in_flight.done():  # the write connection is free
-                        await self._fold()
                     continue
                 batch = await self._prepare(records, stop)
                 if in_flight is not None:
@@ -133,8 +131,11 @@ class IngestConsumer:
                     await task
                 in_flight = asyncio.create_task(self._finish(records, batch, stop), name="h0p-ingest-write")
         finally:
+            folding.cancel()  # a fold cut short rolls back: its increments wait for the next one
             if in_flight is not None:
                 await in_flight
+            with contextlib.suppress(asyncio.CancelledError):
+                await folding
 
     async def _next_batch(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
         # by size (ingest_batch_size) or by time (ingest_linger_ms after the first record)
@@ -200,21 +201,18 @@ class IngestConsumer:
         if self._after_write is not None:
             await self._after_write(len(pending))
         await self._commit(records)
-        await self._fold()
 
-    async def _fold(self) -> None:
-        """Fold the rollup increments when it is time; a failure leaves them for the next time."""
-        now = time.monotonic()
-        if now < self._next_fold:
-            return
-        self._next_fold = now + _FOLD_EVERY_S
-        try:
-            await self._store.fold()
-        except TRANSIENT_ERRORS as exc:
-            self._store.drop_connection()
-            log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
-        except asyncpg.PostgresError as exc:
-            log.warning("folding rollup increments failed (%s: %s); retrying later", type(exc).__name__, exc)
+    async def _fold_rollups(self, stop: asyncio.Event) -> None:
+        """Every few seconds, fold the rollup increments; a failure leaves them for the next time."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _FOLD_EVERY_S)
+            try:
+                await self._store.fold()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
+            except asyncpg.PostgresError as exc:
+                log.warning("folding rollup increments failed (%s: %s); retrying later", type(exc).__name__, exc)
 
     async def _with_retry(
         self, work: Callable[[], Awaitable[_T]], stop: asyncio.Event, drop_connection: Callable[[], None]

@@ -178,7 +178,7 @@ class ClickStore:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._conn: asyncpg.Connection | None = None
-        self._lookup: asyncpg.Connection | None = None
+        self._sides: dict[str, asyncpg.Connection] = {}  # lookups, folds: beside the write connection
         self._months: set[date] = set()
         self._slow_batches = 0  # > 0: batches left to write through the slow (deduplicating) path
 
@@ -206,22 +206,28 @@ class ClickStore:
 
     async def lookup_connection(self) -> asyncpg.Connection:
         """A second connection for reads (links, domains) while the write connection is busy."""
-        if self._lookup is not None and not self._lookup.is_closed():
-            return self._lookup
-        self._lookup = None
-        self._lookup = await asyncpg.connect(
-            self._url,
-            timeout=self._connect_timeout,
-            command_timeout=self._command_timeout,
-            server_settings={"timezone": "UTC", "application_name": "h0p-ingest-lookup"},
-        )
-        return self._lookup
+        return await self._side("lookup")
 
     def drop_lookup_connection(self) -> None:
         """Forget a lookup connection that failed; the next call reconnects."""
-        if self._lookup is not None:
-            self._lookup.terminate()
-            self._lookup = None
+        self._drop_side("lookup")
+
+    async def _side(self, name: str) -> asyncpg.Connection:
+        conn = self._sides.get(name)
+        if conn is not None and not conn.is_closed():
+            return conn
+        conn = self._sides[name] = await asyncpg.connect(
+            self._url,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            server_settings={"timezone": "UTC", "application_name": f"h0p-ingest-{name}"},
+        )
+        return conn
+
+    def _drop_side(self, name: str) -> None:
+        conn = self._sides.pop(name, None)
+        if conn is not None:
+            conn.terminate()
 
     def drop_connection(self) -> None:
         """Forget a connection that failed (it may be half-open); the next call reconnects."""
@@ -290,22 +296,23 @@ class ClickStore:
             )  # fmt: skip
 
     async def fold(self) -> int | None:
-        """Fold the rollup increments (``fold_rollup_deltas``) on the write connection, between batches."""
-        return await fold_rollup_deltas(await self.connection())
+        """Fold the rollup increments (``fold_rollup_deltas``) on a connection of its own: batch
+        writes never wait for a fold. A connection that failed is dropped (the next fold reconnects)."""
+        try:
+            return await fold_rollup_deltas(await self._side("fold"))
+        except TRANSIENT_ERRORS:
+            self._drop_side("fold")
+            raise
 
     async def close(self) -> None:
-        if self._lookup is not None:
+        conns = [*self._sides.values(), *([self._conn] if self._conn is not None else [])]
+        self._sides.clear()
+        self._conn = None
+        for conn in conns:
             try:
-                await asyncio.wait_for(self._lookup.close(), timeout=5.0)
+                await asyncio.wait_for(conn.close(), timeout=5.0)
             except (TimeoutError, OSError, asyncpg.InterfaceError):
-                self._lookup.terminate()
-            self._lookup = None
-        if self._conn is not None:
-            try:
-                await asyncio.wait_for(self._conn.close(), timeout=5.0)
-            except (TimeoutError, OSError, asyncpg.InterfaceError):
-                self._conn.terminate()
-            self._conn = None
+                conn.terminate()
 
 
 async def fold_rollup_deltas(conn: asyncpg.Connection) -> int | None:

@@ -120,6 +120,22 @@ async def test_redelivered_events_are_stored_once_and_counted_once(
     assert rollup == 50
 
 
+async def test_rollup_increments_are_folded_while_the_consumer_runs(
+    ingest_settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    ws = await make_workspace(pool)
+    link = await make_link(pool, ws)
+    await publish(producer, ingest_settings.kafka_topic, [click(link) for _ in range(20)])
+
+    async def folded() -> bool:
+        sql = "SELECT coalesce(sum(clicks), 0) FROM {} WHERE workspace_id = $1 AND dim = 'count'"
+        unfolded = await pool.fetchval(sql.format("click_rollup_deltas"), ws)
+        return bool(await pool.fetchval(sql.format("click_rollups"), ws) == 20 and unfolded == 0)
+
+    async with running_consumer(ingest_settings):
+        await wait_until(folded, timeout=15, what="the 20 clicks folded into click_rollups")
+
+
 class _Crash(Exception):
     pass
 
