@@ -3,9 +3,9 @@
 --
 -- Upserting the increments straight into click_rollups made concurrent ingest processes queue
 -- on each other's row locks: every batch of a busy workspace touches the same (hour, dimension
--- value) rows, so a second process waited for the first one's commit (measured: two processes
--- stored fewer events per second than one). An append takes no row lock. No index: the table
--- only ever holds a few seconds of increments, read whole by the fold and by analytics.
+-- value) rows, so a second process waited for the first one's commit (tests/ingest/test_store.py
+-- shows the wait). An append takes no row lock. No index: the table only ever holds a few
+-- seconds of increments, read whole by the fold and by analytics.
 CREATE TABLE click_rollup_deltas (
     workspace_id  text NOT NULL,
     dim           text NOT NULL,

@@ -317,7 +317,8 @@ async def test_redis_outage_falls_back_to_postgres_and_recovers_without_a_task(
         await write_link(pool, own, workspace_id, domain=local.default_domain, slug=slug, url="https://example.com/r")
         await own.aclose()
         app: EdgeApp
-        async with served(local) as (app, base), httpx.AsyncClient(base_url=base) as client:
+        host = {"host": local.default_domain}  # the link's own lookup, not an unknown host's first
+        async with served(local) as (app, base), httpx.AsyncClient(base_url=base, headers=host) as client:
             assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
             stop_redis()
             for _ in range(5):
@@ -329,9 +330,8 @@ async def test_redis_outage_falls_back_to_postgres_and_recovers_without_a_task(
 
             async def refilled() -> bool:
                 assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
-                async with aioredis.Redis.from_url(
-                    local.redis_url, socket_timeout=2
-                ) as fresh:  # the old one saw it die
+                # a new client: the one that wrote the link saw its server die
+                async with aioredis.Redis.from_url(local.redis_url, socket_timeout=2) as fresh:
                     return bool(await fresh.exists(f"h0p:l:{local.default_domain}/{slug}"))
 
             await eventually(refilled, within=10)
