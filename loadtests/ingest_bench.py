@@ -324,7 +324,8 @@ async def main() -> None:
             ref = await measure_references(settings, args.events)
             lines += [
                 f"{args.events:,} events preloaded in {preload_s:.0f}s; batches of {args.batch_size:,}; full enrichment"
-                " (geo, UA, UTM, bot, visitor hash), COPY, hourly rollup increments and link counters in the same transaction (the increments folded into the rollup every 2 s).",
+                " (geo, UA, UTM, bot, visitor hash), COPY, hourly rollup increments and link counters in the same"
+                " transaction (the increments folded into the rollup every 2 s).",
                 "",
                 "| ingest | events/s (start to last row) | events/s (first to last row) | rows |",
                 "|---|---|---|---|",
