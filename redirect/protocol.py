@@ -60,6 +60,7 @@ class EdgeProtocol(HttpToolsProtocol):
     """One connection; ``handler`` is set on the subclass made by ``protocol_for``."""
 
     handler: ClassVar[EdgeHandler]
+    outbox: ClassVar[_Outbox]
 
     def __init__(
         self,
@@ -209,14 +210,50 @@ class EdgeProtocol(HttpToolsProtocol):
         out.append(b"\r\n")
         if body and not head:
             out.append(body)
-        self.transport.write(b"".join(out))
         if keep_alive:
+            self.outbox.hold(self.loop, self.transport, b"".join(out))
             self.on_response_complete()  # counts the request, makes sure the keep-alive timer runs
         else:
+            self.outbox.send()  # a reply held for this connection goes before this last one
+            self.transport.write(b"".join(out))
             self.server_state.total_requests += 1
             self.transport.close()
+
+    # uvicorn writes and closes at once in these two: the replies held go first
+    def shutdown(self) -> None:
+        self.outbox.send()
+        super().shutdown()
+
+    def send_400_response(self, msg: str) -> None:
+        self.outbox.send()
+        super().send_400_response(msg)
+
+
+class _Outbox:
+    """Replies held until the loop has read every socket that was ready, then written together.
+
+    Each write to a client wakes its reader; written one by one, between the parsing of the
+    next requests, every reply costs a wake-up (measured under the edge bench: the largest
+    kernel cost per request). Written in one burst, most find the reader awake. Order per
+    connection is kept: replies are written in the order they were held, and uvicorn's own
+    path writes from tasks, which start after the flush scheduled before them.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[tuple[asyncio.Transport, bytes]] = []
+
+    def hold(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, data: bytes) -> None:
+        if not self.held:
+            loop.call_soon(self.send)
+        self.held.append((transport, data))
+
+    def send(self) -> None:
+        held, self.held = self.held, []
+        for transport, data in held:
+            if not transport.is_closing():
+                transport.write(data)
 
 
 def protocol_for(handler: EdgeHandler) -> type[EdgeProtocol]:
     """The protocol class uvicorn instantiates per connection, bound to ``handler``."""
-    return type("BoundEdgeProtocol", (EdgeProtocol,), {"handler": handler})
+    return type("BoundEdgeProtocol", (EdgeProtocol,), {"handler": handler, "outbox": _Outbox()})

@@ -335,3 +335,27 @@ async def test_redis_outage_falls_back_to_postgres_and_recovers_without_a_task(
                     return bool(await fresh.exists(f"h0p:l:{local.default_domain}/{slug}"))
 
             await eventually(refilled, within=10)
+
+
+async def test_replies_written_together_keep_their_order_before_a_close_or_a_400(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    """Replies are held until the loop has read every ready socket; a closing reply or a 400 must not pass them."""
+    async with cached_link_connection(settings, tmp_path, make_link, "https://example.com/held") as (
+        slug, reader, writer,
+    ):  # fmt: skip
+        get = f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+        writer.write(get + get + f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        responses = await read_responses(reader, 3)
+        assert [(s, h["location"], h.get("connection")) for s, h, _ in responses] == [
+            (302, "https://example.com/held", None),
+            (302, "https://example.com/held", None),
+            (302, "https://example.com/held", "close"),
+        ]
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    async with cached_link_connection(settings, tmp_path, make_link, "https://example.com/held2") as (
+        slug, reader, writer,
+    ):  # fmt: skip
+        writer.write(f"GET /{slug} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() + b"NOT HTTP AT ALL\r\n\r\n")
+        responses = await read_responses(reader, 2)
+        assert [s for s, _, _ in responses] == [302, 400]
