@@ -96,7 +96,8 @@ class ClickProducer:
             self._to_spool([_item(click)], "queue full")
             return
         self._queue.append(click)
-        self._wake.set()
+        if len(self._queue) == 1:  # the sender waits for a click only when the queue is empty
+            self._wake.set()
 
     # -- background sender ------------------------------------------------------------------
 
@@ -248,8 +249,10 @@ class ClickProducer:
         except BROKER_ERRORS:
             return list(items)
         groups: dict[int, list[Item]] = {}
+        known, find = self._partition_of, self._partition  # the cache first: most keys are in it
         for item in items:
-            groups.setdefault(self._partition(item[0], partitions), []).append(item)
+            part = known.get(item[0])
+            groups.setdefault(find(item[0], partitions) if part is None else part, []).append(item)
         pending: dict[asyncio.Future[Any], list[Item]] = {}
         unsent: list[Item] = []
         try:
