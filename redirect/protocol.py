@@ -7,7 +7,8 @@ from the parser's callback and writes the reply itself, at once when the link is
 in-process cache, or when the handler's shared Redis lookup calls back (meanwhile a pipelined
 request waits its turn behind it, as behind any request in progress). The rest (a POST, a
 request with a body, one pipelined behind a request in progress, a paused transport, the edge's
-own endpoints) goes through uvicorn's own path unchanged.
+own endpoints) goes through uvicorn's own path unchanged. Replies on keep-alive connections are
+written together once per loop pass (``_Outbox``): fewer wake-ups of the clients.
 
 This subclass reaches into uvicorn's protocol (its parser callbacks, cycle, pipeline and
 keep-alive timer): it is written against the uvicorn version pinned in pyproject.toml, and
