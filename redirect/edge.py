@@ -169,29 +169,24 @@ class EdgeHandler:
         raw_headers: list[tuple[bytes, bytes]], answer: RedisAnswer,
     ) -> None:  # fmt: skip
         """``respond``'s lookup, continued with what Redis answered."""
+        reply: Reply | Coroutine[Any, Any, Reply]
         try:
-            reply = self._after_redis(key, generation, method, domain, slug, domain_record, headers, peer,
-                                      query_string, raw_path, raw_headers, answer)  # fmt: skip
+            if isinstance(answer, BaseException):
+                self.resolver.redis_failed(answer)  # the ASGI path's lookup now goes to Postgres
+                reply = self._answer(method, raw_path, query_string, raw_headers, peer)
+            else:
+                self.metrics.cache_miss.inc()
+                record = self.resolver.from_redis(key, answer, generation)
+                if isinstance(record, LinkRecord):
+                    reply = self._link(method, domain, slug, record, domain_record, headers, peer, query_string)
+                elif record is None:  # a negative marker: known not to exist
+                    reply = self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
+                else:
+                    reply = self._answer(method, raw_path, query_string, raw_headers, peer, redis_missed=True)
         except Exception:  # what uvicorn does for the ASGI call: log it, answer 500
             log.exception("answering %s failed", key)
             reply = page_reply(500, pages.UNAVAILABLE)
         reply_to(reply)
-
-    def _after_redis(
-        self, key: str, generation: int, method: str, domain: str, slug: str, domain_record: DomainRecord | None,
-        headers: Headers, peer: str, query_string: bytes, raw_path: bytes, raw_headers: list[tuple[bytes, bytes]],
-        answer: RedisAnswer,
-    ) -> Reply | Coroutine[Any, Any, Reply]:  # fmt: skip
-        if isinstance(answer, BaseException):
-            self.resolver.redis_failed(answer)  # the ASGI path's lookup now goes to Postgres
-            return self._answer(method, raw_path, query_string, raw_headers, peer)
-        self.metrics.cache_miss.inc()
-        record = self.resolver.from_redis(key, answer, generation)
-        if isinstance(record, LinkRecord):
-            return self._link(method, domain, slug, record, domain_record, headers, peer, query_string)
-        if record is None:  # a negative marker: known not to exist
-            return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
-        return self._answer(method, raw_path, query_string, raw_headers, peer, redis_missed=True)
 
     async def _answer(
         self, method: str, raw_path: bytes, query_string: bytes, raw_headers: Iterable[tuple[bytes, bytes]],
