@@ -33,7 +33,7 @@ from tests.redirect.conftest import (
     write_domain,
     write_link,
 )  # fmt: skip
-from tests.redirect.test_resolution import eventually, own_redis
+from tests.redirect.test_resolution import eventually, own_redis_with_link
 
 
 async def read_responses(
@@ -310,12 +310,8 @@ async def test_a_client_gone_before_its_lookup_returns(
 async def test_redis_outage_falls_back_to_postgres_and_recovers_without_a_task(
     settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
 ) -> None:
-    async with own_redis() as (port, stop_redis, start_redis):
-        local = edge_settings(settings, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", cache_size=0)
-        own = aioredis.Redis.from_url(local.redis_url, socket_timeout=2)
-        slug = unique("ro")
-        await write_link(pool, own, workspace_id, domain=local.default_domain, slug=slug, url="https://example.com/r")
-        await own.aclose()
+    link = own_redis_with_link(settings, tmp_path, pool, workspace_id, "https://example.com/r", cache_size=0)
+    async with link as (local, slug, stop_redis, start_redis):
         app: EdgeApp
         host = {"host": local.default_domain}  # the link's own lookup, not an unknown host's first
         async with served(local) as (app, base), httpx.AsyncClient(base_url=base, headers=host) as client:

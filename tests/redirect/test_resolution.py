@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -103,16 +104,28 @@ async def own_redis() -> AsyncIterator[tuple[int, Callable[[], None], Callable[[
                 proc.wait(5)
 
 
+@asynccontextmanager
+async def own_redis_with_link(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str, url: str, **changes: Any
+) -> AsyncIterator[tuple[Settings, str, Callable[[], None], Callable[[], None]]]:
+    """``own_redis`` with an edge's settings pointing at it and one link in it (and in Postgres).
+
+    Yields (settings, slug, stop_redis, start_redis); ``changes`` go into the settings.
+    """
+    async with own_redis() as (port, stop_redis, start_redis):
+        local = edge_settings(settings, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", **changes)
+        slug = unique("ro")
+        async with aioredis.Redis.from_url(local.redis_url, socket_timeout=2) as r:
+            await write_link(pool, r, workspace_id, domain=local.default_domain, slug=slug, url=url)
+        yield local, slug, stop_redis, start_redis
+
+
 @pytest.mark.chaos
 async def test_redis_outage_falls_back_to_postgres_and_recovers(
     settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
 ) -> None:
-    async with own_redis() as (port, stop_redis, start_redis):
-        s = edge_settings(settings, tmp_path, redis_url=f"redis://127.0.0.1:{port}/0", cache_size=0)
-        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=2)
-        slug = unique("ro")
-        await write_link(pool, r, workspace_id, domain=s.default_domain, slug=slug, url="https://example.com/r")
-        await r.aclose()
+    link = own_redis_with_link(settings, tmp_path, pool, workspace_id, "https://example.com/r", cache_size=0)
+    async with link as (s, slug, stop_redis, start_redis):
         async with edge_client(s) as (app, client):
             assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/r"
             assert app.metrics.redis_hit._value.get() >= 1
@@ -137,16 +150,9 @@ async def test_redis_outage_falls_back_to_postgres_and_recovers(
 async def test_with_redis_and_postgres_down_cached_links_resolve_and_others_answer_503(
     settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
 ) -> None:
-    async with own_redis() as (port, stop_redis, _start):
-        s = edge_settings(
-            settings, tmp_path,
-            redis_url=f"redis://127.0.0.1:{port}/0",
-            database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/h0p",  # nothing listens: Postgres down
-        )  # fmt: skip
-        r = aioredis.Redis.from_url(s.redis_url, socket_timeout=2)
-        slug = unique("pd")
-        await write_link(pool, r, workspace_id, domain=s.default_domain, slug=slug, url="https://example.com/c")
-        await r.aclose()
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/h0p"  # nothing listens: Postgres down
+    link = own_redis_with_link(settings, tmp_path, pool, workspace_id, "https://example.com/c", database_url=down)
+    async with link as (s, slug, stop_redis, _start):
         async with edge_client(s) as (app, client):
             # (the subscriber clears the LRU when it connects: let that happen first)
             await eventually(lambda: asyncio.sleep(0, app.subscriber.connected.is_set()), 5)
