@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -151,20 +152,53 @@ def start_consumers(settings: Settings, group: str, count: int) -> list[subproce
             for _ in range(count)]  # fmt: skip
 
 
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int, with_exited_children: bool = False) -> float:
+    """CPU seconds (user + system) a process has used, read from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if with_exited_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS_PER_S
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of this machine's Postgres: its live processes plus the backends that exited
+    (counted in the postmaster's children times). Meaningful because the bench targets 127.0.0.1."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if stat.split(" (", 1)[1].split(")", 1)[0] != "postgres":
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            is_postmaster = Path(f"/proc/{parent}/comm").read_text().strip() != "postgres"
+            total += cpu_s(int(entry.name), with_exited_children=is_postmaster)
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile: its time is now in the postmaster's
+    return total
+
+
 STORED_SQL = "SELECT coalesce(sum(clicks), 0) FROM click_rollup_totals WHERE dim = 'count'"
 
 
-async def measure_ingest(settings: Settings, n: int, processes: int) -> dict[str, float]:
+async def measure_ingest(settings: Settings, broker: Broker, n: int, processes: int) -> dict[str, float]:
     """Start ``processes`` consumers on the preloaded topic; time until all n events are stored.
 
     ``events_s`` counts from the processes' start, so it includes joining the consumer group
     (Tansu holds a new group's first join for a fixed 3 s, its PAUSE_MS, so that several members
     can join together); ``steady_events_s`` counts the events stored after the first batch over
-    the time after it.
+    the time after it. ``*_us``: CPU per event of the ingest processes, Postgres and the broker.
     """
     conn = await asyncpg.connect(DB_URL)
     await conn.execute("TRUNCATE clicks, click_rollups, click_rollup_deltas")
     await conn.execute("UPDATE links SET clicks = 0, last_clicked_at = NULL")
+    assert broker.proc is not None
+    pg0, broker0 = postgres_cpu_s(), cpu_s(broker.proc.pid)
     t0 = time.perf_counter()
     procs = start_consumers(settings, f"bench-{processes}-{time.time_ns()}", processes)
     first: tuple[float, int] | None = None
@@ -182,6 +216,8 @@ async def measure_ingest(settings: Settings, n: int, processes: int) -> dict[str
             if stored >= n:
                 break
         end = time.perf_counter()
+        ingest_cpu = sum(cpu_s(p.pid) for p in procs)
+        pg_cpu, broker_cpu = postgres_cpu_s() - pg0, cpu_s(broker.proc.pid) - broker0
         total = int(await conn.fetchval("SELECT count(*) FROM clicks"))
     finally:
         for p in procs:
@@ -192,7 +228,8 @@ async def measure_ingest(settings: Settings, n: int, processes: int) -> dict[str
     assert first is not None
     first_at, first_rows = first
     return {"rows": total, "wall_s": end - t0, "events_s": n / (end - t0), "first_row_s": first_at - t0,
-            "steady_events_s": (n - first_rows) / (end - first_at)}  # fmt: skip
+            "steady_events_s": (n - first_rows) / (end - first_at), "ingest_us": ingest_cpu / n * 1e6,
+            "postgres_us": pg_cpu / n * 1e6, "broker_us": broker_cpu / n * 1e6}  # fmt: skip
 
 
 async def measure_references(settings: Settings, n: int) -> dict[str, float]:
@@ -329,7 +366,7 @@ async def main() -> None:
         ws, links = await setup_database(1000)
         if not args.skip_ingest:
             preload_s = await preload(settings, ws, links, args.events)
-            results = {n: await measure_ingest(settings, args.events, n) for n in runs}
+            results = {n: await measure_ingest(settings, broker, args.events, n) for n in runs}
             ref = await measure_references(settings, args.events)
             lines += [
                 f"{args.events:,} events preloaded in {preload_s:.0f}s; batches of {args.batch_size:,}; full enrichment"
@@ -347,6 +384,26 @@ async def main() -> None:
                     f"| ratio 2/1 | {two['events_s'] / one['events_s']:.2f}× | | "
                     f"{two['steady_events_s'] / one['steady_events_s']:.2f}× | |"
                 )
+            busy = {n: (r["ingest_us"] + r["postgres_us"] + r["broker_us"]) * r["steady_events_s"] / 1e6
+                    for n, r in results.items()}  # fmt: skip
+            lines += [
+                "",
+                "CPU per event stored, from /proc (ingest includes its start-up, Postgres this bench's progress"
+                " queries, the broker its fetches and offset commits), and the cores that keep busy at the rate"
+                " after the first batch (this machine has 2):",
+                "",
+                "| ingest | ingest µs | Postgres µs | broker µs | cores busy |",
+                "|---|---:|---:|---:|---:|",
+                *(f"| {n} process{'es' if n > 1 else ''} | {r['ingest_us']:.1f} | {r['postgres_us']:.1f} |"
+                  f" {r['broker_us']:.1f} | {busy[n]:.2f} |" for n, r in results.items()),
+            ]  # fmt: skip
+            if 1 in busy:
+                lines += [
+                    "",
+                    f"One process keeps {busy[1]:.2f} cores busy (its enrichment overlaps Postgres writing the batch"
+                    f" before), so on 2 cores a second process can add at most {2 / busy[1]:.2f}× at this CPU cost"
+                    " per event.",
+                ]
             best = max(r["events_s"] for r in results.values())
             lines += [
                 "",
