@@ -122,14 +122,14 @@ class IngestConsumer:
         folding = asyncio.create_task(self._fold_rollups(stop), name="h0p-ingest-fold")
         try:
             while not stop.is_set():
-                records = await self._next_batch(stop)
+                records, offsets = await self._next_batch(stop)
                 if not records:
                     continue
                 batch = await self._prepare(records, stop)
                 if in_flight is not None:
                     task, in_flight = in_flight, None
                     await task
-                in_flight = asyncio.create_task(self._finish(records, batch, stop), name="h0p-ingest-write")
+                in_flight = asyncio.create_task(self._finish(offsets, batch, stop), name="h0p-ingest-write")
         finally:
             folding.cancel()  # a fold cut short rolls back: its increments wait for the next one
             if in_flight is not None:
@@ -137,22 +137,30 @@ class IngestConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await folding
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
-        # by size (ingest_batch_size) or by time (ingest_linger_ms after the first record)
+    async def _next_batch(
+        self, stop: asyncio.Event
+    ) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[TopicPartition, int]]:
+        """The records of the next batch, and per partition the offset to commit once it is stored.
+
+        By size (ingest_batch_size) or by time (ingest_linger_ms after the first record).
+        """
         size = self.settings.ingest_batch_size
         linger = self.settings.ingest_linger_ms / 1000
         records: list[ConsumerRecord[bytes, bytes]] = []
+        offsets: dict[TopicPartition, int] = {}
         deadline: float | None = None
         while len(records) < size and not stop.is_set():
             wait = linger if deadline is None else deadline - time.monotonic()
             if wait <= 0:
                 break
             got = await self._consumer.getmany(timeout_ms=max(1, int(wait * 1000)), max_records=size - len(records))
-            for batch in got.values():
-                records.extend(batch)
+            for tp, batch in got.items():
+                if batch:
+                    records.extend(batch)
+                    offsets[tp] = batch[-1].offset + 1  # a partition's records come in offset order
             if records and deadline is None:
                 deadline = time.monotonic() + linger
-        return records
+        return records, offsets
 
     async def _prepare(self, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event) -> list[_Pending]:
         """Decode (bad events to the dead-letter topic), read link UTM and domain owners, enrich."""
@@ -187,9 +195,7 @@ class IngestConsumer:
             (p.event.domain for p in pending if p.event.workspace_id is None),
         )
 
-    async def _finish(
-        self, records: list[ConsumerRecord[bytes, bytes]], pending: list[_Pending], stop: asyncio.Event
-    ) -> None:
+    async def _finish(self, offsets: dict[TopicPartition, int], pending: list[_Pending], stop: asyncio.Event) -> None:
         """Store the batch (one transaction), then commit its offsets."""
         if pending:
             inserted = await self._with_retry(
@@ -200,7 +206,7 @@ class IngestConsumer:
         self.stats.batches += 1
         if self._after_write is not None:
             await self._after_write(len(pending))
-        await self._commit(records)
+        await self._commit(offsets)
 
     async def _fold_rollups(self, stop: asyncio.Event) -> None:
         """Every few seconds, fold the rollup increments; a failure leaves them for the next time."""
@@ -255,11 +261,7 @@ class IngestConsumer:
         await self._dead.send(rec.value, rec.key, reason, f"{rec.topic}/{rec.partition}/{rec.offset}")
         self.stats.dead_lettered += 1
 
-    async def _commit(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
