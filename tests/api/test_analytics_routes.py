@@ -35,10 +35,14 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     link = await make_link(pool, workspace.id)
     now = datetime.now(UTC)
+    # the two GB clicks, a minute apart, on one UTC day: one visitor (the hash is per day) at any hour
+    gb = now - timedelta(hours=2)
+    if (gb - timedelta(minutes=1)).date() != gb.date():
+        gb += timedelta(minutes=1)
     await store_events(api_settings, pool, [
         click(link, ts=(now - timedelta(hours=1)).timestamp(), ip=US),
-        click(link, ts=(now - timedelta(hours=2)).timestamp(), ip=GB),
-        click(link, ts=(now - timedelta(hours=3)).timestamp(), ip=GB, method="HEAD"),
+        click(link, ts=gb.timestamp(), ip=GB),
+        click(link, ts=(gb - timedelta(minutes=1)).timestamp(), ip=GB, method="HEAD"),
     ])  # fmt: skip
     _, secret = await create_key(ctx, workspace.id, "analytics", ["analytics:read"])
     async with client_for(app, secret) as c:
