@@ -48,6 +48,7 @@ from loadtests.edge_bench import (
     run_wrk,
     stop_process,
 )  # fmt: skip
+from loadtests.ingest_bench import STORED_SQL
 from loadtests.wrk import WrkResult
 from tests.services import Broker, free_port
 
@@ -62,9 +63,6 @@ DRAIN_LIMIT_S = 120.0
 TARGET_P99_S = 2.0
 WINDOW_S = 5.0
 EVENTS_METRIC = re.compile(r'^h0p_edge_events_total\{state="(\w+)"\} (\S+)$', re.MULTILINE)
-# Rows stored so far: the rollup's 'count' rows are written in the same transaction as the rows
-# (ingest_bench counts the same way) and stay a few hundred rows, where count(*) scans millions.
-STORED_SQL = "SELECT coalesce(sum(clicks), 0) FROM click_rollup_totals WHERE dim = 'count'"
 
 
 def log(message: str) -> None:
