@@ -14,17 +14,10 @@ import redis.asyncio as aioredis
 
 from api import db
 from h0p_settings import Settings, load_settings
+from tests.redis_server import RedisServer
 from tests.services import Broker
 
 PG_BASE = os.environ.get("H0P_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-REDIS_BASE = os.environ.get("H0P_TEST_REDIS", "redis://127.0.0.1:6379")
-
-
-async def _flush(redis_url: str) -> None:
-    # one loop for the call and the close: redis-py fails closing on a loop already gone
-    r = aioredis.Redis.from_url(redis_url)
-    await r.flushdb()
-    await r.aclose()
 
 
 @pytest.fixture(scope="session")
@@ -35,16 +28,24 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Settings for one test session: its own database, Redis db index, broker and spool dir."""
+def redis_server() -> Iterator[RedisServer]:
+    """The session's own redis-server on a free port: the machine's Redis (and whatever stack
+    uses it) is never read, written or flushed by the tests."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(broker: Broker, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings for one test session: its own database, Redis server, broker and spool dir."""
     suffix = f"{os.getpid()}_{random.randrange(10**6)}"
     database_url = f"{PG_BASE}/h0p_test_{suffix}"
-    redis_db = random.randrange(1, 16)
     tmp = tmp_path_factory.mktemp("h0p")
     s = load_settings(
         {
             "H0P_DATABASE_URL": database_url,
-            "H0P_REDIS_URL": f"{REDIS_BASE}/{redis_db}",
+            "H0P_REDIS_URL": redis_server.url,
             "H0P_KAFKA_BOOTSTRAP": broker.bootstrap,
             "H0P_KAFKA_TOPIC": f"clicks-{suffix}",
             "H0P_KAFKA_DEAD_LETTER_TOPIC": f"clicks-dlq-{suffix}",
@@ -57,7 +58,6 @@ def settings(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         }
     )
     asyncio.run(db.migrate(s.database_url))
-    asyncio.run(_flush(s.redis_url))
     yield s
     asyncio.run(db.drop_database(s.database_url))
 

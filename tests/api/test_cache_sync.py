@@ -17,7 +17,7 @@ from api.services.links import create_link, delete_link, update_link
 from api.services.workspaces import Workspace
 from redirect.record import NEGATIVE, decode_link, link_key
 from tests.api.conftest import raw
-from tests.api.redis_server import RedisServer
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture

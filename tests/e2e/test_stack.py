@@ -24,7 +24,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from api import db
-from tests.conftest import PG_BASE, REDIS_BASE
+from tests.conftest import PG_BASE
+from tests.redis_server import RedisServer
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,20 +119,15 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def _flush(url: str) -> None:
-    r = aioredis.Redis.from_url(url)
-    await r.flushdb()
-    await r.aclose()
-
-
 @pytest.fixture
-def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def stack_env(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, str]]:
     """Settings for one stack of its own: nothing shared with the test session or `make run`."""
     suffix = f"{os.getpid()}_{random.randrange(10**6)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")}
     env.update(
         H0P_DATABASE_URL=f"{PG_BASE}/h0p_test_stack_{suffix}",
-        H0P_REDIS_URL=f"{REDIS_BASE}/{random.randrange(1, 16)}",
+        # db 1 of the session's own redis-server: the session's settings use db 0
+        H0P_REDIS_URL=redis_server.url.rsplit("/", 1)[0] + "/1",
         H0P_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
         H0P_KAFKA_TOPIC=f"clicks-stack-{suffix}",
         H0P_KAFKA_GROUP=f"ingest-stack-{suffix}",
@@ -144,7 +140,14 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     )
     yield env
     asyncio.run(db.drop_database(env["H0P_DATABASE_URL"]))
-    asyncio.run(_flush(env["H0P_REDIS_URL"]))
+    asyncio.run(_empty(env["H0P_REDIS_URL"]))
+
+
+async def _empty(url: str) -> None:
+    # a db of the session's own redis-server, so the next stack starts with nothing cached
+    r = aioredis.Redis.from_url(url)
+    await r.flushdb()
+    await r.aclose()
 
 
 def test_stack_runs_the_services_prints_the_demo_key_once_and_ctrl_c_stops_all_it_started(
