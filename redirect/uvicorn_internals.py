@@ -6,8 +6,8 @@ POST and bodies, ``Expect: 100-continue``, chunked and streamed ASGI responses, 
 flow control, pipelining behind an ASGI request, 400s on bad input, graceful shutdown. That
 was chosen over a protocol of our own (uvicorn's ``httptools_impl.py`` rewritten) because
 those are the edge cases where an HTTP server goes wrong, uvicorn's tests cover them, and the
-edge only needs the fast path; the price is leaning on uvicorn's private names, and this
-module makes that price explicit and safe:
+edge only needs the fast path (which is ours either way: the benchmark does not choose). The
+price is leaning on uvicorn's private names, and this module makes that price explicit and safe:
 
 - every private name the subclass touches is imported from here or listed below;
   ``tests/redirect/test_uvicorn_contract.py`` checks protocol.py uses no other;
@@ -17,9 +17,10 @@ module makes that price explicit and safe:
 - the behaviours relied on (pipelining, keep-alive, 100-continue, flow control, shutdown,
   connection loss) are exercised over real sockets by the contract tests.
 
-Upgrading uvicorn: bump the pin, run the contract tests and tests/redirect/test_protocol.py,
-read the diff of ``httptools_impl.py`` for the methods protocol.py replaces (on_response_complete,
-timeout_keep_alive_handler, _unset_keepalive_if_required), then add the version here.
+Upgrading uvicorn: bump the pin and add the version to ``TESTED_VERSIONS``, read the diff of
+``httptools_impl.py`` for the methods protocol.py replaces (on_response_complete,
+timeout_keep_alive_handler, _unset_keepalive_if_required), run the contract tests and
+tests/redirect/test_protocol.py, and keep the change only if they pass.
 """
 
 from __future__ import annotations
