@@ -11,8 +11,10 @@ own endpoints) goes through uvicorn's own path unchanged. Replies on keep-alive 
 written together once per loop pass (``_Outbox``): fewer wake-ups of the clients.
 
 This subclass reaches into uvicorn's protocol (its parser callbacks, cycle, pipeline and
-keep-alive timer): it is written against the uvicorn version pinned in pyproject.toml, and
-tests/redirect/test_protocol.py checks it over real sockets.
+keep-alive timer) only through ``redirect.uvicorn_internals``, which lists each private name used
+here and checks them at import (the edge refuses to start on a uvicorn without them; why a
+subclass rather than a protocol of our own is said there). tests/redirect/test_protocol.py and
+tests/redirect/test_uvicorn_contract.py check the behaviour over real sockets.
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.server import ServerState
 
 from redirect import pages
 from redirect.edge import RESERVED, EdgeHandler, Reply, page_reply
+from redirect.uvicorn_internals import STATUS_LINE, Config, HttpToolsProtocol, ServerState
 
 log = logging.getLogger("h0p.redirect")
 
