@@ -73,12 +73,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         status, body = 405, {"error": {"code": "METHOD_NOT_ALLOWED", "message": _MethodNotAllowed.default_message}}
-        return json_response(status, body, dict(exc.headers or {}))
+        return json_response(status, body, {"Allow": _allowed_methods(request)})
     if exc.status_code == 404:
         return error_response(NotFound("no such route"))
     if exc.status_code == 400:
         return error_response(ValidationFailed([{"path": None, "message": str(exc.detail)}]))
     return error_response(InternalError())
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette's 405 names the methods of the first route matching the path only; each endpoint
+    # is a route of its own, so the answer gathers every route of that path (RFC 9110 15.5.6).
+    # The first route matching the path is the resource (`/links/bulk` before `/links/{id}`).
+    routes = [r for r in request.app.routes if isinstance(r, Route) and r.methods]
+    resource = next(r.path for r in routes if r.path_regex.match(request.url.path))
+    return ", ".join(sorted({m for r in routes if r.path == resource for m in r.methods or ()}))
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -68,7 +68,6 @@ class Endpoint:
     tag: str
     scope: str | None = None  # required key scope; None = any valid key
     body: Any = None  # msgspec type the JSON body is decoded to
-    documented_body: Any = None  # the body's type in /doc when it differs (decoded item by item later)
     query: type[msgspec.Struct] | None = None  # msgspec Struct of the query string
     response: Any = None  # msgspec type of the success body
     response_variants: tuple[type, ...] = ()  # documented as an array of oneOf these (bulk)
@@ -139,19 +138,33 @@ def _refuse_nul(node: Any, path: str) -> None:
             _refuse_nul(item, f"{path}.{key}" if path else key)
 
 
+def query_params(request: Request) -> dict[str, str]:
+    """The query string as a dict: 400 naming a parameter given twice or holding a NUL (Postgres text cannot)."""
+    seen: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise ValidationFailed([{"path": name, "message": "text must not contain NUL characters"}])
+        if name in seen:  # `interval=7d&interval=30d` has no single meaning: refuse it rather than pick one
+            raise ValidationFailed([{"path": name, "message": f"{name} is given more than once"}])
+        seen[name] = value
+    return seen
+
+
 def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
     if kind is None:
         if request.query_params:
             raise ValidationFailed([{"path": None, "message": "this route takes no query parameters"}])
         return None
-    params = dict(request.query_params)
-    for name, value in params.items():
-        if "\x00" in name or "\x00" in value:
-            raise ValidationFailed([{"path": name, "message": "text must not contain NUL characters"}])
+    params = query_params(request)
     try:
-        return msgspec.convert(params, kind, strict=False)
+        query = msgspec.convert(params, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
+    for f in msgspec.structs.fields(kind):
+        # lax conversion reads the text `null` as None; a parameter that is given must have a value
+        if f.encode_name in params and getattr(query, f.name) is None:
+            raise ValidationFailed([{"path": f.encode_name, "message": f"{params[f.encode_name]!r} is not a value"}])
+    return query
 
 
 async def admit(ctx: ServiceContext, request: Request, scope: str | None, headers: dict[str, str]) -> Principal:

@@ -124,7 +124,7 @@ def _operation(e: Endpoint, components: dict[str, Any], refs: dict[Any, Any]) ->
     if params:
         op["parameters"] = params
     if e.body is not None:
-        content: dict[str, Any] = {"schema": refs[e.documented_body or e.body]}
+        content: dict[str, Any] = {"schema": refs[e.body]}
         if e.example is not None:
             content["example"] = e.example
         op["requestBody"] = {"required": True, "content": {"application/json": content}}
@@ -162,7 +162,7 @@ def openapi_document(
     """The OpenAPI 3.0.3 document of ``endpoints`` plus the non-JSON routes' own ``extra_paths``."""
     types: list[Any] = [ErrorBody]
     for e in endpoints:
-        for t in (e.documented_body or e.body, e.response, e.query, *e.response_variants):
+        for t in (e.body, e.response, e.query, *e.response_variants):
             if t is not None and t not in types:
                 types.append(t)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.endpoints import Call, Endpoint, admit, error_response
+from api.endpoints import Call, Endpoint, admit, error_response, query_params
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed, field_error
 from api.schemas import Deleted, PageQuery
 from api.services import files
@@ -146,10 +146,8 @@ def openapi_paths(endpoints: list[RawEndpoint]) -> dict[str, dict[str, Any]]:
 
 
 def check_params(request: Request) -> None:
-    """As ``api.endpoints`` does: Postgres text cannot hold NUL, and ids are short (else a 500 or a scan)."""
-    for name, value in request.query_params.multi_items():
-        if "\x00" in name or "\x00" in value:
-            raise field_error(name, "text must not contain NUL characters")
+    """As ``api.endpoints`` does: each parameter once and without NUL, and ids short (else a 500 or a scan)."""
+    query_params(request)
     if any(len(str(v)) > 100 or "\x00" in str(v) for v in request.path_params.values()):
         raise NotFound()
 
@@ -305,7 +303,7 @@ CONTENT = RawEndpoint(
                                                                           "image/gif")}},
         "304": {"description": "Not modified (If-None-Match)"},
     },
-    errors=(401, 403, 404, 429, 500),
+    errors=(400, 401, 403, 404, 429, 500),
     parameters=[{
         "name": "sig", "in": "query", "required": False, "schema": {"type": "string"},
         "description": "The signature in the file's public `url`: with it no API key is needed.",

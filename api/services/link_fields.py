@@ -109,12 +109,16 @@ async def hash_password(password: str) -> str:
 
 
 async def check_references(conn: asyncpg.Connection, workspace_id: str, columns: Mapping[str, Any]) -> None:
-    """ValidationFailed if the folder or a tag is not one of the workspace's."""
+    """ValidationFailed if the folder or a tag is not one of the workspace's.
+
+    Called in the writing transaction: FOR KEY SHARE holds the rows found until it commits, so a
+    folder or tag deleted meanwhile is either waited for (and then not found here) or kept.
+    """
     problems = []
     folder_id = columns.get("folder_id")
     if folder_id is not None:
         found = await conn.fetchval(
-            "SELECT 1 FROM folders WHERE id = $1 AND workspace_id = $2", folder_id, workspace_id
+            "SELECT 1 FROM folders WHERE id = $1 AND workspace_id = $2 FOR KEY SHARE", folder_id, workspace_id
         )
         if not found:
             problems.append({"path": "folderId", "message": f"no folder {folder_id!r} in this workspace"})
@@ -123,7 +127,9 @@ async def check_references(conn: asyncpg.Connection, workspace_id: str, columns:
         known = {
             r["id"]
             for r in await conn.fetch(
-                "SELECT id FROM tags WHERE workspace_id = $1 AND id = ANY($2::text[])", workspace_id, tag_ids
+                "SELECT id FROM tags WHERE workspace_id = $1 AND id = ANY($2::text[]) FOR KEY SHARE",
+                workspace_id,
+                tag_ids,
             )
         }
         for i, tag_id in enumerate(tag_ids):

@@ -208,18 +208,29 @@ async def test_bulk_creates_what_it_can_and_reports_each_failure(api: httpx.Asyn
         {"url": "https://example.com/2", "slug": "bulk-taken"},
         {"url": "http://169.254.169.254/", "slug": "bulk-unsafe"},
         {"url": "https://example.com/4", "tagIds": ["tag_missing"], "slug": "bulk-tagless"},
-        {"url": "https://example.com/5", "slug": "bulk-shape", "statusCode": 303},
         {"url": "https://example.com/6", "slug": "bulk-last"},
     ]
     r = await api.post("/links/bulk", json=items)
     assert r.status_code == 200
     results = r.json()
-    assert len(results) == 6 and results[0]["slug"] == "bulk-ok" and results[5]["slug"] == "bulk-last"
-    codes = [x["error"]["code"] for x in results[1:5]]
-    assert codes == ["ALREADY_EXIST", "VALIDATION_ERROR", "VALIDATION_ERROR", "VALIDATION_ERROR"]
-    assert results[4]["error"]["message"].startswith("statusCode: ")
+    assert len(results) == 5 and results[0]["slug"] == "bulk-ok" and results[4]["slug"] == "bulk-last"
+    codes = [x["error"]["code"] for x in results[1:4]]
+    assert codes == ["ALREADY_EXIST", "VALIDATION_ERROR", "VALIDATION_ERROR"]
     slugs = {r["slug"] for r in await ctx.pool.fetch("SELECT slug FROM links WHERE slug LIKE 'bulk-%'")}
     assert slugs == {"bulk-ok", "bulk-taken", "bulk-last"}  # the failed items wrote nothing
+
+
+async def test_bulk_with_an_item_outside_the_schema_is_400_naming_the_item_and_creates_nothing(
+    api: httpx.AsyncClient, ctx: ServiceContext
+) -> None:
+    items = [
+        {"url": "https://example.com/1", "slug": "shape-ok"},
+        {"url": "https://example.com/5", "slug": "shape-bad", "statusCode": 303},
+    ]
+    r = await api.post("/links/bulk", json=items)
+    assert r.status_code == 400 and error_of(r)["code"] == "VALIDATION_ERROR"
+    assert [d["path"] for d in error_of(r)["details"]] == ["[1].statusCode"]
+    assert await ctx.pool.fetchval("SELECT count(*) FROM links WHERE slug LIKE 'shape-%'") == 0
 
 
 async def test_bulk_of_more_than_100_is_400(api: httpx.AsyncClient) -> None:
