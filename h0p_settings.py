@@ -80,6 +80,16 @@ class Settings:
     rate_limits_enabled: bool = True
     rate_limit_per_second: int = 5
     rate_limit_per_minute: int = 100
+    # One bucket per workspace beside the per-key one, so minting keys does not multiply the limit
+    # (never tighter than one key's own limit; a plan may set its own).
+    workspace_rate_limit_per_second: int = 10
+    workspace_rate_limit_per_minute: int = 300
+    # API keys a workspace may hold at most (a plan's own "keys" limit applies when lower).
+    max_keys_per_workspace: int = 100
+    # Link passwords one bulk request may set (each is an argon2 hash: ~50 ms of CPU and 64 MiB).
+    bulk_passwords_max: int = 10
+    # Threads hashing link passwords per API process: at most this many hashes run at once.
+    password_hash_threads: int = 2
     allow_private_targets: bool = False
     blocked_hosts: tuple[str, ...] = ()
     dns_resolver: str = ""
@@ -289,6 +299,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_SECOND", "workspace_rate_limit_per_second", 1, 10**7),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_MINUTE", "workspace_rate_limit_per_minute", 1, 10**9),
+        ("H0P_MAX_KEYS_PER_WORKSPACE", "max_keys_per_workspace", 1, 10**6),
+        ("H0P_BULK_PASSWORDS_MAX", "bulk_passwords_max", 0, 100),
+        ("H0P_PASSWORD_HASH_THREADS", "password_hash_threads", 1, 256),
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
         ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),

@@ -38,6 +38,9 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unk
     features: frozenset[str] = frozenset(FEATURES)
     rate_limit_per_second: int | None = None
     rate_limit_per_minute: int | None = None
+    # The bucket all keys of a workspace share (null: the settings' workspace limits).
+    workspace_rate_limit_per_second: int | None = None
+    workspace_rate_limit_per_minute: int | None = None
 
 
 BUILTIN_PLANS: dict[str, Plan] = {
