@@ -73,7 +73,8 @@ async def bulk(call: Call) -> list[Link | BulkItemFailure]:
             message = f"{where}: {problem.message}" if where else problem.message
             decoded.append(BulkItemFailure(error=BulkItemError(code="VALIDATION_ERROR", message=message)))
     valid = [item for item in decoded if isinstance(item, LinkCreate)]
-    created = iter(await links.bulk_create_links(call.ctx, call.principal.workspace_id, valid))
+    positions = [i for i, item in enumerate(decoded) if isinstance(item, LinkCreate)]
+    created = iter(await links.bulk_create_links(call.ctx, call.principal.workspace_id, valid, positions))
     return [next(created) if isinstance(item, LinkCreate) else item for item in decoded]
 
 
@@ -104,7 +105,8 @@ ENDPOINTS = [
         documented_body=BulkBody,
         response_variants=(Link, BulkItemFailure), operation_id="bulkCreateLinks", example=[EXAMPLE],
         description="Each item is created in its own transaction: the result has, in order, the link or "
-        "`{\"error\": {\"code\", \"message\"}}` for an item that was not created (nothing of it written).",
+        "`{\"error\": {\"code\", \"message\"}}` for an item that was not created (nothing of it written). "
+        "At most `H0P_BULK_PASSWORDS_MAX` items (default 10) may set a `password`: more is 400, nothing created.",
     ),
     Endpoint(
         "PUT", "/links/upsert", upsert, "Create or replace a link by externalId", "Links", scope="links:write",
