@@ -24,6 +24,11 @@ def test_defaults_point_at_the_local_services() -> None:
         ("H0P_KAFKA_BOOTSTRAP", "localhost", "host:port"),
         ("H0P_TRUSTED_PROXIES", "10.0.0.0/8,nonsense", "'nonsense' is not an IP address"),
         ("H0P_RATE_LIMITS_ENABLED", "maybe", "expected true or false"),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_SECOND", "0", "from 1 to"),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_MINUTE", "many", "expected a whole number"),
+        ("H0P_MAX_KEYS_PER_WORKSPACE", "0", "from 1 to"),
+        ("H0P_BULK_PASSWORDS_MAX", "101", "from 0 to 100"),
+        ("H0P_PASSWORD_HASH_THREADS", "0", "from 1 to"),
     ],
 )
 def test_a_wrong_value_is_named_in_a_one_line_error(name: str, value: str, fragment: str) -> None:
@@ -31,6 +36,13 @@ def test_a_wrong_value_is_named_in_a_one_line_error(name: str, value: str, fragm
         load_settings({name: value})
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_the_hardening_limits_have_their_documented_defaults() -> None:
+    s = load_settings({})
+    assert (s.workspace_rate_limit_per_second, s.workspace_rate_limit_per_minute) == (10, 300)
+    assert (s.max_keys_per_workspace, s.bulk_passwords_max, s.password_hash_threads) == (100, 10, 2)
+    assert load_settings({"H0P_BULK_PASSWORDS_MAX": "0"}).bulk_passwords_max == 0  # no passwords in bulk
 
 
 def test_short_urls_carry_the_edge_port_only_for_a_local_default_domain() -> None:
