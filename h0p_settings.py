@@ -59,7 +59,7 @@ class Settings:
     public_port: int = 0
     edge_hostname: str = "localhost"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    # Never used directly: each use takes its own ``derived_key(purpose)``; never printed.
+    # Used through ``derived_key(purpose)`` only (raw: just to verify file URLs signed before); never printed.
     secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
     spool_dir: str = "var/spool"
     files_dir: str = "var/files"
