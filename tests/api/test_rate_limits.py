@@ -30,9 +30,11 @@ def limited_app(api_settings: Settings) -> AppFactory:
         per_minute: int = 100_000,
         workspace_per_second: int = 1000,
         workspace_per_minute: int = 100_000,
+        plans_json: str = "",
     ) -> AsyncIterator[Starlette]:
         s = dataclasses.replace(
             api_settings,
+            plans_json=plans_json,
             rate_limits_enabled=True,
             rate_limit_per_second=per_second,
             rate_limit_per_minute=per_minute,
@@ -166,6 +168,43 @@ async def test_keys_of_one_workspace_together_stay_within_the_workspace_bucket(
     refused = [r for r in responses if r.status_code == 429]
     assert (len(ok), len(refused)) == (20, 30)  # ten keys of 5/min each, but 20/min for the workspace
     assert all(r.json()["error"]["code"] == "RATE_LIMITED" for r in refused)
+
+
+def with_plans(ctx: ServiceContext, plans_json: str) -> ServiceContext:
+    return dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, plans_json=plans_json))
+
+
+async def test_a_plan_sets_its_own_workspace_bucket(
+    limited_app: AppFactory, ctx: ServiceContext, workspace: Workspace
+) -> None:
+    plans = '{"team": {"workspaceRateLimitPerMinute": 4}}'
+    await set_plan(with_plans(ctx, plans), workspace.id, "team")
+    secrets = [(await create_key(ctx, workspace.id, f"rl{i}", None))[1] for i in range(2)]
+    async with limited_app(per_minute=3, plans_json=plans) as app:
+        a, b = client_for(app, secrets[0]), client_for(app, secrets[1])
+        try:
+            await at_window_start(60, 10)
+            responses = [*await burst(a, 3), *await burst(b, 3)]
+        finally:
+            await a.aclose()
+            await b.aclose()
+    assert sum(r.status_code == 200 for r in responses) == 4
+
+
+async def test_the_workspace_bucket_never_holds_one_key_below_its_own_limit(
+    limited_app: AppFactory, ctx: ServiceContext, workspace: Workspace
+) -> None:
+    # a plan raising the per-key minute above the default workspace minute keeps that key's whole limit
+    plans = '{"big": {"rateLimitPerMinute": 12}}'
+    await set_plan(with_plans(ctx, plans), workspace.id, "big")
+    _, secret = await create_key(ctx, workspace.id, "rl", None)
+    async with (
+        limited_app(workspace_per_minute=5, plans_json=plans) as app,
+        client_for(app, secret) as client,
+    ):
+        await at_window_start(60, 10)
+        responses = await burst(client, 15)
+    assert sorted(r.status_code for r in responses) == [200] * 12 + [429] * 3
 
 
 async def test_another_workspace_is_not_slowed_by_a_busy_one(
