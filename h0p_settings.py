@@ -6,6 +6,9 @@ allows a shared settings helper). Nothing else reads ``os.environ``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import ipaddress
 import os
 import sys
@@ -16,6 +19,15 @@ from urllib.parse import urlsplit
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
+
+
+# The built-in H0P_SECRET_KEY: anyone can read it here, so a process using it may listen on
+# loopback only (``require_private_secret``). Example env files ship no value at all.
+DEV_SECRET_KEY = "h0p-local-development-secret-change-me"
+MIN_SECRET_KEY_CHARS = 32
+# What a key derived from H0P_SECRET_KEY is for (``Settings.derived_key``). One key per purpose:
+# a signature made for one (a file URL) can never be replayed as another (an unlock cookie).
+KEY_PURPOSES = ("file-urls", "unlock-cookies", "visitor-hash")
 
 
 def _default_geoip_path() -> str:
@@ -47,7 +59,8 @@ class Settings:
     public_port: int = 0
     edge_hostname: str = "localhost"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    secret_key: str = "h0p-local-development-secret-change-me"
+    # Used through ``derived_key(purpose)`` only (raw: just to verify file URLs signed before); never printed.
+    secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
     spool_dir: str = "var/spool"
     files_dir: str = "var/files"
     # Uploaded images: largest accepted upload, and total bytes per workspace (PLAN_LIMIT_REACHED above it).
@@ -67,6 +80,16 @@ class Settings:
     rate_limits_enabled: bool = True
     rate_limit_per_second: int = 5
     rate_limit_per_minute: int = 100
+    # One bucket per workspace beside the per-key one, so minting keys does not multiply the limit
+    # (never tighter than one key's own limit; a plan may set its own).
+    workspace_rate_limit_per_second: int = 10
+    workspace_rate_limit_per_minute: int = 300
+    # API keys a workspace may hold at most (a plan's own "keys" limit applies when lower).
+    max_keys_per_workspace: int = 100
+    # Link passwords one bulk request may set (each is an argon2 hash: ~50 ms of CPU and 64 MiB).
+    bulk_passwords_max: int = 10
+    # Threads hashing link passwords per API process: at most this many hashes run at once.
+    password_hash_threads: int = 2
     allow_private_targets: bool = False
     blocked_hosts: tuple[str, ...] = ()
     dns_resolver: str = ""
@@ -95,12 +118,56 @@ class Settings:
         # Pub/sub ignores the db index: scope the channel so stacks sharing a server stay apart.
         return f"h0p:{self.redis_db}:invalidate"
 
+    def derived_key(self, purpose: str) -> bytes:
+        """The 32-byte key for ``purpose`` (one of ``KEY_PURPOSES``), derived from H0P_SECRET_KEY."""
+        if purpose not in KEY_PURPOSES:
+            raise ValueError(f"unknown key purpose {purpose!r}; known: {', '.join(KEY_PURPOSES)}")
+        return _derive_key(self.secret_key, purpose)
+
     def short_url(self, domain: str, slug: str) -> str:
         port = self.public_port
         if not port and domain == self.default_domain and domain in ("localhost", "127.0.0.1"):
             port = self.redirect_port
         suffix = f":{port}" if port else ""
         return f"{self.public_scheme}://{domain}{suffix}/{slug}"
+
+
+@functools.lru_cache(maxsize=16)
+def _derive_key(secret_key: str, purpose: str) -> bytes:
+    # HMAC-SHA256 with a purpose label (HKDF-Expand of one block is the same construction).
+    return hmac.new(secret_key.encode(), b"h0p-key-v1:" + purpose.encode(), hashlib.sha256).digest()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def require_private_secret(settings: Settings) -> None:
+    """SettingsError if the built-in development secret would serve beyond loopback (H0P_BIND_HOST)."""
+    if settings.secret_key == DEV_SECRET_KEY and not _is_loopback(settings.bind_host):
+        raise SettingsError(
+            f"H0P_SECRET_KEY is the built-in development value, which is allowed only with a loopback"
+            f" H0P_BIND_HOST (not {settings.bind_host!r}): set H0P_SECRET_KEY to a random string of at least"
+            f" {MIN_SECRET_KEY_CHARS} characters"
+        )
+
+
+def _secret_key(raw: str) -> str:
+    if raw == DEV_SECRET_KEY:
+        return raw  # the development value, spelled out: allowed on loopback (require_private_secret)
+    folded = raw.lower().replace("-", "").replace("_", "")
+    if "changeme" in folded:
+        raise SettingsError("H0P_SECRET_KEY is a placeholder (CHANGE-ME): set it to a long random string")
+    if len(raw) < MIN_SECRET_KEY_CHARS:
+        raise SettingsError(
+            f"H0P_SECRET_KEY is {len(raw)} characters: use a random string of at least {MIN_SECRET_KEY_CHARS}"
+        )
+    return raw
 
 
 _BOOL = {
@@ -190,7 +257,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_KAFKA_TOPIC", "kafka_topic"),
         ("H0P_KAFKA_DEAD_LETTER_TOPIC", "kafka_dead_letter_topic"),
         ("H0P_KAFKA_GROUP", "kafka_group"),
-        ("H0P_SECRET_KEY", "secret_key"),
         ("H0P_SPOOL_DIR", "spool_dir"),
         ("H0P_FILES_DIR", "files_dir"),
         ("H0P_GEOIP_DB", "geoip_path"),
@@ -201,6 +267,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             if not v and name not in ("H0P_DNS_RESOLVER", "H0P_GEOIP_DB"):
                 raise SettingsError(f"{name} is empty")
             kw[key] = v
+    if (v := get("H0P_SECRET_KEY")) is not None:
+        if not v:
+            raise SettingsError("H0P_SECRET_KEY is empty: set it to a long random string")
+        kw["secret_key"] = _secret_key(v)
     if (v := get("H0P_DEFAULT_DOMAIN")) is not None:
         if not v or "/" in v or ":" in v:
             raise SettingsError(f"H0P_DEFAULT_DOMAIN={v!r}: expected a host name without scheme or port")
@@ -229,6 +299,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_SECOND", "workspace_rate_limit_per_second", 1, 10**7),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_MINUTE", "workspace_rate_limit_per_minute", 1, 10**9),
+        ("H0P_MAX_KEYS_PER_WORKSPACE", "max_keys_per_workspace", 1, 10**6),
+        ("H0P_BULK_PASSWORDS_MAX", "bulk_passwords_max", 0, 100),
+        ("H0P_PASSWORD_HASH_THREADS", "password_hash_threads", 1, 256),
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
         ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),

@@ -23,7 +23,7 @@ import redis.exceptions
 from api import db
 from api.errors import H0pError, from_msgspec, status_and_code
 from api.services.context import ServiceContext, close_context, open_context
-from h0p_settings import Settings, load_settings_or_exit
+from h0p_settings import Settings, SettingsError, load_settings_or_exit, require_private_secret
 
 T = TypeVar("T")
 
@@ -125,10 +125,24 @@ def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(module: str) -> Callable[[Settings, argparse.Namespace], int]:
+def _listens(service: str, settings: Settings) -> bool:
+    """True if ``h0p SERVICE`` opens a socket on H0P_BIND_HOST (ingest only for its metrics)."""
+    if service == "mcp":
+        return False
+    return service != "ingest" or settings.ingest_metrics_port != 0
+
+
+def _serve(service: str, module: str) -> Callable[[Settings, argparse.Namespace], int]:
     # Imported on demand: `h0p migrate` must not pay for (or depend on) the servers' imports.
     def run(settings: Settings, args: argparse.Namespace) -> int:
         import importlib
+
+        if _listens(service, settings):
+            try:
+                require_private_secret(settings)
+            except SettingsError as exc:
+                print(f"h0p: configuration error: {exc}", file=sys.stderr)
+                return 2
 
         serve: Callable[[Settings], None] = importlib.import_module(module).serve
         serve(settings)
@@ -177,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (module, help_text) in SERVICES.items():
         p = sub.add_parser(name, help=help_text)
-        p.set_defaults(func=_serve(module))
+        p.set_defaults(func=_serve(name, module))
     return parser
 
 

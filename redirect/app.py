@@ -58,7 +58,7 @@ class EdgeApp:
         )
         self.geo = GeoLocator(settings.geoip_path)
         gate = PasswordGate(
-            settings.secret_key,
+            settings.derived_key("unlock-cookies"),
             self.redis,
             settings.password_attempts,
             settings.password_window_s,

@@ -43,8 +43,8 @@ def read_cookie(header: str, name: str) -> str | None:
 class PasswordGate:
     """Checks and grants access to password-protected links."""
 
-    def __init__(self, secret_key: str, redis: aioredis.Redis, attempts: int, window_s: int, secure: bool) -> None:
-        self._secret = hashlib.sha256(f"h0p-unlock:{secret_key}".encode()).digest()
+    def __init__(self, unlock_key: bytes, redis: aioredis.Redis, attempts: int, window_s: int, secure: bool) -> None:
+        self._secret = unlock_key  # Settings.derived_key("unlock-cookies")
         self.redis = redis
         self.attempts = attempts
         self.window_s = window_s

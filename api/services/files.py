@@ -239,7 +239,8 @@ async def read_file(ctx: ServiceContext, workspace_id: str, file_id: str) -> tup
 
 async def read_public_file(ctx: ServiceContext, file_id: str, signature: str) -> tuple[FileInfo, bytes]:
     """The file behind a public content URL; NotFound if the signature is wrong or the file is gone."""
-    if not hmac.compare_digest(signature.encode(), content_signature(ctx.settings, file_id).encode()):
+    expected = (content_signature(ctx.settings, file_id), _legacy_content_signature(ctx.settings, file_id))
+    if not any(hmac.compare_digest(signature.encode(), e.encode()) for e in expected):
         raise NotFound(f"file {file_id} not found")
     row = await ctx.pool.fetchrow("SELECT * FROM files WHERE id = $1", file_id.replace("\x00", ""))
     if row is None:
@@ -279,7 +280,14 @@ async def load_logo(ctx: ServiceContext, workspace_id: str, file_id: str) -> tup
 
 
 def content_signature(settings: Settings, file_id: str) -> str:
-    """The ``sig`` of a file's public content URL (HMAC-SHA256 of the id under the secret key, 128 bits)."""
+    """The ``sig`` of a file's public content URL (HMAC-SHA256 of the id under the file-URL key, 128 bits)."""
+    mac = hmac.new(settings.derived_key("file-urls"), f"h0p-file-content:{file_id}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def _legacy_content_signature(settings: Settings, file_id: str) -> str:
+    # Before per-purpose keys, URLs were signed with H0P_SECRET_KEY itself, and links store their
+    # ogImage URL: still verified (never issued) so those previews keep working after an upgrade.
     mac = hmac.new(settings.secret_key.encode(), f"h0p-file-content:{file_id}".encode(), hashlib.sha256)
     return mac.hexdigest()[:32]
 

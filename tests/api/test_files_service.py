@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import io
 import struct
 import zlib
@@ -238,6 +240,19 @@ async def test_public_content_url_is_signed_and_works_without_a_workspace(ctx: S
     await files.delete_file(ctx, ws, info.id)
     with pytest.raises(NotFound):
         await files.read_public_file(ctx, info.id, sig)
+
+
+async def test_content_urls_are_signed_with_the_file_url_key_and_old_urls_still_open(
+    ctx: ServiceContext, ws: str
+) -> None:
+    info = await files.upload_file(ctx, ws, image_bytes())
+    sig = files.public_content_url(ctx.settings, info.id).rpartition("sig=")[2]
+    derived = hmac.new(ctx.settings.derived_key("file-urls"), f"h0p-file-content:{info.id}".encode(), hashlib.sha256)
+    assert sig == derived.hexdigest()[:32]
+    # a URL issued before per-purpose keys (signed with H0P_SECRET_KEY itself) is stored in links' ogImage
+    old = hmac.new(ctx.settings.secret_key.encode(), f"h0p-file-content:{info.id}".encode(), hashlib.sha256)
+    got, _ = await files.read_public_file(ctx, info.id, old.hexdigest()[:32])
+    assert got.id == info.id
 
 
 def test_api_public_url_setting_is_the_base_of_content_urls(settings: Settings) -> None:
