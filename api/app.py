@@ -77,7 +77,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFound("no such route"))
     if exc.status_code == 400:
-        return error_response(ValidationFailed([{"path": None, "message": str(exc.detail)}]))
+        return error_response(ValidationFailed([{"path": "body", "message": str(exc.detail)}]))
     return error_response(InternalError())
 
 

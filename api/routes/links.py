@@ -68,7 +68,7 @@ async def bulk(call: Call) -> list[Link | BulkItemFailure]:
         try:
             decoded.append(msgspec.json.decode(raw, type=LinkCreate))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            problem = from_msgspec(exc)
+            problem = from_msgspec(exc, whole="")
             where = problem.details[0]["path"] if problem.details else None
             message = f"{where}: {problem.message}" if where else problem.message
             decoded.append(BulkItemFailure(error=BulkItemError(code="VALIDATION_ERROR", message=message)))

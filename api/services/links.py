@@ -276,7 +276,7 @@ async def bulk_create_links(
 ) -> list[Link | BulkItemFailure]:
     """Create up to 100 links, each in its own transaction: per item the link or its error."""
     if len(items) > MAX_BULK:
-        raise field_error("", f"at most {MAX_BULK} links per bulk request")
+        raise field_error("body", f"at most {MAX_BULK} links per bulk request")
     results: list[Link | BulkItemFailure] = []
     outbox: list[int] = []
     async with ctx.pool.acquire() as conn:
