@@ -181,6 +181,23 @@ async def get_domain(ctx: ServiceContext, workspace_id: str, domain_id: str) -> 
     return _domain(await _fetch(ctx.pool, ctx.settings, workspace_id, domain_id), ctx.settings)
 
 
+async def require_verified(ctx: ServiceContext, workspace_id: str, host: str) -> None:
+    """ValidationFailed (path ``domain``) unless ``host`` is the default domain or a verified one of the workspace."""
+    host = normalise_domain(host)
+    if host == ctx.settings.default_domain:
+        return
+    verified = await ctx.pool.fetchval(
+        "SELECT verified_at IS NOT NULL FROM domains d WHERE hostname = $1 AND workspace_id = $2 AND "
+        + live_claim("d", ctx.settings),
+        host,
+        workspace_id,
+    )
+    if verified is None:
+        raise field_error("domain", f"{host!r} is not a domain of this workspace")
+    if not verified:
+        raise field_error("domain", f"{host} is not verified yet: publish its TXT record, then verify it")
+
+
 async def list_domains(ctx: ServiceContext, workspace_id: str, page: PageQuery) -> DomainList:
     """The workspace's domains, oldest first."""
     live = live_claim("d", ctx.settings)
