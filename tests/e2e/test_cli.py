@@ -217,6 +217,37 @@ async def test_links_create_refuses_a_domain_that_is_not_verified(env: dict[str,
     assert verified.stdout.startswith(f"http://{host}/d")
 
 
+async def test_h0p_ingest_says_at_info_where_it_consumes_from_and_when_it_stops(settings: Settings) -> None:
+    password = f"pw-{random.randrange(10**9)}"
+    database = settings.database_url.replace("postgres@", f"postgres:{password}@", 1)  # trust auth ignores it
+    group = f"cli-ingest-{random.randrange(10**9)}"
+    env = env_for(settings, H0P_DATABASE_URL=database, H0P_KAFKA_GROUP=group, H0P_INGEST_METRICS_PORT="0")
+    proc = await asyncio.create_subprocess_exec(
+        str(H0P), "ingest", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+
+    async def read_until(text: str) -> None:
+        while not any(text in line for line in lines):
+            line = (await proc.stderr.readline()).decode()  # type: ignore[union-attr]
+            assert line, f"h0p ingest exited before saying {text!r}: {lines}"
+            lines.append(line)
+
+    try:
+        await asyncio.wait_for(read_until(f"ingest consuming {settings.kafka_topic} as group {group}"), 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    _, rest = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    starting = next(line for line in lines if "ingest starting" in line)
+    assert " INFO " in starting and settings.kafka_bootstrap in starting and group in starting
+    assert "PostgreSQL 127.0.0.1:5432/" in starting
+    everything = "".join(lines) + rest.decode()
+    assert password not in everything
+    assert "INFO h0p.ingest: ingest stopped: " in everything
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("H0P_API_PORT", "eighty"), ("H0P_DATABASE_URL", "mysql://x/y"), ("H0P_CLICK_EVENTS", "maybe")],
