@@ -15,6 +15,7 @@ import pytest
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from api.mcp.tools import TOOLS
 from api.services import keys
 from api.services.context import ServiceContext
 from api.services.workspaces import Workspace
@@ -171,3 +172,13 @@ async def test_h0p_mcp_says_once_at_info_whom_it_acts_for_and_how_short_urls_loo
         f"h0p mcp: serving MCP on stdio for workspace {workspace.name!r} with key {key_info.id}"
         f" (scopes: links:read, links:write); short URLs look like {short}<slug>"
     ]
+
+
+def test_the_readme_lists_every_tool_and_the_settings_that_shape_stdio_answers() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("**Over stdio**") : readme.index("## The `h0p` command")]
+    assert [t.name for t in TOOLS if f"`{t.name}`" not in section] == []
+    # Short URLs, QR codes and domain records are built from these in the stdio process itself.
+    shaping = ["H0P_DEFAULT_DOMAIN", "H0P_PUBLIC_SCHEME", "H0P_PUBLIC_PORT", "H0P_REDIRECT_PORT", "H0P_EDGE_HOSTNAME"]
+    snippet = section[section.index('{"mcpServers"') :]
+    assert [name for name in shaping if f'"{name}"' not in snippet] == []
