@@ -20,14 +20,10 @@ import msgspec
 import swagger_ui_bundle  # type: ignore[import-untyped]
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from api import cache_sync
 from api.endpoints import Endpoint, error_response, json_response
@@ -36,6 +32,7 @@ from api.mcp.endpoint import McpEndpoint
 from api.openapi import HOME_PAGE, SWAGGER_INIT, openapi_document, swagger_page
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
+from api.static_assets import VersionedAssets
 from h0p_settings import Settings
 
 log = logging.getLogger("h0p.api")
@@ -57,27 +54,6 @@ ROUTE_MODULES = (
 # Swagger UI's files under a URL that names their version (the bundle's folder, e.g.
 # swagger-ui-4.15.5): an upgrade changes the URL, so browsers may keep each file forever.
 SWAGGER_ASSETS = "/ui/assets/" + os.path.basename(swagger_ui_bundle.swagger_ui_path)
-IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-class _CacheForever:
-    """ASGI wrapper: successful answers of a versioned static app are cacheable for a year."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_cached(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (200, 304):
-                MutableHeaders(scope=message)["cache-control"] = IMMUTABLE
-            await send(message)
-
-        await self.app(scope, receive, send_cached)
-
-
-def _static_assets(directory: str) -> ASGIApp:
-    # The bundle is 1 MB of JavaScript; gzip (in a thread for large files) takes it to ~300 kB.
-    return GZipMiddleware(_CacheForever(StaticFiles(directory=directory)), minimum_size=1024, compresslevel=6)
 
 
 def _modules() -> list[ModuleType]:
@@ -156,6 +132,7 @@ def create_app(settings: Settings) -> Starlette:
         return Response(document, media_type="application/json")
 
     page = swagger_page(SWAGGER_ASSETS)
+    swagger_assets = VersionedAssets(swagger_ui_bundle.swagger_ui_path)
 
     async def ui(request: Request) -> Response:
         return Response(page, media_type="text/html")
@@ -170,7 +147,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/doc", doc, methods=["GET"]),
         Route("/ui", ui, methods=["GET"]),
         Route("/ui/init.js", ui_init, methods=["GET"]),
-        Mount(SWAGGER_ASSETS, _static_assets(swagger_ui_bundle.swagger_ui_path), name="swagger-assets"),
+        Route(SWAGGER_ASSETS + "/{name}", swagger_assets.serve, methods=["GET", "HEAD"], name="swagger-assets"),
         *(e.route() for e in endpoints),
     ]
     for module in modules:

@@ -114,9 +114,17 @@ async def test_swagger_assets_are_gzipped_under_a_versioned_url_cached_for_a_yea
     assert gzipped.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert gzip.decompress(wire) == on_disk and len(wire) < len(on_disk) // 2
 
+    assert int(gzipped.headers["content-length"]) == len(wire)
+
     plain = await api.get(bundle, headers={"accept-encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.content == on_disk
     assert plain.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert plain.headers["content-type"].startswith("text/javascript")
+
+    folder = bundle.rsplit("/", 1)[0]
+    for missing in (f"{folder}/nope.js", f"{folder}/..%2F..%2F__init__.py", "/ui/assets/swagger-ui-bundle.js"):
+        gone = await api.get(missing)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "NOT_FOUND", missing
 
 
 async def test_the_root_points_api_clients_to_doc_and_browsers_to_the_ui(api_app: Starlette) -> None:
