@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncIterator
@@ -13,10 +14,12 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
 from api.errors import FeatureNotAvailable
+from api.ids import new_id
 from api.schemas import DomainCreate
 from api.services.context import ServiceContext
 from api.services.domains import add_domain
 from api.services.keys import create_key
+from api.services.link_fields import check_domain
 from api.services.workspaces import Workspace, get_or_create_workspace, set_plan
 from redirect.record import NEGATIVE, decode_domain, decode_link, domain_key, link_key
 from tests.api.conftest import client_for, raw
@@ -207,3 +210,37 @@ async def test_deleting_a_pending_claim_leaves_other_workspaces_links_on_that_ho
     r = await other_api.delete(f"/domains/{mine['id']}", params={"force": "true"})
     assert r.status_code == 200
     assert (await api.get(f"/links/{theirs['id']}")).status_code == 200
+
+
+async def test_a_link_made_on_a_claim_while_the_owner_verifies_the_domain_goes_too(
+    api: httpx.AsyncClient,
+    other_api: httpx.AsyncClient,
+    dns_server: LoopbackDns,
+    ctx: ServiceContext,
+    workspace: Workspace,
+    host: str,
+) -> None:
+    assert (await api.post("/domains", json={"domain": host})).status_code == 201
+    owner = (await other_api.post("/domains", json={"domain": host})).json()
+    dns_server.zone.records[f"_h0p-challenge.{host}"] = [owner["records"][0]["value"]]
+    async with ctx.pool.acquire() as conn:
+        squat = conn.transaction()
+        await squat.start()
+        # What creating a link does in its transaction: check the domain, insert.
+        await check_domain(conn, workspace.id, host, ctx.settings)
+        await conn.execute(
+            "INSERT INTO links (id, workspace_id, domain, slug, url) VALUES ($1, $2, $3, 'race', 'https://evil.example/')",
+            new_id("link"),
+            workspace.id,
+            host,
+        )
+        verify = asyncio.create_task(other_api.post(f"/domains/{owner['id']}/verify"))
+        # Let the verification go as far as it can: to its end, or until it waits for this transaction.
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        while not verify.done() and not await ctx.pool.fetchval(waiting):
+            await asyncio.wait({verify}, timeout=0.05)
+        await squat.commit()
+    assert (await verify).json()["verified"] is True
+    assert await ctx.pool.fetchval("SELECT count(*) FROM links WHERE domain = $1", host) == 0
