@@ -93,6 +93,8 @@ class Settings:
     allow_private_targets: bool = False
     blocked_hosts: tuple[str, ...] = ()
     dns_resolver: str = ""
+    # An unverified custom domain claim lapses after this long (a claim never locks out the real owner).
+    domain_claim_expiry_s: int = 7 * 86400
     store_raw_ip: bool = False
     # Off only for benchmarks: the edge then emits no click events at all.
     click_events: bool = True
@@ -307,6 +309,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
         ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),
+        ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:

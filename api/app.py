@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -22,16 +23,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 
 from api import cache_sync
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
-from api.openapi import SWAGGER_INIT, SWAGGER_PAGE, openapi_document
+from api.openapi import HOME_PAGE, SWAGGER_INIT, openapi_document, swagger_page
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
+from api.static_assets import VersionedAssets
 from h0p_settings import Settings
 
 log = logging.getLogger("h0p.api")
@@ -48,6 +49,11 @@ ROUTE_MODULES = (
     "api.routes.qr",
     "api.routes.analytics",
 )
+
+
+# Swagger UI's files under a URL that names their version (the bundle's folder, e.g.
+# swagger-ui-4.15.5): an upgrade changes the URL, so browsers may keep each file forever.
+SWAGGER_ASSETS = "/ui/assets/" + os.path.basename(swagger_ui_bundle.swagger_ui_path)
 
 
 def _modules() -> list[ModuleType]:
@@ -77,7 +83,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFound("no such route"))
     if exc.status_code == 400:
-        return error_response(ValidationFailed([{"path": None, "message": str(exc.detail)}]))
+        return error_response(ValidationFailed([{"path": "body", "message": str(exc.detail)}]))
     return error_response(InternalError())
 
 
@@ -123,22 +129,34 @@ def create_app(settings: Settings) -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def home(request: Request) -> Response:
+        # A person who opens the API's address in a browser gets pointers; a client gets them as JSON.
+        headers = {"vary": "accept"}
+        if "text/html" in request.headers.get("accept", ""):
+            return Response(HOME_PAGE, media_type="text/html", headers=headers)
+        where = {"name": "H0p API", "doc": "/doc", "ui": "/ui", "mcp": "/mcp", "health": "/healthz"}
+        return json_response(200, where, headers)
+
     async def doc(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
+    page = swagger_page(SWAGGER_ASSETS)
+    swagger_assets = VersionedAssets(swagger_ui_bundle.swagger_ui_path)
+
     async def ui(request: Request) -> Response:
-        return Response(SWAGGER_PAGE, media_type="text/html")
+        return Response(page, media_type="text/html")
 
     async def ui_init(request: Request) -> Response:
         return Response(SWAGGER_INIT, media_type="text/javascript")
 
     routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/mcp", mcp),
         Route("/doc", doc, methods=["GET"]),
         Route("/ui", ui, methods=["GET"]),
         Route("/ui/init.js", ui_init, methods=["GET"]),
-        Mount("/ui/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-assets"),
+        Route(SWAGGER_ASSETS + "/{name}", swagger_assets.serve, methods=["GET", "HEAD"], name="swagger-assets"),
         *(e.route() for e in endpoints),
     ]
     for module in modules:

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,9 +21,12 @@ import msgspec
 import redis.exceptions
 
 from api import db
-from api.errors import H0pError, from_msgspec, status_and_code
+from api.errors import H0pError, NotFound, from_msgspec, status_and_code
 from api.services.context import ServiceContext, close_context, open_context
 from h0p_settings import Settings, SettingsError, load_settings_or_exit, require_private_secret
+
+if TYPE_CHECKING:
+    from api.services.workspaces import Workspace
 
 T = TypeVar("T")
 
@@ -88,11 +91,25 @@ def _scopes(raw: Sequence[str] | None) -> list[str] | None:
     return [s for item in raw for s in item.split(",") if s.strip()]
 
 
+async def _workspace(ctx: ServiceContext, name: str, create: bool) -> tuple[Workspace, bool]:
+    """The workspace called ``name`` and whether this call created it; only created when asked."""
+    from api.services import workspaces
+
+    if create:
+        return await workspaces.ensure_workspace(ctx, name)
+    try:
+        return await workspaces.get_workspace_by_name(ctx, name), False
+    except NotFound:
+        # A typo must not quietly make a second, empty workspace.
+        raise CommandFailed(f"no workspace named {name!r}; pass --create-workspace to create it") from None
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from api.services import keys, workspaces
+    from api.services import keys
 
     async def work(ctx: ServiceContext) -> str | None:
-        workspace, created = await workspaces.ensure_workspace(ctx, args.workspace)
+        create = args.create_workspace or args.if_new_workspace
+        workspace, created = await _workspace(ctx, args.workspace, create)
         if args.if_new_workspace and not created:
             return None
         _, secret = await keys.create_key(ctx, workspace.id, args.name, _scopes(args.scopes))
@@ -108,7 +125,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
     from api.schemas import LinkCreate
-    from api.services import links, workspaces
+    from api.services import domains, links
 
     raw = {"url": args.url, "slug": args.slug, "domain": args.domain}
     try:
@@ -117,7 +134,9 @@ def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
         raise _domain_failure(from_msgspec(exc)) from None
 
     async def work(ctx: ServiceContext) -> str:
-        workspace = await workspaces.get_or_create_workspace(ctx, args.workspace)
+        workspace, _ = await _workspace(ctx, args.workspace, args.create_workspace)
+        if data.domain:  # the API accepts a pending domain (links wait for verification); here it is a mistake
+            await domains.require_verified(ctx, workspace.id, data.domain)
         link = await links.create_link(ctx, workspace.id, data)
         return link.short_url
 
@@ -170,13 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys_p = sub.add_parser("keys", help="API keys")
     keys_sub = keys_p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("create", help="create an API key and print it (shown once)")
-    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="an existing workspace's name (default: demo)")
+    p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
     p.add_argument("--name", default="cli", help="a label to tell keys apart (default: cli)")
     p.add_argument("--scopes", nargs="+", metavar="SCOPE", help="scopes, comma or space separated (default: all)")
     p.add_argument(
         "--if-new-workspace",
         action="store_true",
-        help="create the key only if the workspace does not exist yet (used by `make run`)",
+        help="create the workspace and a key only if the workspace does not exist yet (used by `make run`)",
     )
     p.set_defaults(func=cmd_keys_create)
 
@@ -185,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = links_sub.add_parser("create", help="create a short link and print its short URL")
     p.add_argument("url", help="the destination (absolute http or https URL)")
     p.add_argument("--slug", help="custom slug (default: 7 random characters)")
-    p.add_argument("--domain", help="a verified custom domain (default: H0P_DEFAULT_DOMAIN)")
-    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.add_argument("--domain", help="a verified custom domain of the workspace (default: H0P_DEFAULT_DOMAIN)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="an existing workspace's name (default: demo)")
+    p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
     p.set_defaults(func=cmd_links_create)
 
     for name, (module, help_text) in SERVICES.items():

@@ -129,8 +129,14 @@ def error_body(exc: H0pError) -> tuple[int, ErrorBody]:
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
-def from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, root: str = "") -> ValidationFailed:
-    """Translate a msgspec error ("Expected `int`, got `str` - at `$.rules[0].url`") to a field path."""
+def from_msgspec(
+    exc: msgspec.ValidationError | msgspec.DecodeError, root: str = "", whole: str = "body"
+) -> ValidationFailed:
+    """Translate a msgspec error ("Expected `int`, got `str` - at `$.rules[0].url`") to a field path.
+
+    A missing field is named by its own path; an error about the whole document (malformed JSON,
+    an array where an object belongs) by ``whole``, so every detail names where to look.
+    """
     match = _MSGSPEC_PATH.match(str(exc))
     assert match is not None  # the pattern matches any text
     message = match.group("message")
@@ -140,8 +146,10 @@ def from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, root: str =
     unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
     if unknown:
         message += "; see /doc for the fields of this request"
-        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-    full = ".".join(p for p in (root, path) if p).replace(".[", "[") or None
+    field = unknown or re.match(r"Object missing required field `([^`]*)`", message)
+    if field:
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+    full = ".".join(p for p in (root, path) if p).replace(".[", "[") or whole or None
     return ValidationFailed([{"path": full, "message": message}])
 
 

@@ -18,6 +18,7 @@ and a revoked key stops working on its very next request.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,6 +39,36 @@ from api.services.keys import Principal
 CALLER_SCOPE_KEY = "h0p.mcp.caller"
 _TOOL_CALL = "tools/call"
 MAX_BODY_BYTES = 4 * 1024 * 1024  # the routes' limit: a bulk of 100 links with long rules fits
+
+
+# The SDK's transport logger, whose per-request chatter is tuned down by ``_TransportLogFilter``.
+_SDK_LOG = logging.getLogger("mcp.server.streamable_http")
+
+
+class _TransportLogFilter(logging.Filter):
+    """What the SDK logs per request, at the level an operator needs it.
+
+    Stateless, every request ends its one-request "session": the SDK says "Terminating session:
+    None" at INFO each time; that is DEBUG. A client that goes away mid-request (a closed laptop,
+    a cancelled call) makes it log ERROR with a traceback; nothing failed on the server, so that
+    is one DEBUG line too. Everything else passes untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith("Terminating session:"):
+            return self._demote(record, record.getMessage())
+        if record.exc_info and isinstance(record.exc_info[1], ClientDisconnect):
+            return self._demote(record, "MCP client disconnected before its request was answered")
+        return True
+
+    @staticmethod
+    def _demote(record: logging.LogRecord, message: str) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args, record.exc_info, record.exc_text = message, None, None, None
+        return _SDK_LOG.isEnabledFor(logging.DEBUG)
+
+
+_TRANSPORT_LOG_FILTER = _TransportLogFilter()
 
 
 async def _caller_of_request(rctx: ServerRequestContext[Any, Any]) -> tuple[ServiceContext, Principal]:
@@ -89,6 +120,7 @@ class McpEndpoint:
     """The ASGI app to route at ``/mcp``, and ``run()``, the lifespan hook it needs."""
 
     def __init__(self, version: str | None = None) -> None:
+        _SDK_LOG.addFilter(_TRANSPORT_LOG_FILTER)  # the same object each time: added once
         # Every request is charged here, before the SDK parses it: the server must not charge again.
         self.server = build_server(_caller_of_request, version, charge_messages=False)
         self._manager = StreamableHTTPSessionManager(

@@ -22,6 +22,7 @@ import asyncpg
 from api.errors import ValidationFailed
 from api.link_rules import Problem, check_rules, check_split, rules_json, split_json
 from api.schemas import LinkCreate, LinkUpdate
+from api.services.domains import live_claim
 from api.services.plans import Plan, require_feature
 from api.urls import destination_problem, normalise_domain, slug_problem
 from h0p_settings import Settings
@@ -154,6 +155,12 @@ async def check_domain(conn: asyncpg.Connection, workspace_id: str, domain: str,
     """ValidationFailed unless ``domain`` is the default domain or one of the workspace's domains."""
     if domain == settings.default_domain:
         return
-    found = await conn.fetchval("SELECT 1 FROM domains WHERE hostname = $1 AND workspace_id = $2", domain, workspace_id)
+    # FOR SHARE: a verification by another workspace, which drops this claim and its links, waits
+    # for this link's transaction and then drops the link too.
+    found = await conn.fetchval(
+        f"SELECT 1 FROM domains d WHERE hostname = $1 AND workspace_id = $2 AND {live_claim('d', settings)} FOR SHARE",
+        domain,
+        workspace_id,
+    )
     if not found:
         raise ValidationFailed([{"path": "domain", "message": f"{domain!r} is not a domain of this workspace"}])

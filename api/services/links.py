@@ -279,7 +279,7 @@ async def bulk_create_links(
     ValidationFailed (nothing created) past ``bulk_passwords_max`` passwords.
     """
     if len(items) > MAX_BULK:
-        raise field_error("", f"at most {MAX_BULK} links per bulk request")
+        raise field_error("body", f"at most {MAX_BULK} links per bulk request")
     # Each password is an argon2 hash (~50 ms of CPU, 64 MiB): capped per request rather than
     # charged per item, so a client learns the rule from one 400 instead of from a 429 whose
     # Retry-After cannot say "split this request", and the rate limit keeps counting requests.
