@@ -29,6 +29,7 @@ _STATUS_TEXT = {
     409: "Conflict - the resource already exists",
     429: "Too Many Requests - rate limit exceeded",
     500: "Server Error - something went wrong on our end",
+    503: "Service Unavailable - the query took too long; narrow it or try again",
 }
 _RATE_HEADERS = {
     "X-RateLimit-Limit": "Requests allowed in the window closest to refusing",
