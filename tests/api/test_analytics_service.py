@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from api.errors import ValidationFailed
+from api.errors import QueryTimedOut, ValidationFailed
 from api.services import analytics
 from api.services.analytics_export import ClickExport
 from api.services.analytics_query import AnalyticsQuery, parse_query
@@ -330,3 +331,27 @@ async def test_export_streams_csv_and_ndjson(ctx: ServiceContext, world: dict[st
     rows = [json.loads(line) for line in b"".join(nd).splitlines()]
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
     assert sum(r["bot"] for r in rows) == 1
+
+
+async def test_an_export_fetch_past_the_statement_timeout_is_cut_and_frees_the_connection(
+    settings: Settings, ctx: ServiceContext, pool: asyncpg.Pool, world: dict[str, Any]
+) -> None:
+    quick = dataclasses.replace(settings, analytics_statement_timeout_ms=200)
+    q = parse_query({"interval": "30d"}, now=NOW)
+    export = await ClickExport.open(ctx.pool, quick, world["ws"], q)
+    async with pool.acquire() as blocker:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE clicks IN ACCESS EXCLUSIVE MODE")  # stands in for a slow fetch
+        try:
+            with pytest.raises(QueryTimedOut):
+                async for _ in export.chunks("ndjson"):
+                    pass
+        finally:
+            await locked.rollback()
+            await export.close()
+    again = await ClickExport.open(ctx.pool, quick, world["ws"], q)  # the workspace's lock went with it
+    try:
+        assert len(b"".join([c async for c in again.chunks("ndjson")]).splitlines()) == 7
+    finally:
+        await again.close()
