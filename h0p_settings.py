@@ -105,6 +105,11 @@ class Settings:
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
     ingest_session_timeout_ms: int = 10_000
     log_level: str = "info"
+    # Postgres cuts any analytics query (and each fetch of an export) running longer than this.
+    analytics_statement_timeout_ms: int = 10_000
+    # Exports read through their own pool, one at a time per workspace, each for at most export_max_s.
+    export_pool_size: int = 2
+    export_max_s: float = 900.0
     # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
     plans_json: str = ""
     # The key `h0p mcp` (MCP over stdio) acts with; never printed (repr=False).
@@ -310,11 +315,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
         ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),
         ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
+        ("H0P_ANALYTICS_STATEMENT_TIMEOUT_MS", "analytics_statement_timeout_ms", 1, 3_600_000),
+        ("H0P_EXPORT_POOL_SIZE", "export_pool_size", 1, 1000),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, low, high)
-    for name, key in (("H0P_CACHE_TTL_S", "cache_ttl_s"), ("H0P_NEGATIVE_TTL_S", "negative_ttl_s")):
+    floats = (
+        ("H0P_CACHE_TTL_S", "cache_ttl_s"),
+        ("H0P_NEGATIVE_TTL_S", "negative_ttl_s"),
+        ("H0P_EXPORT_MAX_S", "export_max_s"),
+    )
+    for name, key in floats:
         if (v := get(name)) is not None:
             kw[key] = _float(name, v, 0.0)
     bools = (

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from api import cache_sync
+from api import cache_sync, db
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
@@ -113,6 +113,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = await open_context(settings)
         app.state.ctx = ctx
+        # Exports (GET /analytics/export) read at the client's pace: a pool of their own, so that
+        # slow readers can never take the connections every other request needs.
+        app.state.export_pool = await db.create_pool(settings.database_url, 0, settings.export_pool_size)
         stop = asyncio.Event()
         outbox = asyncio.create_task(cache_sync.run_outbox_loop(ctx, stop), name="h0p-cache-outbox")
         try:
@@ -124,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
                 await asyncio.wait_for(outbox, timeout=10.0)
             except TimeoutError:
                 log.warning("cache outbox loop did not finish in time; the next start retries it")
+            app.state.export_pool.terminate()  # exports still streaming are cut: the client sees them incomplete
             await close_context(ctx)
 
     async def healthz(request: Request) -> Response:

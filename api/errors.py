@@ -71,6 +71,12 @@ class RateLimited(H0pError):
         self.headers = {**(headers or {}), "Retry-After": str(retry_after_s)}
 
 
+class QueryTimedOut(H0pError):
+    """A read took longer than its statement timeout (analytics over a range too wide for it)."""
+
+    default_message = "the query took too long"
+
+
 class InternalError(H0pError):
     default_message = "something went wrong on our end"
 
@@ -86,6 +92,7 @@ ERROR_TABLE: dict[type[H0pError], tuple[int, str]] = {
     NotFound: (404, "NOT_FOUND"),
     AlreadyExists: (409, "ALREADY_EXIST"),
     RateLimited: (429, "RATE_LIMITED"),
+    QueryTimedOut: (503, "QUERY_TIMEOUT"),
     InternalError: (500, "INTERNAL_ERROR"),
 }
 

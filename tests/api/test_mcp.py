@@ -115,6 +115,27 @@ async def test_invalid_arguments_are_validation_errors_with_field_paths(
     assert too_many["details"][0]["path"] == "limit"
 
 
+async def test_nul_and_overlong_arguments_are_validation_errors_naming_the_argument(
+    transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
+) -> None:
+    # The routes refuse these (400 or 404) before any SQL; a NUL reaching Postgres was an internal error.
+    key = await new_key(ctx, workspace)
+    async with mcp_session(transport, key, settings, api_server) as session:
+        calls = [
+            ("get_link", {"id": "link_\x00x"}, "id"),
+            ("get_link", {"slug": "spring\x00"}, "slug"),
+            ("delete_link", {"id": "\x00"}, "id"),
+            ("update_link", {"id": "link_\x00", "title": "x"}, "id"),
+            ("get_analytics", {"utm_source": "news\x00letter"}, "utm_source"),
+            ("get_analytics", {"linkId": "l" * 2049}, "linkId"),
+            ("get_link", {"id": "l" * 101}, "id"),
+        ]
+        results = [(error(await session.call_tool(name, args)), path) for name, args, path in calls]
+    for err, path in results:
+        assert err["code"] == "VALIDATION_ERROR", err
+        assert err["details"][0]["path"] == path, err
+
+
 async def test_unknown_ids_are_not_found(
     transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
 ) -> None:
