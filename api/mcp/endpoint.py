@@ -43,6 +43,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # the routes' limit: a bulk of 100 links with 
 
 # The SDK's transport logger, whose per-request chatter is tuned down by ``_TransportLogFilter``.
 _SDK_LOG = logging.getLogger("mcp.server.streamable_http")
+log = logging.getLogger("h0p.mcp")
 
 
 class _TransportLogFilter(logging.Filter):
@@ -161,7 +162,8 @@ class McpEndpoint:
                 except (msgspec.ValidationError, msgspec.DecodeError):
                     pass  # not a JSON-RPC object: charged all the same, and the SDK answers the parse error
             state = await ratelimit.charge(ctx, principal)
-        except ClientDisconnect:  # nobody left to answer
+        except ClientDisconnect:  # nobody left to answer; nothing failed here
+            log.debug("MCP client disconnected before its request was answered")
             return
         except RateLimited as exc:
             if message.method == _TOOL_CALL and message.id is not None:

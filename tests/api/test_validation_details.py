@@ -49,7 +49,7 @@ async def test_a_body_that_is_wrong_as_a_whole_is_reported_on_the_body(
 
 
 async def test_a_bulk_item_missing_its_url_says_which_field(api: httpx.AsyncClient) -> None:
-    response = await api.post("/links/bulk", json=[{"slug": "bulk-no-url"}])
-    assert response.status_code == 200, response.text
-    [item] = response.json()
-    assert item["error"]["code"] == "VALIDATION_ERROR" and item["error"]["message"].startswith("url: ")
+    response = await api.post("/links/bulk", json=[{"url": "https://example.com/"}, {"slug": "bulk-no-url"}])
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and [d["path"] for d in error["details"]] == ["[1].url"]
