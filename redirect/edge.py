@@ -239,8 +239,14 @@ class EdgeHandler:
             self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
             return _redirect(302, self._target(url)[0]) if url else page_reply(410, pages.EXPIRED)
         if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
+            # The password and the blocked list come first: a card must not show what they hide.
+            locked = bool(record.password_hash) and not self.gate.unlocked(record, headers.cookie)
+            if not locked and self._target(record.url)[1]:
+                self.outcome["blocked"].inc()
+                self._emit(now, domain, slug, record, record.url, None, ip, method, headers, query, qr, 403)
+                return page_reply(403, pages.blocked_page(record.url))
             self._emit(now, domain, slug, record, None, None, ip, method, headers, query, qr, 200)
-            return self._preview(domain, slug, record)
+            return self._preview(domain, slug, record, show_destination=not locked)
         if record.password_hash and not self.gate.unlocked(record, headers.cookie):
             self.outcome["password"].inc()
             return page_reply(200, pages.password_page(), _NO_FRAMES)
@@ -338,7 +344,7 @@ class EdgeHandler:
         self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
         return _redirect(302, self._target(url)[0]) if url else page_reply(404, pages.NOT_FOUND)
 
-    def _preview(self, domain: str, slug: str, record: LinkRecord) -> Reply:
+    def _preview(self, domain: str, slug: str, record: LinkRecord, *, show_destination: bool) -> Reply:
         self.outcome["preview"].inc()
         image = record.og_image or ""
         if image and not image.startswith(("http://", "https://")):
@@ -351,7 +357,7 @@ class EdgeHandler:
             title=record.og_title or "",
             description=record.og_description or "",
             image=image,
-            url=record.url,
+            url=record.url if show_destination else "",
             canonical=self.settings.short_url(domain, slug),
         )
         return page_reply(200, body)

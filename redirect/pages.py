@@ -58,7 +58,7 @@ def blocked_page(url: str) -> bytes:
 
 
 def preview_page(*, title: str, description: str, image: str, url: str, canonical: str) -> bytes:
-    """Open Graph and Twitter card tags for link-preview fetchers."""
+    """Open Graph and Twitter card tags for link-preview fetchers; ``url`` "" (a locked link) shows no destination."""
     tags = [
         ("property", "og:title", title),
         ("property", "og:description", description),
@@ -76,5 +76,6 @@ def preview_page(*, title: str, description: str, image: str, url: str, canonica
         f"<title>{escape(title)}</title>{meta}"
         f'<meta name="description" content="{escape(description)}"></head>'
         f"<body><h1>{escape(title)}</h1><p>{escape(description)}</p>"
-        f'<p><a href="{escape(url)}">{escape(url)}</a></p></body></html>'
+        + (f'<p><a href="{escape(url)}">{escape(url)}</a></p>' if url else "")
+        + "</body></html>"
     ).encode()
