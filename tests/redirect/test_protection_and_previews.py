@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import httpx
+import msgspec
 import pytest
+import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from api.schemas import LinkCreate, LinkUpdate
+from api.services.context import ServiceContext
+from api.services.links import create_link, update_link
+from api.services.workspaces import get_or_create_workspace
 from h0p_settings import Settings
 from redirect.agent import FETCHER_TOKENS
 from redirect.app import EdgeApp
 from redirect.request import BadRequest, parse_slug
 from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, served, unique
+from tests.redirect.test_resolution import eventually
 
 Edge = tuple[EdgeApp, httpx.AsyncClient]
 HASH = PasswordHasher().hash("open sesame")
@@ -250,3 +259,36 @@ async def test_preview_of_a_blocked_destination_is_the_warning_not_the_card(
         answers = {agent: (await client.get(f"/{slug}", headers={"user-agent": agent})) for agent in fetcher_agents()}
     wrong = [(a, r.status_code) for a, r in answers.items() if r.status_code != 403 or "og:title" in r.text]
     assert wrong == []
+
+
+async def test_unlock_cookie_stops_working_once_the_password_changes(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """Unlock, change the password through the API's service, and the old cookie shows the form again."""
+    ctx = ServiceContext(settings=settings, pool=pool, redis=redis)
+    workspace = await get_or_create_workspace(ctx, unique("pw-ws-"))
+    slug = unique("pwc")
+    link = await create_link(
+        ctx,
+        workspace.id,
+        msgspec.convert({"url": "https://example.com/members", "slug": slug, "password": "first pass"}, LinkCreate),
+    )
+    async with served(edge_settings(settings, tmp_path)) as (app, base), httpx.AsyncClient(base_url=base) as client:
+        await eventually(lambda: asyncio.sleep(0, app.subscriber.connected.is_set()), 5)
+        assert (await client.post(f"/{slug}", data={"password": "first pass"})).status_code == 303
+        assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/members"  # cached now
+        old_cookies = dict(client.cookies.items())
+        heard = app.metrics.invalidations._value.get()
+
+        await update_link(ctx, workspace.id, link.id, msgspec.convert({"password": "second pass"}, LinkUpdate))
+        await eventually(lambda: asyncio.sleep(0, app.metrics.invalidations._value.get() > heard), 5)
+
+        client.cookies.clear()
+        for name, value in old_cookies.items():
+            client.cookies.set(name, value)
+        again = await client.get(f"/{slug}")
+        assert again.status_code == 200 and '<form method="post">' in again.text and "location" not in again.headers
+        client.cookies.clear()
+        assert (await client.post(f"/{slug}", data={"password": "first pass"})).status_code == 403
+        assert (await client.post(f"/{slug}", data={"password": "second pass"})).status_code == 303
+        assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/members"
