@@ -132,7 +132,7 @@ class EdgeApp:
             await asyncio.wait_for(self.redis.ping(), 1.0)
         except REDIS_ERRORS:
             problems.append("redis unreachable")
-        if self.producer.enabled and not self.producer.connected:
+        if self.producer.enabled and not await self.producer.broker_reachable():
             problems.append("broker unreachable (click events spooled)")
         if problems:
             return PlainTextResponse("\n".join(problems), status_code=503)

@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 
 from h0p_settings import Settings
 from redirect.app import EdgeApp
-from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, unique, write_domain, write_link
+from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, served, unique, write_domain, write_link
+from tests.redirect.test_resolution import eventually
 
 Edge = tuple[EdgeApp, httpx.AsyncClient]
 
@@ -190,8 +191,17 @@ async def test_reserved_endpoints_answer(edge: Edge) -> None:
     metrics = await client.get("/metrics")
     assert 'h0p_edge_requests_total{outcome="not_found"} 1.0' in metrics.text
     assert "h0p_edge_cache_lookups_total" in metrics.text and "h0p_edge_events_total" in metrics.text
-    ready = await client.get("/readyz")
-    assert ready.status_code in (200, 503)
+
+
+async def test_readyz_is_200_on_a_healthy_edge_that_has_sent_no_click(settings: Settings, tmp_path: Path) -> None:
+    """What the k8s readiness probe sees: Redis and the broker up, no traffic yet (or for a while)."""
+    async with served(edge_settings(settings, tmp_path)) as (app, base), httpx.AsyncClient(base_url=base) as client:
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, within=10)
+        assert app.metrics.events_sent._value.get() == 0  # ready without a click having reached the broker
 
 
 async def test_other_methods_are_refused(edge: Edge, make_link: LinkMaker) -> None:
