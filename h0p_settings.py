@@ -64,6 +64,10 @@ class Settings:
     event_linger_ms: int = 20
     password_attempts: int = 5
     password_window_s: int = 900
+    # Password attempts on one link from all clients per window; beyond, the link's form locks (doubling).
+    password_link_attempts: int = 100
+    # Argon2 checks running at once in one edge process (64 MiB each); more get 429 at once.
+    password_checks: int = 2
     rate_limits_enabled: bool = True
     rate_limit_per_second: int = 5
     rate_limit_per_minute: int = 100
@@ -227,6 +231,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),
         ("H0P_PASSWORD_ATTEMPTS", "password_attempts", 1, 10**6),
         ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
+        ("H0P_PASSWORD_LINK_ATTEMPTS", "password_link_attempts", 1, 10**7),
+        ("H0P_PASSWORD_CHECKS", "password_checks", 1, 256),
         ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),

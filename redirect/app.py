@@ -63,7 +63,10 @@ class EdgeApp:
             settings.password_attempts,
             settings.password_window_s,
             secure=settings.public_scheme == "https",
+            link_attempts=settings.password_link_attempts,
+            checks=settings.password_checks,
         )
+        self.gate = gate
         self.handler = EdgeHandler(settings, self.resolver, self.producer, gate, self.geo, self.metrics)
         self.tasks: list[asyncio.Task[None]] = []
         self.starlette = Starlette(
@@ -122,6 +125,7 @@ class EdgeApp:
             except TimeoutError:
                 log.error("closing the %s connections took over %ss; left to the process exit", name, STOP_TIMEOUT_S)
         self.geo.close()
+        self.gate.close()
 
     async def healthz(self, _request: Request) -> Response:
         return PlainTextResponse("ok")

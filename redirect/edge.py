@@ -380,13 +380,15 @@ class EdgeHandler:
             form = {}
         password = (form.get("password") or [""])[0]
         try:
-            result = await self.gate.attempt(record, ip, password)
+            result, retry_after_s = await self.gate.attempt(record, ip, password)
         except Unavailable:
             self.outcome["unavailable"].inc()
             return page_reply(503, pages.UNAVAILABLE, _RETRY)
-        self.outcome["password" if result is not Attempt.LIMITED else "limited"].inc()
-        if result is Attempt.LIMITED:
-            return page_reply(429, pages.TOO_MANY, ((b"retry-after", str(self.gate.retry_after()).encode()),))
+        if result is Attempt.LIMITED or result is Attempt.BUSY:
+            self.outcome["limited" if result is Attempt.LIMITED else "busy"].inc()
+            page = pages.TOO_MANY if result is Attempt.LIMITED else pages.BUSY
+            return page_reply(429, page, ((b"retry-after", str(retry_after_s).encode()),))
+        self.outcome["password"].inc()
         if result is Attempt.WRONG:
             return page_reply(403, pages.password_page("Wrong password."), _NO_FRAMES)
         # 303: the browser GETs the link again, now with the cookie, and follows it normally

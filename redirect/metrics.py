@@ -25,7 +25,8 @@ OUTCOMES = (
     "blocked",  # destination on the blocked list
     "root",
     "bad_request",
-    "limited",  # too many password attempts
+    "limited",  # too many password attempts (by this client, or on this link)
+    "busy",  # password checks refused: this process checks as many as it may at once
     "unavailable",  # Redis and Postgres both unreachable for an uncached key
 )
 
