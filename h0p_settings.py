@@ -79,6 +79,9 @@ class Settings:
     click_events: bool = True
     ingest_batch_size: int = 20_000
     ingest_linger_ms: int = 200
+    # Prometheus /metrics of an edge process, off the public port; 0 = not served
+    edge_metrics_port: int = 9109
+    edge_metrics_host: str = "127.0.0.1"
     # Prometheus /metrics of an ingest process; 0 = not served
     ingest_metrics_port: int = 9108
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
@@ -200,6 +203,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_GEOIP_DB", "geoip_path"),
         ("H0P_DNS_RESOLVER", "dns_resolver"),
         ("H0P_BIND_HOST", "bind_host"),
+        ("H0P_EDGE_METRICS_HOST", "edge_metrics_host"),
     ):
         if (v := get(name)) is not None:
             if not v and name not in ("H0P_DNS_RESOLVER", "H0P_GEOIP_DB"):
@@ -220,10 +224,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_REDIRECT_PORT", "redirect_port"),
         ("H0P_PUBLIC_PORT", "public_port"),
         ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
+        ("H0P_EDGE_METRICS_PORT", "edge_metrics_port"),
     )
     for name, key in ports:
         if (v := get(name)) is not None:
-            kw[key] = _int(name, v, 0 if key in ("public_port", "ingest_metrics_port") else 1, 65535)
+            low = 0 if key in ("public_port", "ingest_metrics_port", "edge_metrics_port") else 1
+            kw[key] = _int(name, v, low, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
         ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),

@@ -199,6 +199,7 @@ def base_env(site: Site, broker: Broker, redis_db: int, topic: str, **extra: str
         H0P_KAFKA_TOPIC=topic,
         H0P_DEFAULT_DOMAIN=site.domain,
         H0P_LOG_LEVEL="warning",
+        H0P_EDGE_METRICS_PORT="0",  # several edges on one host: the default port fits one
         **extra,
     )
     return env

@@ -1,9 +1,11 @@
 """The edge process: the plain-ASGI hot path in front, Starlette for its own endpoints and lifespan.
 
-``/healthz`` (process up), ``/readyz`` (Redis and broker reachable), ``/metrics`` (Prometheus)
-and ``/favicon.ico`` are answered by Starlette; every other path is a short link. The
-lifespan owns every background task: the Redis batcher, the invalidation subscriber and the
-click-event sender; shutdown drains the event queue to the broker or the spool.
+``/healthz`` (process up), ``/readyz`` (Redis and broker reachable) and ``/favicon.ico`` are
+answered by Starlette; every other path is a short link. ``/metrics`` (Prometheus) is served on
+its own address (``H0P_EDGE_METRICS_HOST``:``H0P_EDGE_METRICS_PORT``, loopback by default), never
+on the public port. The lifespan owns every background task: the Redis batcher, the
+invalidation subscriber and the click-event sender; shutdown drains the event queue to the
+broker or the spool.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
+import sys
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -26,7 +30,7 @@ from redirect.cache import RecordCache
 from redirect.edge import RESERVED, EdgeHandler, Receive, Scope, Send
 from redirect.geo import GeoLocator
 from redirect.invalidation import InvalidationSubscriber
-from redirect.metrics import CONTENT_TYPE, EdgeMetrics
+from redirect.metrics import EdgeMetrics, MetricsServer, bind_socket
 from redirect.producer import ClickProducer
 from redirect.protect import PasswordGate
 from redirect.protocol import protocol_for
@@ -69,11 +73,12 @@ class EdgeApp:
         self.gate = gate
         self.handler = EdgeHandler(settings, self.resolver, self.producer, gate, self.geo, self.metrics)
         self.tasks: list[asyncio.Task[None]] = []
+        self.metrics_socket: socket.socket | None = None
+        self.metrics_server: MetricsServer | None = None
         self.starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/readyz", self.readyz, methods=["GET", "HEAD"]),
-                Route("/metrics", self.render_metrics, methods=["GET"]),
                 Route("/favicon.ico", self.favicon, methods=["GET", "HEAD"]),
             ],
             lifespan=self.lifespan,
@@ -93,8 +98,17 @@ class EdgeApp:
         finally:
             await self.stop()
 
+    def bind_metrics(self) -> None:
+        """Take the metrics port now (``OSError`` if taken); ``start`` serves it. Port 0: no metrics."""
+        if self.settings.edge_metrics_port and self.metrics_socket is None:
+            self.metrics_socket = bind_socket(self.settings.edge_metrics_host, self.settings.edge_metrics_port)
+
     async def start(self) -> None:
         """Start the background tasks; nothing here waits for Redis, Postgres or the broker."""
+        self.bind_metrics()
+        if self.metrics_socket is not None:
+            self.metrics_server = MetricsServer(self.render_metrics, self.metrics_socket)
+            await self.metrics_server.start()
         self.tasks = [
             asyncio.create_task(self.resolver.batcher.run(), name="edge-redis-batcher"),
             asyncio.create_task(self.subscriber.run(), name="edge-invalidation"),
@@ -117,6 +131,9 @@ class EdgeApp:
             log.error("background task %s did not stop within %ss", task.get_name(), STOP_TIMEOUT_S)
         self.tasks = []
         self.resolver.batcher.fail_pending()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = self.metrics_socket = None
         closing = (("invalidation", self.subscriber.close()), ("redis", self.redis.aclose()),
                    ("postgres", self.postgres.close()))  # fmt: skip
         for name, close in closing:
@@ -142,9 +159,9 @@ class EdgeApp:
             return PlainTextResponse("\n".join(problems), status_code=503)
         return PlainTextResponse("ready")
 
-    async def render_metrics(self, _request: Request) -> Response:
+    def render_metrics(self) -> bytes:
         self.metrics.spool_bytes.set(self.producer.spool.pending_bytes())
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        return self.metrics.render()
 
     async def favicon(self, _request: Request) -> Response:
         # browsers ask for it on every first visit: not a slug, not an orphan click
@@ -178,6 +195,17 @@ def uvicorn_config(settings: Settings, app: EdgeApp | None = None, port: int | N
 def serve(settings: Settings) -> None:
     """Run the edge until SIGINT/SIGTERM, then drain click events and exit."""
     config = uvicorn_config(settings)
+    app = config.app
+    assert isinstance(app, EdgeApp)
+    try:  # before serving: a second edge on this host with the same port must say so and stop
+        app.bind_metrics()
+    except OSError as exc:
+        print(
+            f"h0p redirect: cannot serve metrics on {settings.edge_metrics_host}:{settings.edge_metrics_port}"
+            f" ({exc.strerror}); give each edge process on a host its own H0P_EDGE_METRICS_PORT (0 turns it off)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     # What exists now (modules, the app, the user-agent and geo readers: ~56,000 objects) lives as
     # long as the process: out of the collector's full passes, which walked it all on every one
     # (measured: 50-90 ms pauses under load, the edge's p99). Cached records are untracked (gc=False).

@@ -52,7 +52,8 @@ _NO_FRAMES = ((b"x-frame-options", b"DENY"),)
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body (dropped for HEAD when sent)
 ReplyTo = Callable[[Reply | Coroutine[Any, Any, Reply]], None]  # see EdgeHandler.respond
 
-# Paths the edge answers itself (redirect.app), never short links
+# Paths the edge answers itself (redirect.app), never short links; /metrics answers 404 here (it is
+# served on its own port) rather than being looked up as a slug
 RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 
 
