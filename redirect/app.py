@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from h0p_settings import Settings
 from redirect.cache import RecordCache
+from redirect.domains import VerifiedDomains
 from redirect.edge import RESERVED, EdgeHandler, Receive, Scope, Send
 from redirect.geo import GeoLocator
 from redirect.invalidation import InvalidationSubscriber
@@ -57,8 +58,9 @@ class EdgeApp:
         self.postgres = PostgresReader(settings.database_url)
         self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics)
         self.producer = ClickProducer(settings, self.metrics)
+        self.domains = VerifiedDomains(self.postgres.verified_hosts, on_change=self._domains_changed)
         self.subscriber = InvalidationSubscriber(
-            settings.redis_url, settings.invalidation_channel, self.cache, self.metrics
+            settings.redis_url, settings.invalidation_channel, self.cache, self.metrics, self.domains
         )
         self.geo = GeoLocator(settings.geoip_path)
         gate = PasswordGate(
@@ -71,7 +73,9 @@ class EdgeApp:
             checks=settings.password_checks,
         )
         self.gate = gate
-        self.handler = EdgeHandler(settings, self.resolver, self.producer, gate, self.geo, self.metrics)
+        self.handler = EdgeHandler(
+            settings, self.resolver, self.producer, gate, self.geo, self.metrics, self.domains.may_be_custom
+        )
         self.tasks: list[asyncio.Task[None]] = []
         self.metrics_socket: socket.socket | None = None
         self.metrics_server: MetricsServer | None = None
@@ -112,6 +116,7 @@ class EdgeApp:
         self.tasks = [
             asyncio.create_task(self.resolver.batcher.run(), name="edge-redis-batcher"),
             asyncio.create_task(self.subscriber.run(), name="edge-invalidation"),
+            asyncio.create_task(self.domains.run(), name="edge-verified-domains"),
             asyncio.create_task(self.producer.run(), name="edge-click-sender"),
         ]
 
@@ -143,6 +148,9 @@ class EdgeApp:
                 log.error("closing the %s connections took over %ss; left to the process exit", name, STOP_TIMEOUT_S)
         self.geo.close()
         self.gate.close()
+
+    def _domains_changed(self) -> None:
+        self.handler.forget_hosts()
 
     async def healthz(self, _request: Request) -> Response:
         return PlainTextResponse("ok")

@@ -88,6 +88,7 @@ class EdgeHandler:
         gate: PasswordGate,
         geo: GeoLocator,
         metrics: EdgeMetrics,
+        may_be_custom: Callable[[str], bool] = lambda _host: True,
     ) -> None:
         self.settings = settings
         self.default_domain = settings.default_domain
@@ -104,6 +105,7 @@ class EdgeHandler:
         self._targets: dict[str, tuple[bytes, bool]] = {}  # url -> (Location bytes, blocked)
         self._targets_bound = max(50_000, settings.cache_size)  # as many as the links the LRU holds
         self._hosts: dict[str, str] = {}  # Host header value -> slug namespace host
+        self._may_be_custom = may_be_custom  # False: not a verified domain (redirect.domains), no lookup
         self._redirected = metrics.requests["redirect"]
         self._cache_hit = metrics.cache_hit
         self._secure_cookie = "; Secure" if settings.public_scheme == "https" else ""
@@ -303,11 +305,21 @@ class EdgeHandler:
         return self.default_domain, None
 
     def _host(self, raw: str) -> str:
-        """The normalised host of a Host header value, remembered (a few distinct values are the norm)."""
+        """The host whose links a Host header value names, remembered (a few distinct values are the norm).
+
+        The default domain for a host known not to be a verified domain: no lookup, so no Postgres.
+        """
         if len(self._hosts) > 4096:
             self._hosts.clear()
-        host = self._hosts[raw] = normalise_host(raw) or self.default_domain
+        host = normalise_host(raw) or self.default_domain
+        if host != self.default_domain and not self._may_be_custom(host):
+            host = self.default_domain
+        self._hosts[raw] = host
         return host
+
+    def forget_hosts(self) -> None:
+        """The verified domains changed: conclusions drawn from them go."""
+        self._hosts.clear()
 
     def _target(self, url: str) -> tuple[bytes, bool]:
         if not self.blocked:  # nothing to check: the Location bytes alone (cheaper than the memo)

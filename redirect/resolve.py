@@ -31,6 +31,8 @@ OUTAGE_TTL_S = 5.0  # LRU TTL for answers read while Redis (and its invalidation
 MAX_BATCH = 512
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 POSTGRES_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# DOMAIN_QUERY's condition, for every domain at once (redirect.domains)
+VERIFIED_HOSTS_QUERY = "SELECT hostname FROM domains WHERE verified_at IS NOT NULL"
 
 
 class Unavailable(Exception):
@@ -129,6 +131,12 @@ class PostgresReader:
             return None if row is None else rec.link_record_from_row(row)
         row = await pool.fetchrow(rec.DOMAIN_QUERY, key[len("h0p:d:") :], timeout=2.0)
         return None if row is None else rec.domain_record_from_row(row)
+
+    async def verified_hosts(self) -> list[str]:
+        """Every verified custom domain's host name."""
+        pool = await self._get_pool()
+        rows = await pool.fetch(VERIFIED_HOSTS_QUERY, timeout=10.0)
+        return [row["hostname"] for row in rows]
 
     async def close(self) -> None:
         if self._pool is not None:
