@@ -59,6 +59,10 @@ class Settings:
     cache_size: int = 100_000
     cache_ttl_s: float = 60.0
     negative_ttl_s: float = 5.0
+    # Uncached lookups per second that may reach Postgres and find nothing, per domain and per
+    # client (an IPv6 client is its /64); beyond, such lookups answer 503 without Postgres. 0 = no limit.
+    miss_budget_domain: int = 100
+    miss_budget_client: int = 10
     event_queue_size: int = 100_000
     event_batch_size: int = 1000
     event_linger_ms: int = 20
@@ -232,6 +236,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             kw[key] = _int(name, v, low, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
+        ("H0P_MISS_BUDGET_DOMAIN", "miss_budget_domain", 0, 10**7),
+        ("H0P_MISS_BUDGET_CLIENT", "miss_budget_client", 0, 10**7),
         ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
         ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6),
         ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),

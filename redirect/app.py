@@ -32,6 +32,7 @@ from redirect.edge import RESERVED, EdgeHandler, Receive, Scope, Send
 from redirect.geo import GeoLocator
 from redirect.invalidation import InvalidationSubscriber
 from redirect.metrics import EdgeMetrics, MetricsServer, bind_socket
+from redirect.misses import MissBudget
 from redirect.producer import ClickProducer
 from redirect.protect import PasswordGate
 from redirect.protocol import protocol_for
@@ -56,7 +57,8 @@ class EdgeApp:
         )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
         self.postgres = PostgresReader(settings.database_url)
-        self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics)
+        misses = MissBudget(settings.miss_budget_domain, settings.miss_budget_client)
+        self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics, misses)
         self.producer = ClickProducer(settings, self.metrics)
         self.domains = VerifiedDomains(self.postgres.verified_hosts, on_change=self._domains_changed)
         self.subscriber = InvalidationSubscriber(

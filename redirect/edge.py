@@ -209,12 +209,16 @@ class EdgeHandler:
             return page_reply(exc.status, pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST)
         headers = Headers(raw_headers)
         host = self._hosts.get(headers.host) or self._host(headers.host)
+        ip = self.clients.resolve(peer, headers.forwarded_for)
         try:
-            domain, domain_record = await self._domain(host)
+            domain, domain_record = await self._domain(host, ip)
             if not slug:
                 return self._root(domain, domain_record)
             key = link_key(domain, slug)
-            record = await self.resolver.lookup(key, redis_missed=True) if redis_missed else await self._lookup(key)
+            if redis_missed:
+                record = await self.resolver.lookup(key, redis_missed=True, client_ip=ip)
+            else:
+                record = await self._lookup(key, ip)
         except Unavailable:
             self.outcome["unavailable"].inc()
             return page_reply(503, pages.UNAVAILABLE, _RETRY)
@@ -222,7 +226,6 @@ class EdgeHandler:
             if not isinstance(record, LinkRecord) or not record.password_hash or receive is None:
                 self.outcome["bad_request"].inc()
                 return page_reply(405, pages.NOT_ALLOWED, _ALLOW)
-            ip = self.clients.resolve(peer, headers.forwarded_for)
             return await self._unlock(receive, record, ip, raw_path, query_string)
         if not isinstance(record, LinkRecord):
             return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
@@ -288,18 +291,18 @@ class EdgeHandler:
 
     # -- lookups ------------------------------------------------------------------------------
 
-    async def _lookup(self, key: str) -> Any:
+    async def _lookup(self, key: str, ip: str) -> Any:
         value = self.cache.get(key)
         if value is not MISSING:
             self._cache_hit.inc()
             return value
-        return await self.resolver.lookup(key)
+        return await self.resolver.lookup(key, client_ip=ip)
 
-    async def _domain(self, host: str) -> tuple[str, DomainRecord | None]:
+    async def _domain(self, host: str, ip: str) -> tuple[str, DomainRecord | None]:
         """The slug namespace for a host: its own when it is a verified custom domain."""
         if host == self.default_domain:
             return host, None
-        found = await self._lookup(domain_key(host))
+        found = await self._lookup(domain_key(host), ip)
         if isinstance(found, DomainRecord):
             return host, found
         return self.default_domain, None

@@ -84,6 +84,9 @@ class EdgeMetrics:
         self.redis_error = redis.labels("error")
         self.postgres_lookups = Counter("h0p_edge_postgres_lookups", "Fallback reads from Postgres", registry=r)
         self.postgres_errors = Counter("h0p_edge_postgres_errors", "Failed fallback reads from Postgres", registry=r)
+        self.lookups_refused = Counter(
+            "h0p_edge_lookups_refused", "Uncached lookups refused without Postgres: miss budget spent", registry=r
+        )
         events = Counter("h0p_edge_events", "Click events, by what happened to them", ["state"], registry=r)
         self.events_sent = events.labels("sent")
         self.events_spooled = events.labels("spooled")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from redirect.client import client_group
 from redirect.record import LinkRecord
 from redirect.resolve import REDIS_ERRORS, Unavailable
 
@@ -75,19 +75,6 @@ class Attempt(Enum):
 class Verdict(NamedTuple):
     result: Attempt
     retry_after_s: int = 0
-
-
-def client_group(ip: str) -> str:
-    """Whom attempts are counted for: an IPv4 address, or an IPv6 address's /64."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return ip
 
 
 def read_cookie(header: str, name: str) -> str | None:

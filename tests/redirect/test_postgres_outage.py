@@ -8,7 +8,8 @@ of every request going to Postgres, and other tenants' uncached links keep resol
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import ipaddress
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -20,7 +21,7 @@ import redis.asyncio as aioredis
 
 from h0p_settings import Settings
 from redirect.app import EdgeApp
-from redirect.record import domain_key
+from redirect.record import domain_key, link_key
 from tests.ingest.proxy import TcpProxy
 from tests.redirect.conftest import edge_settings, served, unique, write_domain, write_link
 from tests.redirect.test_resolution import eventually
@@ -85,3 +86,71 @@ async def test_with_postgres_cut_an_unknown_host_gets_the_cached_link_without_a_
             late = await client.get("/promo", headers={"host": fresh})
             assert (late.status_code, late.headers.get("location")) == (302, "https://example.com/late")
         assert app.metrics.postgres_lookups._value.get() == 0  # nothing above needed Postgres
+
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)  # the test client is the trusted proxy: X-Forwarded-For counts
+
+
+async def flood(client: httpx.AsyncClient, host: str, count: int, ip_of: Callable[[int], str]) -> list[int]:
+    """``count`` requests for unknown slugs on ``host``, 50 at a time; their status codes."""
+    codes: list[int] = []
+    for start in range(0, count, 50):
+        batch = [
+            client.get(f"/{unique('nope')}", headers={"host": host, "x-forwarded-for": ip_of(i)})
+            for i in range(start, min(start + 50, count))
+        ]
+        codes += [r.status_code for r in await asyncio.gather(*batch)]
+    return codes
+
+
+async def cold_link(pool: asyncpg.Pool, redis: aioredis.Redis, workspace_id: str, domain: str, url: str) -> str:
+    """A link in Postgres only (its Redis record expired): the edge must read it from Postgres."""
+    slug = unique("cold")
+    await write_link(pool, redis, workspace_id, domain=domain, slug=slug, url=url)
+    await redis.delete(link_key(domain, slug))
+    return slug
+
+
+@pytest.mark.chaos
+async def test_a_flood_of_unknown_slugs_from_many_clients_spends_its_domains_budget_only(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis, workspace_id: str
+) -> None:
+    flooded, other = f"{unique('flooded')}.example", f"{unique('other')}.example"
+    for host in (flooded, other):
+        await write_domain(pool, redis, workspace_id, host)
+    cold = await cold_link(pool, redis, workspace_id, other, "https://example.com/other-tenant")
+    cold_default = await cold_link(pool, redis, workspace_id, settings.default_domain, "https://example.com/dflt")
+    local = edge_settings(
+        settings, tmp_path, trusted_proxies=LOOPBACK, miss_budget_domain=2, miss_budget_client=5, cache_size=0
+    )
+    async with served(local) as (app, base), httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await eventually(lambda: asyncio.sleep(0, app.domains.fresh), 5)
+        before = app.metrics.postgres_lookups._value.get()
+        codes = await flood(client, flooded, 400, lambda i: f"198.18.{i // 250}.{i % 250 + 1}")
+        reached = app.metrics.postgres_lookups._value.get() - before
+        # another tenant's link that only Postgres knows, asked for right after the flood
+        r = await client.get(f"/{cold}", headers={"host": other, "x-forwarded-for": "192.0.2.10"})
+        d = await client.get(f"/{cold_default}", headers={"x-forwarded-for": "192.0.2.11"})
+    assert set(codes) <= {404, 503} and codes.count(503) > 0
+    assert reached <= 100, f"{reached} of 400 unknown slugs reached Postgres"
+    assert (r.status_code, r.headers.get("location")) == (302, "https://example.com/other-tenant")
+    assert (d.status_code, d.headers.get("location")) == (302, "https://example.com/dflt")
+
+
+@pytest.mark.chaos
+async def test_one_client_flooding_the_default_domain_leaves_its_budget_to_everyone_else(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis, workspace_id: str
+) -> None:
+    cold = await cold_link(pool, redis, workspace_id, settings.default_domain, "https://example.com/neighbour")
+    local = edge_settings(
+        settings, tmp_path, trusted_proxies=LOOPBACK, miss_budget_domain=10, miss_budget_client=1, cache_size=0
+    )
+    async with served(local) as (app, base), httpx.AsyncClient(base_url=base, timeout=30) as client:
+        before = app.metrics.postgres_lookups._value.get()
+        # one IPv6 client rotating addresses in its /64
+        codes = await flood(client, local.default_domain, 300, lambda i: f"2001:db8:5:6::{i + 1:x}")
+        reached = app.metrics.postgres_lookups._value.get() - before
+        r = await client.get(f"/{cold}", headers={"x-forwarded-for": "192.0.2.20"})
+    assert set(codes) <= {404, 503}
+    assert reached <= 50, f"{reached} of 300 unknown slugs from one client reached Postgres"
+    assert (r.status_code, r.headers.get("location")) == (302, "https://example.com/neighbour")
