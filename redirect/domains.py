@@ -15,6 +15,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from redirect.resolve import POSTGRES_ERRORS
+
 log = logging.getLogger("h0p.redirect")
 
 REFRESH_S = 300.0  # a full read now and then drops domains removed while nobody was listening
@@ -64,8 +66,11 @@ class VerifiedDomains:
             self._heard.clear()
             try:
                 hosts = await self.read_all()
-            except Exception as exc:  # Postgres away: keep what we have, try again
-                log.warning("verified domains not read (%s); retrying in %.0fs", type(exc).__name__, retry)
+            except Exception as exc:  # keep what we have, try again; the loop must outlive any surprise
+                if isinstance(exc, POSTGRES_ERRORS):
+                    log.warning("verified domains not read (%s); retrying in %.0fs", type(exc).__name__, retry)
+                else:
+                    log.exception("verified domains not read; retrying in %.0fs", retry)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, MAX_RETRY_S)
                 self._reload.set()
