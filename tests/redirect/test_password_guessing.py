@@ -10,8 +10,11 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
+from hypothesis import given
+from hypothesis import strategies as st
 
 from h0p_settings import Settings
+from redirect.client import client_group
 from tests.redirect.conftest import LinkMaker, edge_settings, served, unique
 from tests.redirect.test_resolution import eventually
 
@@ -96,3 +99,26 @@ def test_password_settings_are_read_from_the_environment() -> None:
     loaded = load_settings({"H0P_PASSWORD_LINK_ATTEMPTS": "40", "H0P_PASSWORD_CHECKS": "3"})
     assert dataclasses.astuple(loaded)  # builds
     assert (loaded.password_link_attempts, loaded.password_checks) == (40, 3)
+
+
+@given(st.ip_addresses(v=6), st.integers(min_value=0, max_value=2**64 - 1))
+def test_every_address_of_an_ipv6_64_is_one_client(address: ipaddress.IPv6Address, host_bits: int) -> None:
+    sibling = ipaddress.IPv6Address((int(address) >> 64 << 64) | host_bits)
+    if address.ipv4_mapped is None and sibling.ipv4_mapped is None:  # ::ffff:0:0/96 is IPv4
+        assert client_group(str(address)) == client_group(str(sibling))
+        assert ipaddress.ip_network(client_group(str(address))).prefixlen == 64
+        assert sibling in ipaddress.ip_network(client_group(str(address)))
+
+
+@given(st.ip_addresses(v=4))
+def test_an_ipv4_client_is_its_address_also_when_mapped_into_ipv6(address: ipaddress.IPv4Address) -> None:
+    assert client_group(str(address)) == str(address)
+    assert client_group(f"::ffff:{address}") == str(address)
+
+
+@given(st.text(max_size=60))
+def test_a_client_that_is_not_an_address_is_kept_as_given(text: str) -> None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        assert client_group(text) == text
