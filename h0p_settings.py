@@ -72,11 +72,19 @@ class Settings:
     cache_size: int = 100_000
     cache_ttl_s: float = 60.0
     negative_ttl_s: float = 5.0
+    # Uncached lookups per second that may reach Postgres and find nothing, per domain and per
+    # client (an IPv6 client is its /64); beyond, such lookups answer 503 without Postgres. 0 = no limit.
+    miss_budget_domain: int = 100
+    miss_budget_client: int = 10
     event_queue_size: int = 100_000
     event_batch_size: int = 1000
     event_linger_ms: int = 20
     password_attempts: int = 5
     password_window_s: int = 900
+    # Password attempts on one link from all clients per window; beyond, the link's form locks (doubling).
+    password_link_attempts: int = 100
+    # Argon2 checks running at once in one edge process (64 MiB each); more get 429 at once.
+    password_checks: int = 2
     rate_limits_enabled: bool = True
     rate_limit_per_second: int = 5
     rate_limit_per_minute: int = 100
@@ -100,6 +108,9 @@ class Settings:
     click_events: bool = True
     ingest_batch_size: int = 20_000
     ingest_linger_ms: int = 200
+    # Prometheus /metrics of an edge process, off the public port; 0 = not served
+    edge_metrics_port: int = 9109
+    edge_metrics_host: str = "127.0.0.1"
     # Prometheus /metrics of an ingest process; 0 = not served
     ingest_metrics_port: int = 9108
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
@@ -269,6 +280,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_GEOIP_DB", "geoip_path"),
         ("H0P_DNS_RESOLVER", "dns_resolver"),
         ("H0P_BIND_HOST", "bind_host"),
+        ("H0P_EDGE_METRICS_HOST", "edge_metrics_host"),
     ):
         if (v := get(name)) is not None:
             if not v and name not in ("H0P_DNS_RESOLVER", "H0P_GEOIP_DB"):
@@ -293,17 +305,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_REDIRECT_PORT", "redirect_port"),
         ("H0P_PUBLIC_PORT", "public_port"),
         ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
+        ("H0P_EDGE_METRICS_PORT", "edge_metrics_port"),
     )
     for name, key in ports:
         if (v := get(name)) is not None:
-            kw[key] = _int(name, v, 0 if key in ("public_port", "ingest_metrics_port") else 1, 65535)
+            low = 0 if key in ("public_port", "ingest_metrics_port", "edge_metrics_port") else 1
+            kw[key] = _int(name, v, low, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
+        ("H0P_MISS_BUDGET_DOMAIN", "miss_budget_domain", 0, 10**7),
+        ("H0P_MISS_BUDGET_CLIENT", "miss_budget_client", 0, 10**7),
         ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
         ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6),
         ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),
         ("H0P_PASSWORD_ATTEMPTS", "password_attempts", 1, 10**6),
         ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
+        ("H0P_PASSWORD_LINK_ATTEMPTS", "password_link_attempts", 1, 10**7),
+        ("H0P_PASSWORD_CHECKS", "password_checks", 1, 256),
         ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
         ("H0P_WORKSPACE_RATE_LIMIT_PER_SECOND", "workspace_rate_limit_per_second", 1, 10**7),

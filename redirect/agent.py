@@ -20,7 +20,8 @@ class Agent(NamedTuple):
 # Who gets a link's Open Graph page: the preview fetchers of the events contract, and search
 # engines (they render previews too). iMessage sends a desktop-Safari UA that also contains
 # "facebookexternalhit" and "Twitterbot".
-_FETCHER = re.compile("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")))
+FETCHER_TOKENS = (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")
+_FETCHER = re.compile("|".join(re.escape(t) for t in FETCHER_TOKENS))
 _BOT = re.compile(r"bot\b|bot/|crawler|spider|crawl|slurp|preview|externalhit|headless|curl/|wget/", re.IGNORECASE)
 _BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
 _OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}

@@ -52,7 +52,8 @@ _NO_FRAMES = ((b"x-frame-options", b"DENY"),)
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body (dropped for HEAD when sent)
 ReplyTo = Callable[[Reply | Coroutine[Any, Any, Reply]], None]  # see EdgeHandler.respond
 
-# Paths the edge answers itself (redirect.app), never short links
+# Paths the edge answers itself (redirect.app), never short links; /metrics answers 404 here (it is
+# served on its own port) rather than being looked up as a slug
 RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 
 
@@ -87,6 +88,7 @@ class EdgeHandler:
         gate: PasswordGate,
         geo: GeoLocator,
         metrics: EdgeMetrics,
+        may_be_custom: Callable[[str], bool] = lambda _host: True,
     ) -> None:
         self.settings = settings
         self.default_domain = settings.default_domain
@@ -103,6 +105,7 @@ class EdgeHandler:
         self._targets: dict[str, tuple[bytes, bool]] = {}  # url -> (Location bytes, blocked)
         self._targets_bound = max(50_000, settings.cache_size)  # as many as the links the LRU holds
         self._hosts: dict[str, str] = {}  # Host header value -> slug namespace host
+        self._may_be_custom = may_be_custom  # False: not a verified domain (redirect.domains), no lookup
         self._redirected = metrics.requests["redirect"]
         self._cache_hit = metrics.cache_hit
         self._secure_cookie = "; Secure" if settings.public_scheme == "https" else ""
@@ -206,12 +209,16 @@ class EdgeHandler:
             return page_reply(exc.status, pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST)
         headers = Headers(raw_headers)
         host = self._hosts.get(headers.host) or self._host(headers.host)
+        ip = self.clients.resolve(peer, headers.forwarded_for)
         try:
-            domain, domain_record = await self._domain(host)
+            domain, domain_record = await self._domain(host, ip)
             if not slug:
                 return self._root(domain, domain_record)
             key = link_key(domain, slug)
-            record = await self.resolver.lookup(key, redis_missed=True) if redis_missed else await self._lookup(key)
+            if redis_missed:
+                record = await self.resolver.lookup(key, redis_missed=True, client_ip=ip)
+            else:
+                record = await self._lookup(key, ip)
         except Unavailable:
             self.outcome["unavailable"].inc()
             return page_reply(503, pages.UNAVAILABLE, _RETRY)
@@ -219,7 +226,6 @@ class EdgeHandler:
             if not isinstance(record, LinkRecord) or not record.password_hash or receive is None:
                 self.outcome["bad_request"].inc()
                 return page_reply(405, pages.NOT_ALLOWED, _ALLOW)
-            ip = self.clients.resolve(peer, headers.forwarded_for)
             return await self._unlock(receive, record, ip, raw_path, query_string)
         if not isinstance(record, LinkRecord):
             return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
@@ -239,8 +245,14 @@ class EdgeHandler:
             self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
             return _redirect(302, self._target(url)[0]) if url else page_reply(410, pages.EXPIRED)
         if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
+            # The password and the blocked list come first: a card must not show what they hide.
+            locked = bool(record.password_hash) and not self.gate.unlocked(record, headers.cookie)
+            if not locked and self._target(record.url)[1]:
+                self.outcome["blocked"].inc()
+                self._emit(now, domain, slug, record, record.url, None, ip, method, headers, query, qr, 403)
+                return page_reply(403, pages.blocked_page(record.url))
             self._emit(now, domain, slug, record, None, None, ip, method, headers, query, qr, 200)
-            return self._preview(domain, slug, record)
+            return self._preview(domain, slug, record, show_destination=not locked)
         if record.password_hash and not self.gate.unlocked(record, headers.cookie):
             self.outcome["password"].inc()
             return page_reply(200, pages.password_page(), _NO_FRAMES)
@@ -279,28 +291,38 @@ class EdgeHandler:
 
     # -- lookups ------------------------------------------------------------------------------
 
-    async def _lookup(self, key: str) -> Any:
+    async def _lookup(self, key: str, ip: str) -> Any:
         value = self.cache.get(key)
         if value is not MISSING:
             self._cache_hit.inc()
             return value
-        return await self.resolver.lookup(key)
+        return await self.resolver.lookup(key, client_ip=ip)
 
-    async def _domain(self, host: str) -> tuple[str, DomainRecord | None]:
+    async def _domain(self, host: str, ip: str) -> tuple[str, DomainRecord | None]:
         """The slug namespace for a host: its own when it is a verified custom domain."""
         if host == self.default_domain:
             return host, None
-        found = await self._lookup(domain_key(host))
+        found = await self._lookup(domain_key(host), ip)
         if isinstance(found, DomainRecord):
             return host, found
         return self.default_domain, None
 
     def _host(self, raw: str) -> str:
-        """The normalised host of a Host header value, remembered (a few distinct values are the norm)."""
+        """The host whose links a Host header value names, remembered (a few distinct values are the norm).
+
+        The default domain for a host known not to be a verified domain: no lookup, so no Postgres.
+        """
         if len(self._hosts) > 4096:
             self._hosts.clear()
-        host = self._hosts[raw] = normalise_host(raw) or self.default_domain
+        host = normalise_host(raw) or self.default_domain
+        if host != self.default_domain and not self._may_be_custom(host):
+            host = self.default_domain
+        self._hosts[raw] = host
         return host
+
+    def forget_hosts(self) -> None:
+        """The verified domains changed: conclusions drawn from them go."""
+        self._hosts.clear()
 
     def _target(self, url: str) -> tuple[bytes, bool]:
         if not self.blocked:  # nothing to check: the Location bytes alone (cheaper than the memo)
@@ -338,7 +360,7 @@ class EdgeHandler:
         self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
         return _redirect(302, self._target(url)[0]) if url else page_reply(404, pages.NOT_FOUND)
 
-    def _preview(self, domain: str, slug: str, record: LinkRecord) -> Reply:
+    def _preview(self, domain: str, slug: str, record: LinkRecord, *, show_destination: bool) -> Reply:
         self.outcome["preview"].inc()
         image = record.og_image or ""
         if image and not image.startswith(("http://", "https://")):
@@ -351,7 +373,7 @@ class EdgeHandler:
             title=record.og_title or "",
             description=record.og_description or "",
             image=image,
-            url=record.url,
+            url=record.url if show_destination else "",
             canonical=self.settings.short_url(domain, slug),
         )
         return page_reply(200, body)
@@ -374,13 +396,15 @@ class EdgeHandler:
             form = {}
         password = (form.get("password") or [""])[0]
         try:
-            result = await self.gate.attempt(record, ip, password)
+            result, retry_after_s = await self.gate.attempt(record, ip, password)
         except Unavailable:
             self.outcome["unavailable"].inc()
             return page_reply(503, pages.UNAVAILABLE, _RETRY)
-        self.outcome["password" if result is not Attempt.LIMITED else "limited"].inc()
-        if result is Attempt.LIMITED:
-            return page_reply(429, pages.TOO_MANY, ((b"retry-after", str(self.gate.retry_after()).encode()),))
+        if result is Attempt.LIMITED or result is Attempt.BUSY:
+            self.outcome["limited" if result is Attempt.LIMITED else "busy"].inc()
+            page = pages.TOO_MANY if result is Attempt.LIMITED else pages.BUSY
+            return page_reply(429, page, ((b"retry-after", str(retry_after_s).encode()),))
+        self.outcome["password"].inc()
         if result is Attempt.WRONG:
             return page_reply(403, pages.password_page("Wrong password."), _NO_FRAMES)
         # 303: the browser GETs the link again, now with the cookie, and follows it normally

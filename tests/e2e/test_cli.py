@@ -43,6 +43,7 @@ def env_for(settings: Settings, **overrides: str) -> dict[str, str]:
         H0P_SECRET_KEY=settings.secret_key,
         H0P_DEFAULT_DOMAIN=settings.default_domain,
         H0P_REDIRECT_PORT=str(settings.redirect_port),
+        H0P_EDGE_METRICS_PORT="0",
     )
     env.update(overrides)
     return env
