@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from api.schemas import Rule, RuleCondition, SplitTarget
-from api.urls import destination_problem
+from api.urls import UnsafeUrl, check_destination
 from h0p_settings import Settings
 
 DEVICE_TYPES = frozenset({"desktop", "mobile", "tablet", "tv", "console", "bot", "other"})
@@ -107,14 +107,20 @@ def check_condition(path: str, cond: RuleCondition) -> RuleCondition:
     return RuleCondition(type=cond.type, value=normalised, key=cond.key, negate=cond.negate)
 
 
+def _destination(path: str, url: str, settings: Settings) -> str:
+    """The URL to store, its host in the ASCII form it was checked in (``api.urls.check_destination``)."""
+    try:
+        return check_destination(url, settings)
+    except UnsafeUrl as exc:
+        raise Problem(path, str(exc)) from None
+
+
 def check_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:
     """Normalised rules, every destination checked like the link's own URL."""
     out = []
     for i, rule in enumerate(rules):
         conditions = [check_condition(f"rules[{i}].conditions[{j}]", c) for j, c in enumerate(rule.conditions)]
-        if why := destination_problem(rule.url, settings):
-            raise Problem(f"rules[{i}].url", why)
-        out.append(Rule(conditions=conditions, url=rule.url))
+        out.append(Rule(conditions=conditions, url=_destination(f"rules[{i}].url", rule.url, settings)))
     return out
 
 
@@ -126,10 +132,9 @@ def check_split(split: Sequence[SplitTarget], settings: Settings) -> list[SplitT
         raise Problem("split", "a split has 2 to 4 destinations")
     if sum(t.weight for t in split) != 100:
         raise Problem("split", "the weights of a split must sum to 100")
-    for i, target in enumerate(split):
-        if why := destination_problem(target.url, settings):
-            raise Problem(f"split[{i}].url", why)
-    return list(split)
+    return [
+        SplitTarget(url=_destination(f"split[{i}].url", t.url, settings), weight=t.weight) for i, t in enumerate(split)
+    ]
 
 
 def rules_json(rules: Sequence[Rule]) -> str:
