@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from api.schemas import Rule, RuleCondition, SplitTarget
+from api.schemas import RULES_MAX_BYTES, Rule, RuleCondition, SplitTarget
 from api.urls import UnsafeUrl, check_destination
 from h0p_settings import Settings
+from redirect.hosts import ascii_host
 
 DEVICE_TYPES = frozenset({"desktop", "mobile", "tablet", "tv", "console", "bot", "other"})
 COUNTRY_CODES = frozenset(
@@ -31,7 +32,7 @@ COUNTRY_CODES = frozenset(
     " VG VI VN VU WF WS YE YT ZA ZM ZW XK".split()
 )
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_HOST = re.compile(r"^[a-z0-9_\-\u00a1-\U0010ffff]+(\.[a-z0-9_\-\u00a1-\U0010ffff]+)*$")
+_HOST = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)*$")
 
 
 class Problem(ValueError):
@@ -71,8 +72,9 @@ def _one_value(path: str, kind: str, value: str) -> str:
         except ValueError:
             raise Problem(path, "ip must be an IP address or a CIDR range") from None
     if kind == "referrer":
-        host = value.lower().rstrip(".")
-        if not _HOST.match(host):
+        # the ASCII form browsers put in a Referer (UTS #46 / IDNA 2008), as destinations are stored
+        host = ascii_host(value.strip().rstrip("."))
+        if host is None or not _HOST.match(host):
             raise Problem(path, "referrer must be a host name such as 'news.ycombinator.com'")
         return host
     if kind in ("before", "after"):
@@ -116,11 +118,14 @@ def _destination(path: str, url: str, settings: Settings) -> str:
 
 
 def check_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:
-    """Normalised rules, every destination checked like the link's own URL."""
+    """Normalised rules, every destination checked like the link's own URL, within ``RULES_MAX_BYTES``."""
     out = []
     for i, rule in enumerate(rules):
         conditions = [check_condition(f"rules[{i}].conditions[{j}]", c) for j, c in enumerate(rule.conditions)]
         out.append(Rule(conditions=conditions, url=_destination(f"rules[{i}].url", rule.url, settings)))
+    size = len(rules_json(out).encode())
+    if size > RULES_MAX_BYTES:
+        raise Problem("rules", f"the rules take {size} bytes as JSON; at most {RULES_MAX_BYTES} are allowed")
     return out
 
 
