@@ -14,13 +14,15 @@ every edge process drops that key from its in-process cache.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from datetime import datetime
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: rules as a RuleTable of normalised, indexed conditions (1: a list per rule)
 
 # Redis values that are not records.
 NEGATIVE = b"-"  # "no such link" (short TTL): stops a flood of random slugs reaching Postgres
@@ -31,20 +33,30 @@ NEGATIVE = b"-"  # "no such link" (short TTL): stops a flood of random slugs rea
 # 64-88 ms pauses under load, the whole p99 of the edge bench).
 
 
-class Condition(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
-    """One test of a routing rule; ``negate`` inverts it (query ``absent`` = negated ``present``)."""
-
-    type: str  # device os browser country city language query referrer ip before after
-    value: str | tuple[str, ...] | None = None  # one value or any-of; ISO time for before/after
-    key: str | None = None  # the query parameter name for type "query"
-    negate: bool = False
-
-
 class Rule(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """All conditions must hold; the first matching rule's url wins."""
+    """A routing rule as the edge evaluates it: when all its conditions hold, its url wins."""
 
-    conditions: tuple[Condition, ...]
     url: str
+    conditions: frozenset[int]  # ids of its conditions in the link's RuleTable
+    facts: tuple[str, ...] = ()  # the visitor facts its conditions read that no earlier rule read
+
+
+class RuleTable(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Every condition of a link's rules, indexed by the visitor fact that makes it hold.
+
+    Values are normalised here, once, to the spelling the visitor's facts have (see ``FACTS``),
+    so a click looks its facts up instead of comparing with every value of every condition.
+    A condition holds when a fact of the visitor is indexed to it, inverted if it is ``negated``.
+    """
+
+    facts: dict[str, dict[str, tuple[int, ...]]] = {}  # fact -> normalised value -> condition ids
+    negated: frozenset[int] = frozenset()
+    before_at: tuple[float, ...] = ()  # "before" conditions: instants (epoch s) ascending ...
+    before_ids: tuple[int, ...] = ()  # ... and their ids, in the same order
+    after_at: tuple[float, ...] = ()
+    after_ids: tuple[int, ...] = ()
+    ip4_prefixes: tuple[int, ...] = ()  # the prefix lengths under facts["ip4"] (keys: leading bits "0101…")
+    ip6_prefixes: tuple[int, ...] = ()
 
 
 class SplitTarget(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -61,6 +73,7 @@ class LinkRecord(msgspec.Struct, frozen=True, array_like=True, omit_defaults=Fal
     url: str
     status_code: int = 302
     rules: tuple[Rule, ...] = ()
+    rule_table: RuleTable | None = None  # the conditions of ``rules``; None when there are none
     split: tuple[SplitTarget, ...] = ()
     password_hash: str | None = None  # argon2 hash; the edge verifies, never stores the secret
     password_version: str = ""  # changes with the password, so old unlock cookies stop working
@@ -147,11 +160,134 @@ DOMAIN_QUERY = (
 )
 
 
-def _condition(raw: Mapping[str, Any]) -> Condition:
-    value = raw.get("value")
-    if isinstance(value, list):
-        value = tuple(str(v) for v in value)
-    return Condition(type=raw["type"], value=value, key=raw.get("key"), negate=bool(raw.get("not", False)))
+# Visitor facts a condition reads, by condition type (query: "query" for presence, "query=" with values).
+FACTS = {
+    "device": "device", "os": "os", "browser": "browser", "country": "country", "city": "city",
+    "language": "language", "referrer": "referrer", "query": "query", "ip": "ip", "before": "time", "after": "time",
+}  # fmt: skip
+QUERY_SEPARATOR = "\x00"  # between a query key and value in facts["query="] (API input cannot hold NUL)
+_BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
+_OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}
+
+
+def normalise_os(name: str) -> str:
+    """Compare OS names loosely: "Mac OS X", "macOS" and "macos" are one."""
+    key = name.lower().replace(" ", "").replace("_", "")
+    return _OS_ALIASES.get(key, key)
+
+
+def normalise_browser(name: str) -> str:
+    """Compare browsers loosely: "Chrome Mobile iOS" is "chrome", "Mobile Safari" is "safari"."""
+    return " ".join(_BROWSER_NOISE.sub(" ", name.lower()).split())
+
+
+def prefix_bits(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as its bits ("0101…"): a network of prefix length p is the key ``bits[:p]``."""
+    return format(int(address), "032b" if address.version == 4 else "0128b")
+
+
+def _instant(text: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+class _TableBuilder:
+    """Collects the conditions of a link's rules into a RuleTable (once, when the record is built)."""
+
+    def __init__(self) -> None:
+        self.facts: dict[str, dict[str, list[int]]] = {}
+        self.negated: list[int] = []
+        self.times: dict[str, list[tuple[float, int]]] = {"before": [], "after": []}
+        self.prefixes: dict[int, set[int]] = {4: set(), 6: set()}
+        self.count = 0
+
+    def _index(self, fact: str, value: str, cid: int) -> None:
+        ids = self.facts.setdefault(fact, {}).setdefault(value, [])
+        if not ids or ids[-1] != cid:
+            ids.append(cid)
+
+    def add(self, raw: Mapping[str, Any]) -> tuple[int, str | None]:
+        """Index one condition (API shape); its id and the fact it reads (None: it never holds)."""
+        cid, self.count = self.count, self.count + 1
+        if raw.get("not", False):
+            self.negated.append(cid)
+        kind, value = raw["type"], raw.get("value")
+        values = [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+        fact = FACTS.get(kind)
+        if kind == "query":
+            key = str(raw.get("key") or "")
+            if not values:
+                self._index("query", key, cid)
+                return cid, "query"
+            for v in values:
+                self._index("query=", key + QUERY_SEPARATOR + v, cid)
+            return cid, "query"
+        if kind in ("before", "after"):
+            for v in values[:1]:
+                if (at := _instant(v)) is not None:
+                    self.times[kind].append((at, cid))
+            return cid, fact
+        if kind == "ip":
+            for v in values:
+                try:
+                    net = ipaddress.ip_network(v.strip(), strict=False)
+                except ValueError:
+                    continue  # never matches, as the API refuses it anyway
+                self.prefixes[net.version].add(net.prefixlen)
+                self._index(f"ip{net.version}", prefix_bits(net.network_address)[: net.prefixlen], cid)
+            return cid, fact
+        normalise = _NORMALISE.get(kind)
+        if normalise is None:
+            return cid, None  # an unknown type never holds: the rule is skipped, not the link
+        for v in values:
+            self._index(kind, normalise(v), cid)
+        return cid, fact
+
+    def table(self) -> RuleTable:
+        before, after = sorted(self.times["before"]), sorted(self.times["after"])
+        return RuleTable(
+            facts={f: {v: tuple(ids) for v, ids in by_value.items()} for f, by_value in self.facts.items()},
+            negated=frozenset(self.negated),
+            before_at=tuple(at for at, _ in before),
+            before_ids=tuple(cid for _, cid in before),
+            after_at=tuple(at for at, _ in after),
+            after_ids=tuple(cid for _, cid in after),
+            ip4_prefixes=tuple(sorted(self.prefixes[4])),
+            ip6_prefixes=tuple(sorted(self.prefixes[6])),
+        )
+
+
+def _referrer(value: str) -> str:
+    return value.lower().rstrip(".")
+
+
+# How each type's values are spelled in the table: the spelling of the visitor's fact
+_NORMALISE: dict[str, Callable[[str], str]] = {
+    "device": str.lower, "os": normalise_os, "browser": normalise_browser, "country": str.upper,
+    "city": str.lower, "language": str.lower, "referrer": _referrer,
+}  # fmt: skip
+
+
+def rules_and_table(raw_rules: list[Mapping[str, Any]]) -> tuple[tuple[Rule, ...], RuleTable | None]:
+    """The record's rules and their RuleTable from the API-shaped rules (``links.rules`` JSON)."""
+    if not raw_rules:
+        return (), None
+    builder = _TableBuilder()
+    read: set[str] = set()
+    rules = []
+    for raw in raw_rules:
+        ids, facts = [], []
+        for condition in raw["conditions"]:
+            cid, fact = builder.add(condition)
+            ids.append(cid)
+            if fact is not None and fact not in read:
+                read.add(fact)
+                facts.append(fact)
+        rules.append(Rule(url=raw["url"], conditions=frozenset(ids), facts=tuple(facts)))
+    return tuple(rules), builder.table()
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -160,10 +296,7 @@ def _epoch(value: datetime | None) -> float | None:
 
 def link_record_from_row(row: Mapping[str, Any]) -> LinkRecord:
     """Build the record from a ``LINK_QUERY`` row (rules/split as JSON text, API field shapes)."""
-    rules = tuple(
-        Rule(conditions=tuple(_condition(c) for c in r["conditions"]), url=r["url"])
-        for r in msgspec.json.decode(row["rules"] or "[]")
-    )
+    rules, rule_table = rules_and_table(msgspec.json.decode(row["rules"] or "[]"))
     split = tuple(SplitTarget(url=t["url"], weight=int(t["weight"])) for t in msgspec.json.decode(row["split"] or "[]"))
     password_hash = row["password_hash"]
     return LinkRecord(
@@ -173,6 +306,7 @@ def link_record_from_row(row: Mapping[str, Any]) -> LinkRecord:
         url=row["url"],
         status_code=row["status_code"],
         rules=rules,
+        rule_table=rule_table,
         split=split,
         password_hash=password_hash,
         password_version=hashlib.sha256(password_hash.encode()).hexdigest()[:12] if password_hash else "",
