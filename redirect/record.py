@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,11 +33,18 @@ NEGATIVE = b"-"  # "no such link" (short TTL): stops a flood of random slugs rea
 # 64-88 ms pauses under load, the whole p99 of the edge bench).
 
 
+# A set of condition ids as a bitmask: (shift, little-endian bytes), the int ``bytes << shift``
+# (msgpack integers stop at 64 bits; a link has up to 1,000 conditions). See ``mask_of``/``mask_int``.
+Mask = tuple[int, bytes]
+
+
 class Rule(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A routing rule as the edge evaluates it: when all its conditions hold, its url wins."""
 
     url: str
-    conditions: frozenset[int]  # ids of its conditions in the link's RuleTable
+    first: int  # its conditions other than "before"/"after" have the ids first, first + 1, …
+    count: int  # … first + count - 1 (the rules' ids follow each other in order)
+    timed: Mask = (0, b"")  # its "before"/"after" conditions (their ids follow every rule's)
     facts: tuple[str, ...] = ()  # the visitor facts its conditions read that no earlier rule read
 
 
@@ -45,16 +52,18 @@ class RuleTable(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Every condition of a link's rules, indexed by the visitor fact that makes it hold.
 
     Values are normalised here, once, to the spelling the visitor's facts have (see ``FACTS``),
-    so a click looks its facts up instead of comparing with every value of every condition.
-    A condition holds when a fact of the visitor is indexed to it, inverted if it is ``negated``.
+    so a click looks each fact up once and tests each rule with one mask, whatever the number
+    of values. A condition holds when the visitor's fact is indexed to it, inverted if negated.
+    "before"/"after" conditions have consecutive ids in the order of their instants, so the ones
+    holding at a moment are one range of ids (found by bisection).
     """
 
-    facts: dict[str, dict[str, tuple[int, ...]]] = {}  # fact -> normalised value -> condition ids
-    negated: frozenset[int] = frozenset()
-    before_at: tuple[float, ...] = ()  # "before" conditions: instants (epoch s) ascending ...
-    before_ids: tuple[int, ...] = ()  # ... and their ids, in the same order
+    facts: dict[str, dict[str, Mask]] = {}  # fact -> normalised value -> conditions that value makes hold
+    negated: Mask = (0, b"")
+    before_at: tuple[float, ...] = ()  # instants (epoch s) ascending of the "before" conditions ...
+    before_first: int = 0  # ... whose ids are before_first, before_first + 1, … in that order
     after_at: tuple[float, ...] = ()
-    after_ids: tuple[int, ...] = ()
+    after_first: int = 0
     ip4_prefixes: tuple[int, ...] = ()  # the prefix lengths under facts["ip4"] (keys: leading bits "0101…")
     ip6_prefixes: tuple[int, ...] = ()
 
@@ -194,42 +203,49 @@ def _instant(text: str) -> float | None:
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
 
 
+def mask_of(ids: Iterable[int]) -> Mask:
+    """The Mask of a set of condition ids."""
+    value = 0
+    for i in ids:
+        value |= 1 << i
+    if not value:
+        return (0, b"")
+    shift = ((value & -value).bit_length() - 1) // 8 * 8
+    value >>= shift
+    return (shift, value.to_bytes((value.bit_length() + 7) // 8, "little"))
+
+
+def mask_int(mask: Mask) -> int:
+    """A Mask as an int (bit i set: condition i)."""
+    return int.from_bytes(mask[1], "little") << mask[0]
+
+
 class _TableBuilder:
     """Collects the conditions of a link's rules into a RuleTable (once, when the record is built)."""
 
     def __init__(self) -> None:
         self.facts: dict[str, dict[str, list[int]]] = {}
         self.negated: list[int] = []
-        self.times: dict[str, list[tuple[float, int]]] = {"before": [], "after": []}
         self.prefixes: dict[int, set[int]] = {4: set(), 6: set()}
-        self.count = 0
 
     def _index(self, fact: str, value: str, cid: int) -> None:
         ids = self.facts.setdefault(fact, {}).setdefault(value, [])
         if not ids or ids[-1] != cid:
             ids.append(cid)
 
-    def add(self, raw: Mapping[str, Any]) -> tuple[int, str | None]:
-        """Index one condition (API shape); its id and the fact it reads (None: it never holds)."""
-        cid, self.count = self.count, self.count + 1
+    def add(self, raw: Mapping[str, Any], cid: int) -> str | None:
+        """Index one condition (API shape) under id ``cid``; the fact it reads (None: it never holds)."""
         if raw.get("not", False):
             self.negated.append(cid)
         kind, value = raw["type"], raw.get("value")
         values = [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
-        fact = FACTS.get(kind)
         if kind == "query":
             key = str(raw.get("key") or "")
             if not values:
                 self._index("query", key, cid)
-                return cid, "query"
             for v in values:
                 self._index("query=", key + QUERY_SEPARATOR + v, cid)
-            return cid, "query"
-        if kind in ("before", "after"):
-            for v in values[:1]:
-                if (at := _instant(v)) is not None:
-                    self.times[kind].append((at, cid))
-            return cid, fact
+            return "query"
         if kind == "ip":
             for v in values:
                 try:
@@ -238,26 +254,13 @@ class _TableBuilder:
                     continue  # never matches, as the API refuses it anyway
                 self.prefixes[net.version].add(net.prefixlen)
                 self._index(f"ip{net.version}", prefix_bits(net.network_address)[: net.prefixlen], cid)
-            return cid, fact
+            return "ip"
         normalise = _NORMALISE.get(kind)
         if normalise is None:
-            return cid, None  # an unknown type never holds: the rule is skipped, not the link
+            return None  # an unknown type never holds: the rule is skipped, not the link
         for v in values:
             self._index(kind, normalise(v), cid)
-        return cid, fact
-
-    def table(self) -> RuleTable:
-        before, after = sorted(self.times["before"]), sorted(self.times["after"])
-        return RuleTable(
-            facts={f: {v: tuple(ids) for v, ids in by_value.items()} for f, by_value in self.facts.items()},
-            negated=frozenset(self.negated),
-            before_at=tuple(at for at, _ in before),
-            before_ids=tuple(cid for _, cid in before),
-            after_at=tuple(at for at, _ in after),
-            after_ids=tuple(cid for _, cid in after),
-            ip4_prefixes=tuple(sorted(self.prefixes[4])),
-            ip6_prefixes=tuple(sorted(self.prefixes[6])),
-        )
+        return FACTS[kind]
 
 
 def _referrer(value: str) -> str:
@@ -271,23 +274,73 @@ _NORMALISE: dict[str, Callable[[str], str]] = {
 }  # fmt: skip
 
 
+def _time_of(raw: Mapping[str, Any]) -> float | None:
+    """The instant of a valid "before"/"after" condition, else None."""
+    if raw["type"] not in ("before", "after"):
+        return None
+    value = raw.get("value")
+    first = value[0] if isinstance(value, list) and value else value
+    return _instant(first) if isinstance(first, str) else None
+
+
 def rules_and_table(raw_rules: list[Mapping[str, Any]]) -> tuple[tuple[Rule, ...], RuleTable | None]:
     """The record's rules and their RuleTable from the API-shaped rules (``links.rules`` JSON)."""
     if not raw_rules:
         return (), None
+    # ids: the other conditions rule after rule, then "before" by instant, then "after" by instant
+    flat = [(r, c) for r, raw in enumerate(raw_rules) for c in raw["conditions"]]
+    timed: dict[str, list[tuple[float, int]]] = {"before": [], "after": []}
+    ids: list[int] = [0] * len(flat)
+    next_id = 0
+    for n, (_, condition) in enumerate(flat):
+        at = _time_of(condition)
+        if at is None:
+            ids[n], next_id = next_id, next_id + 1
+        else:
+            timed[condition["type"]].append((at, n))
+    firsts: dict[str, int] = {}
+    for kind in ("before", "after"):
+        firsts[kind] = next_id
+        for _, n in sorted(timed[kind]):
+            ids[n], next_id = next_id, next_id + 1
     builder = _TableBuilder()
+    plain: list[list[int]] = [[] for _ in raw_rules]
+    timed_ids: list[list[int]] = [[] for _ in raw_rules]
+    facts: list[list[str]] = [[] for _ in raw_rules]
     read: set[str] = set()
-    rules = []
-    for raw in raw_rules:
-        ids, facts = [], []
-        for condition in raw["conditions"]:
-            cid, fact = builder.add(condition)
-            ids.append(cid)
-            if fact is not None and fact not in read:
-                read.add(fact)
-                facts.append(fact)
-        rules.append(Rule(url=raw["url"], conditions=frozenset(ids), facts=tuple(facts)))
-    return tuple(rules), builder.table()
+    for n, (r, condition) in enumerate(flat):
+        if _time_of(condition) is None:
+            plain[r].append(ids[n])
+            fact = builder.add(condition, ids[n])
+        else:  # indexed by its id's place among the instants
+            timed_ids[r].append(ids[n])
+            fact = "time"
+            if condition.get("not", False):
+                builder.negated.append(ids[n])
+        if fact is not None and fact not in read:
+            read.add(fact)
+            facts[r].append(fact)
+    rules = tuple(
+        Rule(
+            url=raw["url"],
+            first=plain[r][0] if plain[r] else 0,
+            count=len(plain[r]),
+            timed=mask_of(timed_ids[r]),
+            facts=tuple(facts[r]),
+        )
+        for r, raw in enumerate(raw_rules)
+    )
+    table = RuleTable(
+        facts={f: {v: mask_of(i) for v, i in by_value.items()} for f, by_value in builder.facts.items()},
+        negated=mask_of(builder.negated),
+        before_at=tuple(sorted(at for at, _ in timed["before"])),
+        before_first=firsts["before"],
+        after_at=tuple(sorted(at for at, _ in timed["after"])),
+        after_first=firsts["after"],
+        ip4_prefixes=tuple(sorted(builder.prefixes[4])),
+        ip6_prefixes=tuple(sorted(builder.prefixes[6])),
+    )
+    return rules, table
 
 
 def _epoch(value: datetime | None) -> float | None:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from redirect.agent import Agent, parse_agent
 from redirect.client import Address, parse_address
 from redirect.geo import UNKNOWN, Place
-from redirect.record import QUERY_SEPARATOR, LinkRecord, RuleTable, SplitTarget, prefix_bits
+from redirect.record import QUERY_SEPARATOR, LinkRecord, RuleTable, SplitTarget, mask_int, prefix_bits
 
 Locate = Callable[[str], Place]
 
@@ -161,37 +161,42 @@ def _fact_values(fact: str, visitor: Visitor) -> Iterable[str]:
     return ()
 
 
-def _holding(fact: str, table: RuleTable, visitor: Visitor) -> set[int]:
-    """Ids of the conditions reading ``fact`` that the visitor's value makes hold (before ``negated``)."""
-    held: set[int] = set()
+def _held(fact: str, table: RuleTable, visitor: Visitor) -> int:
+    """The conditions reading ``fact`` that the visitor's value makes hold (before negation), as a mask."""
+    held = 0
     if fact == "time":
         now = visitor.now
-        held.update(table.before_ids[bisect.bisect_right(table.before_at, now) :])
-        held.update(table.after_ids[: bisect.bisect_right(table.after_at, now)])
-        return held
+        # "before t" holds while now < t: the later instants; "after t" once now >= t: the earlier ones
+        k = bisect.bisect_right(table.before_at, now)
+        held = ((1 << (len(table.before_at) - k)) - 1) << (table.before_first + k)
+        return held | ((1 << bisect.bisect_right(table.after_at, now)) - 1) << table.after_first
     if fact == "query":
         present, pairs = table.facts.get("query", {}), table.facts.get("query=", {})
         for key, values in visitor.query.items():
-            held.update(present.get(key, ()))
+            if (mask := present.get(key)) is not None:
+                held |= int.from_bytes(mask[1], "little") << mask[0]
             if pairs:
                 for value in values:
-                    held.update(pairs.get(key + QUERY_SEPARATOR + value, ()))
+                    if (mask := pairs.get(key + QUERY_SEPARATOR + value)) is not None:
+                        held |= int.from_bytes(mask[1], "little") << mask[0]
         return held
     if fact == "ip":
         address = visitor.address
-        if address is None:
-            return held
-        networks = table.facts.get(f"ip{address.version}")
+        networks = table.facts.get(f"ip{address.version}") if address is not None else None
         if networks:
-            bits = prefix_bits(address)
+            # one probe per prefix length in the table (at most 33 or 129): bits[:p] is the network key
+            bits = prefix_bits(address)  # type: ignore[arg-type]
+            prefixes = table.ip4_prefixes if address.version == 4 else table.ip6_prefixes  # type: ignore[union-attr]
             get = networks.get
-            for prefix in table.ip4_prefixes if address.version == 4 else table.ip6_prefixes:
-                held.update(get(bits[:prefix], ()))
+            for mask in [get(bits[:p]) for p in prefixes]:
+                if mask is not None:
+                    held |= int.from_bytes(mask[1], "little") << mask[0]
         return held
     by_value = table.facts.get(fact)
     if by_value:
         for value in _fact_values(fact, visitor):
-            held.update(by_value.get(value, ()))
+            if (mask := by_value.get(value)) is not None:
+                held |= int.from_bytes(mask[1], "little") << mask[0]
     return held
 
 
@@ -200,17 +205,23 @@ def choose_rule(record: LinkRecord, visitor: Visitor) -> tuple[str, str] | None:
 
     The values were normalised and indexed when the record was built (``RuleTable``): a click
     computes each visitor fact at most once, when the first rule reading it is reached, and
-    tests a rule with one subset check, whatever the number of values in its conditions.
+    tests a rule with one mask, whatever the number of its conditions and values.
     """
     table = record.rule_table
     if table is None:
         return None
-    holding = set(table.negated)  # a negated condition holds until the visitor's fact says otherwise
+    holding = mask_int(table.negated)  # a negated condition holds until the visitor's fact says otherwise
+    failing = ~holding
     for index, rule in enumerate(record.rules):
-        for fact in rule.facts:
-            holding.symmetric_difference_update(_holding(fact, table, visitor))
-        if rule.conditions <= holding:
-            return rule.url, f"rule:{index}"
+        if rule.facts:
+            for fact in rule.facts:
+                holding ^= _held(fact, table, visitor)
+            failing = ~holding
+        if (failing >> rule.first) & ((1 << rule.count) - 1):
+            continue
+        if rule.timed[1] and mask_int(rule.timed) & failing:
+            continue
+        return rule.url, f"rule:{index}"
     return None
 
 
