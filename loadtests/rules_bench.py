@@ -17,6 +17,7 @@ the click on a link without rules (best of ``--rounds``). Prints a markdown sect
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, n_rules, conditions, size, total, cost in rows:
         print(f"| {name} | {n_rules} | {conditions} | {size:,} | {total:.1f} | {cost:.1f} |")
     worst = max(cost for *_, cost in rows)
-    print(f"\nWorst: {worst:.1f} µs per click ({'within' if worst < 50 else 'OVER'} the 50 µs budget).")
+    verdict = "within" if worst < 50 else "OVER"
+    print(f"\nWorst: {worst:.1f} µs per click ({verdict} the 50 µs budget); load average {os.getloadavg()[0]:.1f}.")
     return 0
 
 
