@@ -31,6 +31,7 @@ COUNTRY_CODES = frozenset(
     " SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE"
     " VG VI VN VU WF WS YE YT ZA ZM ZW XK".split()
 )
+IP_PREFIX_LENGTHS_MAX = 16  # per IP version, over a link's ip conditions (see _check_prefix_lengths)
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _HOST = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)*$")
 
@@ -126,7 +127,32 @@ def check_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:
     size = len(rules_json(out).encode())
     if size > RULES_MAX_BYTES:
         raise Problem("rules", f"the rules take {size} bytes as JSON; at most {RULES_MAX_BYTES} are allowed")
+    _check_prefix_lengths(out)
     return out
+
+
+def _check_prefix_lengths(rules: Sequence[Rule]) -> None:
+    """At most IP_PREFIX_LENGTHS_MAX prefix lengths per IP version in a link's ip conditions.
+
+    The edge looks a visitor's address up once per prefix length in use (``redirect.rules``):
+    /8, /16, /24, /32, /48, /56, /64 and /128 are the common ones; all 129 would cost a click
+    more than the whole rest of the largest rule set.
+    """
+    seen: dict[int, set[int]] = {4: set(), 6: set()}
+    for i, rule in enumerate(rules):
+        for j, cond in enumerate(rule.conditions):
+            if cond.type != "ip":
+                continue
+            for k, value in enumerate(_values(cond)):
+                net = ipaddress.ip_network(value, strict=False)
+                seen[net.version].add(net.prefixlen)
+                if len(seen[net.version]) > IP_PREFIX_LENGTHS_MAX:
+                    path = f"rules[{i}].conditions[{j}].value" + (f"[{k}]" if isinstance(cond.value, list) else "")
+                    raise Problem(
+                        path,
+                        f"a link's ip conditions may use at most {IP_PREFIX_LENGTHS_MAX} different"
+                        f" IPv{net.version} prefix lengths",
+                    )
 
 
 def check_split(split: Sequence[SplitTarget], settings: Settings) -> list[SplitTarget]:

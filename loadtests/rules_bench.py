@@ -102,12 +102,13 @@ def shape_long_values() -> list[Condition]:
 
 
 def shape_ip_prefixes() -> list[Condition]:
-    """Networks of every IPv6 and IPv4 prefix length: one lookup each for the visitor's address."""
-    nets = [f"ffff::/{p}" for p in range(1, 129)] + [f"255.0.0.0/{p}" for p in range(1, 33)]
+    """Networks of the most prefix lengths allowed (16 per IP version), one lookup each for the address."""
+    # 15 IPv6 lengths here and ::/0 among HOLDING make 16; 16 IPv4 lengths
+    nets = [f"2a00:1450:4007::/{p}" for p in range(33, 48)] + [f"255.0.0.0/{p}" for p in range(8, 24)]
 
     def first(r: int) -> list[Condition]:
         chunk = nets[r * 4 : r * 4 + 4]
-        return [{"type": "ip", "value": chunk, "not": True}] if chunk else []
+        return [{"type": "ip", "value": chunk}] if chunk else []  # the visitor is in the 2a00:1450:4007::/p ones
 
     return fill(first, HOLDING)
 
@@ -124,7 +125,7 @@ def shape_query_and_times() -> list[Condition]:
 SHAPES: dict[str, Callable[[], list[Condition]]] = {
     "short conditions, every fact": shape_many_conditions,
     "200-character values": shape_long_values,
-    "every IP prefix length": shape_ip_prefixes,
+    "16 IP prefix lengths per version": shape_ip_prefixes,
     "query pairs and instants": shape_query_and_times,
 }
 

@@ -87,3 +87,13 @@ async def test_the_caps_are_in_the_openapi_document(api: httpx.AsyncClient) -> N
     rules = schemas["LinkCreate"]["properties"]["rules"]
     assert rules["maxItems"] == 50 and rules["x-max-encoded-bytes"] == RULES_MAX_BYTES
     assert str(RULES_MAX_BYTES) in rules["description"]
+
+
+async def test_ip_conditions_may_use_at_most_16_prefix_lengths_per_version(api: httpx.AsyncClient) -> None:
+    v6 = [f"2001:db8::/{p}" for p in range(32, 48)]  # 16 lengths: accepted, with any number of IPv4 ones
+    ok = [rule([{"type": "ip", "value": v6}]), rule([{"type": "ip", "value": [f"10.0.0.0/{p}" for p in range(8, 24)]}])]
+    r = await api.post("/links", json={"url": "https://example.com/", "rules": ok})
+    assert r.status_code == 201, r.text
+    one_more = [*ok, rule([{"type": "ip", "value": ["10.9.0.0/16", "2001:db8::/64"]}], 2)]
+    r = await api.post("/links", json={"url": "https://example.com/", "rules": one_more})
+    assert details(r) == ["rules[2].conditions[0].value[1]"]
