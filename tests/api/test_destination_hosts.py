@@ -191,3 +191,12 @@ def test_a_stored_host_is_ascii_and_passes_the_checks_as_stored(host: str) -> No
     # the checks ran on this very form: checking it again changes nothing and refuses nothing
     assert check_destination(stored, PROPERTY_SETTINGS) == stored
     assert stored_host.rstrip(".") != "evil.com" and not stored_host.rstrip(".").endswith(".evil.com")
+
+
+async def test_a_referrer_condition_is_stored_in_the_ascii_form_browsers_send(
+    ctx: ServiceContext, workspace: Workspace
+) -> None:
+    rule = {"conditions": [{"type": "referrer", "value": "B\u00fccher\u3002example"}], "url": "https://ok.example/"}
+    link = await create_link(ctx, workspace.id, new(rules=[rule]))
+    condition = link.rules[0].conditions[0]
+    assert condition.value == "xn--bcher-kva.example"
