@@ -70,6 +70,7 @@ class Settings:
     api_public_url: str = ""
     geoip_path: str = field(default_factory=_default_geoip_path)
     cache_size: int = 100_000
+    cache_max_bytes: int = 256 * 1024 * 1024  # the edge's in-process cache, in bytes of records (see redirect.cache)
     cache_ttl_s: float = 60.0
     negative_ttl_s: float = 5.0
     # Uncached lookups per second that may reach Postgres and find nothing, per domain and per
@@ -315,6 +316,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
         ("H0P_MISS_BUDGET_DOMAIN", "miss_budget_domain", 0, 10**7),
         ("H0P_MISS_BUDGET_CLIENT", "miss_budget_client", 0, 10**7),
+        ("H0P_CACHE_MAX_BYTES", "cache_max_bytes", 0, 2**62),
         ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
         ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6),
         ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),

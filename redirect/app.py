@@ -50,7 +50,9 @@ class EdgeApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = EdgeMetrics()
-        self.cache = RecordCache(settings.cache_size, settings.cache_ttl_s, settings.negative_ttl_s)
+        self.cache = RecordCache(
+            settings.cache_size, settings.cache_ttl_s, settings.negative_ttl_s, settings.cache_max_bytes
+        )
         # Every call has a timeout and the pool a bound: a stalled Redis must not hold requests forever.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=32, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0

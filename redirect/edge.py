@@ -22,6 +22,7 @@ from redirect.agent import is_preview_fetcher
 from redirect.cache import MISSING
 from redirect.client import ClientAddress
 from redirect.geo import GeoLocator
+from redirect.hosts import ascii_host, ascii_url
 from redirect.metrics import EdgeMetrics
 from redirect.producer import ClickProducer
 from redirect.protect import Attempt, PasswordGate, read_cookie
@@ -58,18 +59,12 @@ RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 
 
 def location_bytes(url: str) -> bytes:
-    """A Location header value: ASCII only (IDN hosts as punycode, the rest percent-encoded)."""
+    """A Location header value: ASCII only (hosts in ``redirect.hosts`` form, the rest percent-encoded)."""
     if url.isascii() and url.isprintable() and " " not in url:
         return url.encode("ascii")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if host and not host.isascii():
-            netloc = parts.netloc.replace(host, host.encode("idna").decode("ascii"))
-            url = parts._replace(netloc=netloc).geturl()
-    except (ValueError, UnicodeError):
-        pass
-    return quote(url, safe=_SAFE_URL_CHARS).encode("ascii")
+    # the API's mapping (IDNA 2008 / UTS #46), not Python's "idna" codec (IDNA 2003): the host sent
+    # must be the host the API checked. ``_target`` refuses a URL whose host has no such form.
+    return quote(ascii_url(url) or url, safe=_SAFE_URL_CHARS).encode("ascii")
 
 
 class EdgeHandler:
@@ -101,7 +96,7 @@ class EdgeHandler:
         self.metrics = metrics
         self.outcome = metrics.requests
         self.clients = ClientAddress(settings.trusted_proxies)
-        self.blocked = tuple(settings.blocked_hosts)
+        self.blocked = tuple(ascii_host(h) or h for h in settings.blocked_hosts)
         self._targets: dict[str, tuple[bytes, bool]] = {}  # url -> (Location bytes, blocked)
         self._targets_bound = max(50_000, settings.cache_size)  # as many as the links the LRU holds
         self._hosts: dict[str, str] = {}  # Host header value -> slug namespace host
@@ -325,18 +320,18 @@ class EdgeHandler:
         self._hosts.clear()
 
     def _target(self, url: str) -> tuple[bytes, bool]:
-        if not self.blocked:  # nothing to check: the Location bytes alone (cheaper than the memo)
+        """(Location bytes, refused): refused when the host sent is blocked or has no ASCII form."""
+        if not self.blocked and url.isascii():  # sent as stored: the Location bytes alone (cheaper than the memo)
             return location_bytes(url), False
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) > self._targets_bound:
                 self._targets.clear()
-            try:
-                host = (urlsplit(url).hostname or "").rstrip(".")
-            except ValueError:
-                host = ""
-            blocked = bool(host) and any(host == b or host.endswith("." + b) for b in self.blocked)
-            target = (location_bytes(url), blocked)
+            sent = ascii_url(url)
+            # the check runs on exactly the host that goes out; a %-escape in it a browser would decode
+            host = (urlsplit(sent).hostname or "").rstrip(".") if sent is not None else ""
+            blocked = sent is None or "%" in host or any(host == b or host.endswith("." + b) for b in self.blocked)
+            target = (location_bytes(sent or url), blocked)
             self._targets[url] = target
         return target
 

@@ -24,7 +24,7 @@ from api.link_rules import Problem, check_rules, check_split, rules_json, split_
 from api.schemas import LinkCreate, LinkUpdate
 from api.services.domains import live_claim
 from api.services.plans import Plan, require_feature
-from api.urls import destination_problem, normalise_domain, slug_problem
+from api.urls import UnsafeUrl, check_destination, normalise_domain, slug_problem
 from h0p_settings import Settings
 
 # Python attribute -> JSON name, for field paths in errors
@@ -40,9 +40,15 @@ _FILE_ID = re.compile(r"^file_[0-9A-Za-z]{10,40}$")
 _hasher = argon2.PasswordHasher()
 
 
-def _check_url(problems: list[dict[str, str]], name: str, value: str | None, settings: Settings) -> None:
-    if value is not None and (why := destination_problem(value, settings)):
-        problems.append({"path": JSON_NAMES[name], "message": why})
+def _check_url(problems: list[dict[str, str]], name: str, value: str | None, settings: Settings) -> str | None:
+    """The URL to store (its host in the ASCII form it was checked in), or the problem recorded."""
+    if value is None:
+        return None
+    try:
+        return check_destination(value, settings)
+    except UnsafeUrl as exc:
+        problems.append({"path": JSON_NAMES[name], "message": str(exc)})
+        return value
 
 
 def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -55,8 +61,7 @@ def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any
     out: dict[str, Any] = {}
     for name, value in fields.items():
         if name in ("url", "expired_url"):
-            _check_url(problems, name, value, settings)
-            out[name] = value
+            out[name] = _check_url(problems, name, value, settings)
         elif name == "slug":
             if value is not None and (why := slug_problem(value)):
                 problems.append({"path": "slug", "message": why})
@@ -64,9 +69,7 @@ def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any
         elif name == "domain":
             out[name] = normalise_domain(value) if value else None
         elif name == "og_image":
-            if value is not None and not _FILE_ID.match(value):
-                _check_url(problems, name, value, settings)
-            out[name] = value
+            out[name] = value if value is None or _FILE_ID.match(value) else _check_url(problems, name, value, settings)
         elif name == "expires_at":
             if value is not None and value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)  # a time without an offset is read as UTC

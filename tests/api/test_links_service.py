@@ -71,7 +71,9 @@ async def test_created_link_record_is_in_redis_for_the_edge(
         "https://example.com/page",
         301,
     )
-    assert record.rules[0].conditions[0].value == ("FR", "BE")  # normalised to ISO upper case
+    assert record.rule_table is not None  # countries normalised to ISO upper case, indexed for the edge
+    assert set(record.rule_table.facts["country"]) == {"FR", "BE"}
+    assert [r.url for r in record.rules] == ["https://example.fr/"]
     assert [t.weight for t in record.split] == [30, 70]
     assert record.utm == (("utm_source", "news"),)
     assert 0 < await redis.ttl(link_key(link.domain, "rec-1")) <= 7 * 24 * 3600
