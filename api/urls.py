@@ -117,15 +117,6 @@ def check_destination(url: str, settings: Settings) -> str:
     return stored
 
 
-def destination_problem(url: str, settings: Settings) -> str | None:
-    """Why a short link may not redirect to ``url``, or None if it may (``check_destination``)."""
-    try:
-        check_destination(url, settings)
-    except UnsafeUrl as exc:
-        return str(exc)
-    return None
-
-
 def check_host(host: str, settings: Settings) -> str:
     """The host's ASCII form if a destination may use it; UnsafeUrl if it has none, is blocked or not public."""
     mapped = ascii_host(host)

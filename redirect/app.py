@@ -1,6 +1,6 @@
 """The edge process: the plain-ASGI hot path in front, Starlette for its own endpoints and lifespan.
 
-``/healthz`` (process up), ``/readyz`` (Redis and broker reachable) and ``/favicon.ico`` are
+``/healthz`` (process up), ``/readyz`` (links can be looked up: Redis or Postgres) and ``/favicon.ico`` are
 answered by Starlette; every other path is a short link. ``/metrics`` (Prometheus) is served on
 its own address (``H0P_EDGE_METRICS_HOST``:``H0P_EDGE_METRICS_PORT``, loopback by default), never
 on the public port. The lifespan owns every background task: the Redis batcher, the
@@ -160,16 +160,20 @@ class EdgeApp:
         return PlainTextResponse("ok")
 
     async def readyz(self, _request: Request) -> Response:
+        # Ready while links can be looked up: Redis, or else Postgres. A broker outage only
+        # spools click events, and every edge shares Redis and the broker: failing on either
+        # would take every edge out of its load balancer at once, for an outage that costs
+        # no redirect. Those are named in the body (and in /metrics), still with 200.
         problems = []
         try:
             await asyncio.wait_for(self.redis.ping(), 1.0)
         except REDIS_ERRORS:
-            problems.append("redis unreachable")
+            if not await self.postgres.reachable():
+                return PlainTextResponse("redis and postgres unreachable: no link can be looked up", 503)
+            problems.append("redis unreachable (links read from postgres)")
         if self.producer.enabled and not await self.producer.broker_reachable():
             problems.append("broker unreachable (click events spooled)")
-        if problems:
-            return PlainTextResponse("\n".join(problems), status_code=503)
-        return PlainTextResponse("ready")
+        return PlainTextResponse("ready" + "".join(f"\ndegraded: {p}" for p in problems))
 
     def render_metrics(self) -> bytes:
         self.metrics.spool_bytes.set(self.producer.spool.pending_bytes())

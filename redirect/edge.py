@@ -238,7 +238,7 @@ class EdgeHandler:
             url = record.expired_url or (domain_record.expired_url if domain_record else None)
             self.outcome["expired"].inc()
             self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
-            return _redirect(302, self._target(url)[0]) if url else page_reply(410, pages.EXPIRED)
+            return self._fallback(url, page_reply(410, pages.EXPIRED))
         if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
             # The password and the blocked list come first: a card must not show what they hide.
             locked = bool(record.password_hash) and not self.gate.unlocked(record, headers.cookie)
@@ -335,13 +335,21 @@ class EdgeHandler:
             self._targets[url] = target
         return target
 
+    def _fallback(self, url: str | None, otherwise: Reply) -> Reply:
+        """A redirect to a link's or domain's fallback URL, refused as any destination would be."""
+        if not url:
+            return otherwise
+        location, blocked = self._target(url)
+        if blocked:
+            self.outcome["blocked"].inc()
+            return page_reply(403, pages.blocked_page(url))
+        return _redirect(302, location)
+
     # -- other answers ------------------------------------------------------------------------
 
     def _root(self, domain: str, record: DomainRecord | None) -> Reply:
         self.outcome["root"].inc()
-        if record is not None and record.root_url:
-            return _redirect(302, self._target(record.root_url)[0])
-        return page_reply(200, pages.root_page(domain))
+        return self._fallback(record.root_url if record else None, page_reply(200, pages.root_page(domain)))
 
     def _not_found(
         self, method: str, domain: str, slug: str, domain_record: DomainRecord | None, headers: Headers,
@@ -353,7 +361,7 @@ class EdgeHandler:
         query, qr = strip_marker(query_string.decode("latin-1"))
         ip = self.clients.resolve(peer, headers.forwarded_for)
         self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
-        return _redirect(302, self._target(url)[0]) if url else page_reply(404, pages.NOT_FOUND)
+        return self._fallback(url, page_reply(404, pages.NOT_FOUND))
 
     def _preview(self, domain: str, slug: str, record: LinkRecord, *, show_destination: bool) -> Reply:
         self.outcome["preview"].inc()

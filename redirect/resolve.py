@@ -135,6 +135,15 @@ class PostgresReader:
         row = await pool.fetchrow(rec.DOMAIN_QUERY, key[len("h0p:d:") :], timeout=2.0)
         return None if row is None else rec.domain_record_from_row(row)
 
+    async def reachable(self) -> bool:
+        """Whether Postgres answers a trivial query within a second."""
+        try:
+            pool = await self._get_pool()
+            await pool.fetchval("SELECT 1", timeout=1.0)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
     async def verified_hosts(self) -> list[str]:
         """Every verified custom domain's host name."""
         pool = await self._get_pool()

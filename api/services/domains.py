@@ -31,8 +31,9 @@ from api.schemas import DnsRecord, Domain, DomainCreate, DomainList, DomainUpdat
 from api.services.context import ServiceContext
 from api.services.plans import require_below, require_feature
 from api.services.workspaces import workspace_plan
-from api.urls import UnsafeUrl, destination_problem, host_address, normalise_domain
+from api.urls import UnsafeUrl, check_destination, host_address, normalise_domain
 from h0p_settings import Settings
+from redirect.hosts import ascii_host
 
 CHALLENGE_PREFIX = "_h0p-challenge"
 TOKEN_PREFIX = "h0p-verify="
@@ -75,10 +76,9 @@ async def _drop_claims(conn: asyncpg.Connection, host: str, condition: str, *arg
 
 
 def _check_hostname(raw: str, settings: Settings) -> str:
-    try:
-        host = normalise_domain(raw).encode("idna").decode("ascii")
-    except UnicodeError:
-        raise field_error("domain", "not a valid domain name") from None
+    host = ascii_host(normalise_domain(raw)) or ""  # the form browsers look up (IDNA 2008 / UTS #46)
+    if not host:
+        raise field_error("domain", "not a valid domain name")
     labels = host.split(".")
     if len(labels) < 2 or len(host) > 253 or not all(_LABEL.match(label) for label in labels):
         raise field_error("domain", "a domain is a host name such as 'go.example.com'")
@@ -119,11 +119,14 @@ def _domain(row: asyncpg.Record, settings: Settings) -> Domain:
 
 
 def _check_urls(values: dict[str, Any], settings: Settings) -> None:
-    problems = [
-        {"path": _URL_FIELDS[name], "message": why}
-        for name, value in values.items()
-        if value is not None and (why := destination_problem(value, settings))
-    ]
+    """Each URL checked as a link destination and replaced by the form to store (ASCII host)."""
+    problems = []
+    for name, value in values.items():
+        if value is not None:
+            try:
+                values[name] = check_destination(value, settings)
+            except UnsafeUrl as exc:
+                problems.append({"path": _URL_FIELDS[name], "message": str(exc)})
     if problems:
         raise ValidationFailed(problems)
 

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.errors import ValidationFailed
-from api.schemas import LinkCreate
+from api.schemas import DomainCreate, DomainUpdate, LinkCreate
 from api.services.context import ServiceContext
+from api.services.domains import add_domain, update_domain
 from api.services.links import create_link
 from api.services.workspaces import Workspace
 from api.urls import UnsafeUrl, check_destination
@@ -200,3 +201,32 @@ async def test_a_referrer_condition_is_stored_in_the_ascii_form_browsers_send(
     link = await create_link(ctx, workspace.id, new(rules=[rule]))
     condition = link.rules[0].conditions[0]
     assert condition.value == "xn--bcher-kva.example"
+
+
+async def test_a_domains_name_and_fallback_urls_are_stored_in_the_idna_2008_ascii_form(
+    ctx: ServiceContext, workspace: Workspace
+) -> None:
+    # IDNA 2003 (Python's codec) made faß into fass: a different host from the one browsers reach
+    create = msgspec.convert(
+        {"domain": "go.fa\u00df.example", "rootUrl": "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/home",
+         "notFoundUrl": "https://b\u00fccher.example/404"},
+        DomainCreate,
+    )  # fmt: skip
+    domain = await add_domain(ctx, workspace.id, create)
+    assert domain.domain == "go.xn--fa-hia.example"
+    assert (domain.root_url, domain.not_found_url) == ("https://example.com/home", "https://xn--bcher-kva.example/404")
+    update = msgspec.convert(
+        {"expiredUrl": "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/gone"}, DomainUpdate
+    )
+    assert (await update_domain(ctx, workspace.id, domain.id, update)).expired_url == "https://example.com/gone"
+
+
+async def test_a_domains_fallback_url_to_a_look_alike_of_a_blocked_host_is_refused(
+    ctx: ServiceContext, workspace: Workspace
+) -> None:
+    create = msgspec.convert(
+        {"domain": "go.brand.example", "rootUrl": "https://\uff45\uff56\uff49\uff4c.com/"}, DomainCreate
+    )
+    with pytest.raises(ValidationFailed) as refused:
+        await add_domain(blocking(ctx, "evil.com"), workspace.id, create)
+    assert paths(refused.value) == ["rootUrl"]

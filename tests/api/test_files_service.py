@@ -279,5 +279,6 @@ async def test_a_png_whose_metadata_mentions_svg_is_still_an_image(ctx: ServiceC
 async def test_a_file_id_with_a_nul_character_is_not_found(ctx: ServiceContext, ws: str) -> None:
     with pytest.raises(NotFound):
         await files.get_file(ctx, ws, "file_\x00")
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as caught:
         await files.load_logo(ctx, ws, "file_\x00")
+    assert [d["path"] for d in caught.value.details or []] == ["logo"]

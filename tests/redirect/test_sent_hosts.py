@@ -6,15 +6,18 @@ stored them: the edge must not trust that the host was checked in its ASCII form
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
+import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h0p_settings import Settings
 from redirect.edge import location_bytes
 from redirect.hosts import ascii_host
-from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, unique
+from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, unique, write_domain
 
 
 async def test_a_stored_link_to_a_full_width_blocked_host_is_not_redirected(
@@ -59,3 +62,23 @@ def test_the_location_host_is_the_mapped_host(host: str) -> None:
         return
     location = location_bytes(f"https://{host}/p").decode("ascii")
     assert location == f"https://{mapped}/p"
+
+
+async def test_fallback_urls_to_a_blocked_host_are_refused_like_destinations(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker, pool: asyncpg.Pool, redis: aioredis.Redis,
+    workspace_id: str,
+) -> None:  # fmt: skip
+    # A link's expired URL, a domain's root and not-found URLs: blocked after they were stored.
+    slug, host = unique("exp"), f"{unique('fb')}.example".lower()
+    past = datetime.now(UTC) - timedelta(hours=1)
+    await make_link("https://example.com/ok", slug=slug, expires_at=past, expired_url="https://evil.com/after")
+    await write_domain(
+        pool, redis, workspace_id, host, root_url="https://evil.com/root", not_found_url="https://evil.com/404"
+    )
+    async with edge_client(edge_settings(settings, tmp_path, blocked_hosts=("evil.com",))) as (_, client):
+        answers = [
+            await client.get(f"/{slug}"),
+            await client.get("/", headers={"host": host}),
+            await client.get(f"/{unique('none')}", headers={"host": host}),
+        ]
+    assert [(r.status_code, "location" in r.headers) for r in answers] == [(403, False)] * 3
