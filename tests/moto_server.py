@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import subprocess
 import sys
 import time
+from typing import Any
 
+import boto3
 import httpx
 
 from tests.services import free_port
@@ -48,15 +51,33 @@ class MotoServer:
             self.proc.wait(timeout=10)
             self.proc = None
 
-    def new_bucket(self) -> str:
-        """A new empty bucket (moto accepts unsigned requests); its name."""
-        name = f"h0p-test-{os.getpid()}-{next(_buckets)}"
-        r = httpx.put(f"{self.endpoint}/{name}", timeout=10)
-        r.raise_for_status()
+    @functools.cached_property
+    def client(self) -> Any:
+        """A real S3 client (boto3, which moto brings) of this server: signed requests, like any S3 tool."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="moto-test-key",
+            aws_secret_access_key="moto-test-secret",
+        )
+
+    def new_bucket(self, name: str | None = None) -> str:
+        """A new empty bucket (named ``name``, or a new name); its name."""
+        name = name or f"h0p-test-{os.getpid()}-{next(_buckets)}"
+        self.client.create_bucket(Bucket=name)
         return name
 
     def objects(self, bucket: str) -> list[str]:
-        """The keys in ``bucket``, read over the S3 protocol (ListObjectsV2)."""
-        r = httpx.get(f"{self.endpoint}/{bucket}", params={"list-type": "2"}, timeout=10)
-        r.raise_for_status()
-        return [k.split("</Key>")[0] for k in r.text.split("<Key>")[1:]]
+        """The keys in ``bucket`` (ListObjectsV2)."""
+        return [o["Key"] for o in self.client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def anonymous_get(self, bucket: str, key: str) -> int:
+        """The status of an unsigned GET of the object (what a browser given a bucket URL would get)."""
+        return httpx.get(f"{self.endpoint}/{bucket}/{key}", timeout=10).status_code
