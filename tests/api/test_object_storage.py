@@ -116,6 +116,8 @@ async def test_an_upload_is_an_object_in_the_disk_layout_under_the_prefix_and_de
     assert not file_storage.LocalFileStorage(ctx.settings.files_dir).path_for(info.sha256).exists()
     await files.delete_file(s3, workspace.id, info.id)
     assert moto_server.objects(bucket) == []
+    with pytest.raises(ValueError, match="not a content key"):  # a key never becomes another object's name
+        await files.storage_for(s3.settings).get(f"../other/{info.sha256}")
 
 
 async def test_files_copied_from_the_disk_layout_into_the_bucket_are_served_from_s3(
