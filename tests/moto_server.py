@@ -10,7 +10,6 @@ import sys
 import time
 from typing import Any
 
-import boto3
 import httpx
 
 from tests.services import free_port
@@ -54,6 +53,8 @@ class MotoServer:
     @functools.cached_property
     def client(self) -> Any:
         """A real S3 client (boto3, which moto brings) of this server: signed requests, like any S3 tool."""
+        import boto3  # only where a bucket is used: every API test imports this module
+
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
