@@ -63,6 +63,15 @@ class Settings:
     secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
     spool_dir: str = "var/spool"
     files_dir: str = "var/files"
+    # Uploaded files on S3-compatible storage: "s3://bucket/prefix"; "" = on local disk under files_dir.
+    files_url: str = ""
+    s3_endpoint_url: str = ""  # "" = AWS S3; http(s)://host:port for MinIO, R2, Ceph, moto …
+    s3_region: str = ""  # "" = AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    # Both "" = the standard AWS credential chain (AWS_* variables, web identity, instance role); never printed.
+    s3_access_key_id: str = field(default="", repr=False)
+    s3_secret_access_key: str = field(default="", repr=False)
+    # Longest one storage call may take (each attempt and its retries): an outage is a 503, not a hang.
+    s3_timeout_s: float = 10.0
     # Uploaded images: largest accepted upload, and total bytes per workspace (PLAN_LIMIT_REACHED above it).
     file_max_bytes: int = 5 * 1024 * 1024
     file_quota_bytes: int = 1024 * 1024 * 1024
@@ -236,6 +245,15 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _files_url(raw: str) -> str:
+    if not raw:
+        return ""  # local disk
+    parts = urlsplit(raw)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
+        raise SettingsError(f"H0P_FILES_URL={raw!r}: expected s3://bucket or s3://bucket/prefix (or empty: local disk)")
+    return raw.rstrip("/")
+
+
 def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     out = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
@@ -367,6 +385,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kw["file_max_bytes"] = _int("H0P_FILE_MAX_BYTES", v, 1, 2**31 - 1)
     if (v := get("H0P_FILE_QUOTA_BYTES")) is not None:
         kw["file_quota_bytes"] = _int("H0P_FILE_QUOTA_BYTES", v, 0, 2**62)
+    if (v := get("H0P_FILES_URL")) is not None:
+        kw["files_url"] = _files_url(v)
+    if (v := get("H0P_S3_ENDPOINT_URL")) is not None:
+        kw["s3_endpoint_url"] = _url("H0P_S3_ENDPOINT_URL", v, ("http", "https")).rstrip("/") if v else ""
+    for name, key in (
+        ("H0P_S3_REGION", "s3_region"),
+        ("H0P_S3_ACCESS_KEY_ID", "s3_access_key_id"),
+        ("H0P_S3_SECRET_ACCESS_KEY", "s3_secret_access_key"),
+    ):
+        if (v := get(name)) is not None:
+            kw[key] = v
+    if bool(kw.get("s3_access_key_id")) != bool(kw.get("s3_secret_access_key")):
+        raise SettingsError("H0P_S3_ACCESS_KEY_ID and H0P_S3_SECRET_ACCESS_KEY are set together or not at all")
+    if (v := get("H0P_S3_TIMEOUT_S")) is not None:
+        kw["s3_timeout_s"] = _float("H0P_S3_TIMEOUT_S", v, 0.1)
     if (v := get("H0P_API_PUBLIC_URL")) is not None:
         kw["api_public_url"] = _url("H0P_API_PUBLIC_URL", v, ("http", "https")).rstrip("/") if v else ""
     if (v := get("H0P_PLANS")) is not None:

@@ -77,6 +77,12 @@ class QueryTimedOut(H0pError):
     default_message = "the query took too long"
 
 
+class StorageUnavailable(H0pError):
+    """The file storage (S3) could not be reached in time; the request changed nothing and may be retried."""
+
+    default_message = "the file storage is unavailable; try again later"
+
+
 class InternalError(H0pError):
     default_message = "something went wrong on our end"
 
@@ -93,6 +99,7 @@ ERROR_TABLE: dict[type[H0pError], tuple[int, str]] = {
     AlreadyExists: (409, "ALREADY_EXIST"),
     RateLimited: (429, "RATE_LIMITED"),
     QueryTimedOut: (503, "QUERY_TIMEOUT"),
+    StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     InternalError: (500, "INTERNAL_ERROR"),
 }
 

@@ -31,7 +31,7 @@ _STATUS_TEXT = {
     409: "Conflict - the resource already exists",
     429: "Too Many Requests - rate limit exceeded",
     500: "Server Error - something went wrong on our end",
-    503: "Service Unavailable - the query took too long; narrow it or try again",
+    503: "Service Unavailable - the query took too long (narrow it) or the file storage did not answer; try again",
 }
 # Either scheme authenticates a request (api/auth.py reads both): OR-ed alternatives in OpenAPI.
 SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearerAuth": []}]
