@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from redirect.agent import Agent, normalise_browser, normalise_os, parse_agent
+from redirect.agent import Agent, normalise_browser, normalise_device, normalise_os, parse_agent
 from redirect.client import Address, parse_address
 from redirect.geo import UNKNOWN, Place
 from redirect.record import Condition, LinkRecord, SplitTarget
@@ -161,7 +161,7 @@ def _test(condition: Condition, visitor: Visitor) -> bool:
             return False
         return not values or any(v in present for v in values)
     if kind == "device":
-        return visitor.agent.device in {v.lower() for v in values}
+        return visitor.agent.device in {normalise_device(v) for v in values}
     if kind == "os":
         return visitor.agent.os in {normalise_os(v) for v in values}
     if kind == "browser":
