@@ -27,7 +27,12 @@ class Agent(NamedTuple):
 # "facebookexternalhit" and "Twitterbot".
 _FETCHER = re.compile("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")))
 _BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
-_OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}
+# "ipados": uap-core (and so analytics) reports iPads as iOS; "web0s": uap-core's spelling of webOS,
+# kept for rules written against it
+_OS_ALIASES = {
+    "macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows", "ipados": "ios",
+    "web0s": "webos",
+}  # fmt: skip
 
 
 def normalise_os(name: str) -> str:

@@ -56,7 +56,22 @@ _GENERIC_BOT = (
     "page speed", "transcoder", "observatory", "validator", "checker", "audit", "apachebench",
     "request-promise", "${", "<?", "{{",
 )  # fmt: skip
-_BOT_TOKENS = re.compile("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, *SCRIPTED_CLIENTS, *_GENERIC_BOT)))
+
+
+class _Tokens:
+    """A case-insensitive regex run by ua-parser-rs's Rust engine: linear time and ~10x faster than ``re``
+    on these long alternations (each ``re`` search here cost 20-80 µs, a first sight of an agent 330 µs)."""
+
+    __slots__ = ("_extractor",)
+
+    def __init__(self, pattern: str) -> None:
+        self._extractor = ua_parser_rs.DeviceExtractor([(pattern, "i", "match", None, None)])
+
+    def search(self, ua: str) -> bool:
+        return self._extractor.extract(ua) is not None
+
+
+_BOT_TOKENS = _Tokens("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, *SCRIPTED_CLIENTS, *_GENERIC_BOT)))
 
 
 def _crawler_patterns() -> ua_parser_rs.UserAgentExtractor:
@@ -69,43 +84,37 @@ def _crawler_patterns() -> ua_parser_rs.UserAgentExtractor:
 _CRAWLERS = _crawler_patterns()
 _PARSER = Parser(Resolver(load_lazy_builtins()))
 
-_CONSOLE = re.compile(
+_CONSOLE = _Tokens(
     r"playstation|xbox|nintendo|\bwiiu?\b|ouya|dreamcast|\bpsp\b|ps vita|steamdeck|retroid|\bRG\d{3}[A-Z]?\b|"
-    r"razer edge|\bshield(?! android tv)\b|; switch(?: oled)?\)|gamepad|jxd_|\bps[345]\b|sega|anbernic|ayaneo",
-    re.I,
+    r"razer edge|\bshield build/|; switch(?: oled)?\)|gamepad|jxd_|\bps[345]\b|sega|anbernic|ayaneo",
 )
-_TV = re.compile(
+_TV = _Tokens(
     r"smart-?tv|hbbtv|apple ?tv|appletv|crkey|google ?tv|android ?tv|bravia|roku|web0s|webos.*tv|netcast|"
     r"tizen.*\btv\b|\btv\b.*tizen|opera tv|inettvbrowser|philipstv|\bviera\b|aquos|large screen|andr0id|"
     r"\(lite\) tv|kylo|espial|firebolt|\bstb|set-?top|mibox|\bdtv\b|\bh?tv\)|; tv;| tv$|_tv_|\btv[-_ ]?box|"
     r"\bAFT[A-Z]{1,4}\d?|\bTV Safari\b|smarttv|vidaa|\btvos\b|chromecast|freebox|dlna|android box|\batv\b|"
     r"\bmxq|\bt95|\bx96|\bh96|\bhk1\b|a95x|zidoo|mecool|beelink|linkbox|dune ?hd|ce-html|netrange|tpapi|"
     r"libvlc|; (?:[A-Z]+_)?[2-9]\d[A-Z]{1,5}\d{2,4}[A-Z0-9_-]*(?: Build|\))",
-    re.I,
 )
-_TABLET = re.compile(
+_TABLET = _Tokens(
     r"ipad|tablet|kindle|silk/|playbook|nexus (?:7|9|10)\b|\bsm-[tpx]\d|lenovo tab|mediapad|matepad|xoom|"
     r"\bgt-p\d|\bsch-i800|\btouchpad\b|\bKF[A-Z]{2,4}\b|/apad\b|[a-z]pad\b|\bpad\b|tab\b|\btab\d|\btb-?\d|"
     r"surftab|\b(?:bah|jdn|mon|btv|ags|kob|scm|cmr|dby|bzk|krj)\d?-",
-    re.I,
 )
-_MOBILE = re.compile(
+_MOBILE = _Tokens(
     r"mobile|iphone|ipod|windows phone|blackberry|\bbb10\b|opera mini|iemobile|symbian|series ?[46]0|"
     r"j2me|midp|kaios|\bmaui\b|nokia|up\.browser|palm|webos|obigo|netfront|\bucweb|teleca|brew",
-    re.I,
 )
 # Android builds for laptops and desktops
-_ANDROID_PC = re.compile(
+_ANDROID_PC = _Tokens(
     r"chromebook|crosarc|inspiron|travelmate|thinkpad|latitude|elitebook|probook|pavilion|\bcompaq\b|\bPC\)|"
     r"aspire|ideapad|vostro|optiplex",
-    re.I,
 )
 # desktop apps that name their platform without a browser's OS token (Office, GOG, git, feed readers)
-_DESKTOP = re.compile(
+_DESKTOP = _Tokens(
     r"darwin/.*\((?:x86_64|arm64)\)|power%20macintosh|macintosh|"
     r"\bdesktop\b|mac ?os|\bwin(?:dows|32|64|10|11)\b|\.windows\.|\blinux\b|\bx11\b|amiga|beos|haiku|morphos|"
     r"os/2|inferno|solaris|sunos|freebsd|openbsd|netbsd|\bunix\b",
-    re.I,
 )
 _MOBILE_OS = frozenset(
     {"iOS", "Android", "Windows Phone", "BlackBerry OS", "BlackBerry Tablet OS", "KaiOS", "Symbian OS",
@@ -113,6 +122,12 @@ _MOBILE_OS = frozenset(
      "Windows CE", "MeeGo", "Maemo", "HarmonyOS"}
 )  # fmt: skip
 _SPIDER_FAMILIES = frozenset({"Spider"})
+# uap-core spellings users would not type: LG's TV OS is "webOS" to its users (a filter os=webOS)
+_OS_RENAMES = {"Web0S": "webOS"}
+# Yandex's browsers (the most used browser family in Russia) that uap-core reads as the Chrome or
+# WebView they are built on; the label a person expects is the browser they opened
+_YANDEX = re.compile(r"\bYa(?:Search)?Browser/(\d+)(?:\.(\d+))?")
+_YANDEX_BASES = frozenset({"Chrome", "Chrome Mobile", "Chrome Mobile WebView", "YandexSearch", "Other"})
 _GENERIC_BRANDS = frozenset({"Spider", "Generic", "Generic_Android", "Generic_Android_Tablet", "Generic_Inettv"})
 
 
@@ -135,7 +150,7 @@ def is_bot_agent(ua: str) -> bool:
     """True for an empty user agent or one that names a crawler, preview fetcher or script."""
     if len(ua) < 10:
         return True  # empty or too short to be a browser ("-", "Mozilla", "test")
-    return _BOT_TOKENS.search(ua.lower()) is not None or _CRAWLERS.extract(ua) is not None
+    return _BOT_TOKENS.search(ua) or _CRAWLERS.extract(ua) is not None
 
 
 def device_class(ua: str, os_family: str, device_family: str, device_brand: str) -> str:
@@ -173,13 +188,19 @@ def classify(ua: str) -> VisitorAgent:
         device, bot = "bot", True
     brand = raw_brand if raw_brand not in _GENERIC_BRANDS else ""
     model = dev.model if dev is not None and dev.family != "Spider" and dev.model else ""
+    browser_family = browser.family if browser is not None and browser.family != "Other" else ""
+    browser_version = _version(browser.major, browser.minor) if browser is not None else ""
+    if (browser_family or "Other") in _YANDEX_BASES and "Browser/" in ua:
+        yandex = _YANDEX.search(ua)
+        if yandex is not None:
+            browser_family, browser_version = "Yandex Browser", _version(*yandex.groups())
     return VisitorAgent(
         device=device,
         device_brand=brand,
         device_model=model or "",
-        browser=browser.family if browser is not None and browser.family != "Other" else "",
-        browser_version=_version(browser.major, browser.minor) if browser is not None else "",
-        os=os_family,
+        browser=browser_family,
+        browser_version=browser_version,
+        os=_OS_RENAMES.get(os_family, os_family),
         os_version=_version(os_.major, os_.minor, os_.patch) if os_ is not None and os_family else "",
         bot=bot,
     )

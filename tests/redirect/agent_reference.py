@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, cast
 
 import yaml_rs
 
@@ -39,21 +40,26 @@ _MATOMO_TYPES = {
     "desktop": "desktop", "tv": "tv", "console": "console",
 }  # fmt: skip
 _ONE_FILE = ("bots.yml", "console.yml", "desktop.yml")
-# Matomo's OS and browser family names where uap-core spells the same thing differently
-_OS_NAMES = {"mac": "macos", "gnu/linux": "linux", "chromeos": "chromeos", "windowsmobile": "windowsmobile"}
+# Matomo's OS and browser names where uap-core spells the same thing differently (spelling only:
+# Matomo's "Fire OS" or "HarmonyOS" read as "Android" by uap-core stay disagreements)
+_OS_NAMES = {"mac": "macos", "gnu/linux": "linux", "ipados": "ios", "windowsmobile": "windowsphone"}
 _BROWSER_NAMES = {
     "internet explorer": "ie", "samsung browser": "samsung internet", "microsoft edge": "edge",
-    "android browser": "android", "opera mini": "opera mini", "huawei browser": "huawei browser",
+    "android browser": "android", "mi browser": "miuibrowser", "silk": "amazon silk",
+    "vivo browser": "vivobrowser", "heytapbrowser": "heytap browser", "qtwebengine": "qt web engine",
+    "puffin web browser": "puffin", "openwave browser": "up.browser", "dolphin": "dolfin",
+    "yandex browser lite": "yandex browser", "uc browser turbo": "uc browser",
 }  # fmt: skip
+_BROWSER_SAME = {("safari", "safari ui/wkwebview"), ("android", "safari"), ("chrome webview", "chrome")}
 
 
 @dataclass(frozen=True)
 class Labelled:
     ua: str
     device: str  # our class
-    os: str  # Matomo's OS family ("" when none)
+    os: str  # Matomo's OS name ("" when none)
     os_major: str
-    browser: str  # Matomo's browser family
+    browser: str  # Matomo's browser name ("" when the client is an app, not a browser)
     held_out: bool
 
 
@@ -70,7 +76,8 @@ def matomo_fixtures() -> Iterator[Labelled]:
         if path.name.startswith("clienthints"):
             continue
         number = re.search(r"-(\d+)\.yml$", path.name)
-        for index, entry in enumerate(yaml_rs.loads(path.read_text("utf-8"))):
+        entries = cast(list[dict[str, Any]], yaml_rs.loads(path.read_text("utf-8")))
+        for index, entry in enumerate(entries):
             ua = entry.get("user_agent")
             if not isinstance(ua, str):
                 continue
@@ -82,13 +89,14 @@ def matomo_fixtures() -> Iterator[Labelled]:
                     continue
             part = index if path.name in _ONE_FILE else int(number.group(1)) if number else 0
             os_ = entry.get("os") or {}
+            client = entry.get("client") or {}
             version = str(os_.get("version") or "")
             yield Labelled(
                 ua=ua,
                 device=device,
-                os=str(entry.get("os_family") or "") if os_ else "",
+                os=str(os_.get("name") or "") if os_ else "",
                 os_major=version.split(".")[0],
-                browser=str(entry.get("browser_family") or ""),
+                browser=str(client.get("name") or "") if client.get("type") == "browser" else "",
                 held_out=part % 2 == 1,
             )
 
@@ -119,7 +127,9 @@ def _same_os(ours: VisitorAgent, label: Labelled) -> bool:
 
 def _same_browser(ours: VisitorAgent, label: Labelled) -> bool:
     theirs = normalise_browser(label.browser)
-    return normalise_browser(ours.browser) == _BROWSER_NAMES.get(theirs, theirs)
+    theirs = _BROWSER_NAMES.get(theirs, theirs)
+    mine = normalise_browser(ours.browser)
+    return mine == theirs or (theirs, mine) in _BROWSER_SAME
 
 
 def accuracy_table(held_out: bool | None = True, agent: Callable[[str], VisitorAgent] = classify) -> list[Row]:

@@ -63,3 +63,30 @@ def test_an_agent_that_names_no_browser_os_or_device_is_a_bot_on_both_sides() ->
     for ua in ("My User Agent 1.0", "Request-Promise", "survey-security-dot-txt/0.1"):
         assert classify(ua).bot
         assert matches(Condition(type="device", value="bot"), Visitor(user_agent=ua))
+
+
+def test_every_preview_fetcher_the_edge_answers_with_a_preview_is_a_bot_in_analytics() -> None:
+    from redirect.agent import is_preview_fetcher
+    from redirect.events import PREVIEW_FETCHERS
+
+    fetchers = [ua for ua in crawler_instances() if is_preview_fetcher(ua)]
+    fetchers += [f"Mozilla/5.0 (compatible; {token}/1.0)" for token in PREVIEW_FETCHERS]
+    assert len(fetchers) > len(PREVIEW_FETCHERS)
+    assert [ua for ua in fetchers if not classify(ua).bot] == []
+
+
+def test_webos_and_ipados_rules_match_what_analytics_stores() -> None:
+    assert classify(LG_TV).os == "webOS"
+    assert matches(Condition(type="os", value="webOS"), Visitor(user_agent=LG_TV))
+    assert matches(Condition(type="os", value="Web0S"), Visitor(user_agent=LG_TV))
+    ipad = IPHONE.replace("iPhone; CPU iPhone OS", "iPad; CPU OS")
+    assert matches(Condition(type="os", value="iPadOS"), Visitor(user_agent=ipad))
+
+
+def test_yandex_browser_is_labelled_as_yandex_not_as_the_chrome_it_is_built_on() -> None:
+    ua = (
+        "Mozilla/5.0 (Linux; Android 14; TECNO LI9 Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko)"
+        " Version/4.0 Chrome/117.0.0.0 YaBrowser/22.8.1.94 (lite) Mobile Safari/537.36"
+    )
+    agent = classify(ua)
+    assert (agent.browser, agent.browser_version) == ("Yandex Browser", "22.8")
