@@ -39,7 +39,11 @@ class _Out(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class RuleCondition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    """One test; ``not: true`` negates it (a query condition without ``value`` means "present")."""
+    """One test; ``not: true`` negates it (a query condition without ``value`` means "present").
+
+    ``device``: desktop, mobile (or phone), tablet, tv, console, bot, other: the classes analytics
+    stores. ``os`` and ``browser`` compare loosely: "iOS", "ios" and "iPadOS" match an iPhone or iPad.
+    """
 
     type: ConditionType
     value: (

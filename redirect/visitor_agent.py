@@ -23,7 +23,6 @@ from ua_parser.regex import Resolver
 
 from redirect.events import PREVIEW_FETCHERS
 
-AGENT_VERSION = 2  # bump when a change reclassifies stored traffic (release note: analytics shift)
 
 # The device classes, spelled once: rules (`device=tablet`), analytics filters and the API docs.
 DEVICE_CLASSES = ("desktop", "mobile", "tablet", "tv", "console", "bot", "other")
