@@ -3,11 +3,13 @@
 Browser, OS, brand and model come from uap-core's regexes (``ua-parser`` with its Rust resolver);
 crawlers from the crawler-user-agents list (MIT, patterns of >1,500 bots), matched by the same Rust
 regex engine, plus the preview fetchers of the events contract and scripted clients. uap-core has no
-device *class*, so the form factor (desktop, mobile, tablet, tv, console) is decided here, from
-uap-core's device and OS and the tokens TV, console and tablet browsers send. Accuracy against
-Matomo's labelled fixtures is measured by ``tests/redirect/test_visitor_agent_reference.py``.
+device *class*, so the form factor (desktop, mobile, tablet, tv, console) is decided here: the
+tokens TV and console browsers send, then Matomo's per-brand, per-model device types
+(``redirect.device_models``) for what a model code is, then uap-core's OS and the "Mobile" token.
+Accuracy against Matomo's labelled fixtures: ``tests/redirect/test_visitor_agent_reference.py``.
 
-Leaf module: stdlib, ua-parser(-rs), crawler-user-agents and the events contract's fetcher list.
+Leaf module: stdlib, ua-parser(-rs), crawler-user-agents, ``redirect.device_models`` (Matomo's data)
+and the events contract's fetcher list.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import ua_parser_rs  # ua-parser's native resolver; its extractors also serve th
 from ua_parser import Domain, Parser, load_lazy_builtins
 from ua_parser.regex import Resolver
 
+from redirect.device_models import device_models
 from redirect.events import PREVIEW_FETCHERS
-
 
 # The device classes, spelled once: rules (`device=tablet`), analytics filters and the API docs.
 DEVICE_CLASSES = ("desktop", "mobile", "tablet", "tv", "console", "bot", "other")
@@ -82,6 +84,7 @@ def _crawler_patterns() -> ua_parser_rs.UserAgentExtractor:
 
 _CRAWLERS = _crawler_patterns()
 _PARSER = Parser(Resolver(load_lazy_builtins()))
+_MODELS = device_models()
 
 _CONSOLE = _Tokens(
     r"playstation|xbox|nintendo|\bwiiu?\b|ouya|dreamcast|\bpsp\b|ps vita|steamdeck|retroid|\bRG\d{3}[A-Z]?\b|"
@@ -120,6 +123,17 @@ _MOBILE_OS = frozenset(
      "Symbian^3", "Firefox OS", "Tizen", "webOS", "Bada", "Sailfish", "Ubuntu Touch", "Windows Mobile",
      "Windows CE", "MeeGo", "Maemo", "HarmonyOS"}
 )  # fmt: skip
+_DESKTOP_OS = frozenset(
+    {"Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "ChromeOS", "Fedora", "FreeBSD", "Debian", "OpenBSD",
+     "NetBSD", "Solaris", "Mint", "Arch Linux", "Gentoo", "Kubuntu", "Red Hat", "SUSE", "Slackware", "CentOS"}
+)  # fmt: skip
+# Matomo's device types in our classes (wearables, media players, cameras, car browsers: "other")
+_MATOMO_TYPES = {
+    "smartphone": "mobile", "phablet": "mobile", "feature phone": "mobile", "tablet": "tablet", "tv": "tv",
+    "console": "console", "desktop": "desktop", "wearable": "other", "portable media player": "other",
+    "smart display": "other", "camera": "other", "car browser": "other", "peripheral": "other",
+    "smart speaker": "other",
+}  # fmt: skip
 _SPIDER_FAMILIES = frozenset({"Spider"})
 # uap-core spellings users would not type: LG's TV OS is "webOS" to its users (a filter os=webOS)
 _OS_RENAMES = {"Web0S": "webOS"}
@@ -158,7 +172,16 @@ def device_class(ua: str, os_family: str, device_family: str, device_brand: str)
         return "console"
     if device_brand == "Generic_Inettv" or _TV.search(ua):
         return "tv"
-    if device_family == "iPad" or device_brand == "Generic_Android_Tablet" or _TABLET.search(ua):
+    if device_family == "iPad":
+        return "tablet"
+    if device_family.startswith(("iPhone", "iPod")):
+        return "mobile"
+    if os_family not in _DESKTOP_OS:
+        # which phone, tablet or TV box a model code is: Matomo's per-brand, per-model data
+        matomo = _MATOMO_TYPES.get(_MODELS.device_type(ua), "")
+        if matomo:
+            return matomo
+    if device_brand == "Generic_Android_Tablet" or _TABLET.search(ua):
         return "tablet"
     if os_family == "Android" and _ANDROID_PC.search(ua) and "mobile" not in ua.lower():
         return "desktop"
