@@ -32,6 +32,7 @@ import yaml_rs
 _PREFIX = r"(?<![A-Za-z0-9_\-])(?:"
 _RUST_PREFIX = r"(?:^|[^A-Za-z0-9_\-])(?:"
 _MIN_LITERAL = 3
+_FEW = 24  # keyless patterns tried one by one in ``re``; more go to one Rust regex set
 # Text nearly every user agent carries: a pattern keyed on it would be tried for every visitor
 _COMMON_TEXT = (
     "mozilla/5.0 (linux; u; android 10.0.0; en-us; wv) applewebkit/537.36 (khtml, like gecko) version/4.0 "
@@ -228,25 +229,31 @@ class _Prefiltered:
         literals: dict[str, list[int]] = {}
         self._always: list[int] = []
         rust: list[tuple[str, Literal["i"] | None, str | None, str | None, str | None]] = []
+        keyless: list[int] = []
         for index, pattern in enumerate(patterns):
             required = pattern_requirement(pattern.source)
-            if required is not None:
-                for lit in required:
-                    literals.setdefault(lit, []).append(index)
+            if required is None:
+                keyless.append(index)
                 continue
-            entry: tuple[str, Literal["i"] | None, str | None, str | None, str | None] = (
-                _RUST_PREFIX + pattern.source + ")",
-                "i",
-                str(index),
-                None,
-                None,
-            )
-            try:
-                ua_parser_rs.DeviceExtractor([entry])
-            except ValueError:
-                self._always.append(index)  # look-around: Python only
-            else:
-                rust.append(entry)
+            for lit in required:
+                literals.setdefault(lit, []).append(index)
+        if len(keyless) <= _FEW:
+            self._always = keyless  # a few ``re`` searches cost less than a Rust set's first use
+        else:
+            for index in keyless:
+                entry: tuple[str, Literal["i"] | None, str | None, str | None, str | None] = (
+                    _RUST_PREFIX + patterns[index].source + ")",
+                    "i",
+                    str(index),
+                    None,
+                    None,
+                )
+                try:
+                    ua_parser_rs.DeviceExtractor([entry])
+                except ValueError:
+                    self._always.append(index)  # look-around: Python only
+                else:
+                    rust.append(entry)
         self._rust = ua_parser_rs.DeviceExtractor(rust) if rust else None
         self._literals = list(literals)
         self._owners = [literals[lit] for lit in self._literals]

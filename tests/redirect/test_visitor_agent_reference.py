@@ -1,7 +1,7 @@
 """Accuracy of the user-agent classifier against outside labelled references (see agent_reference.py).
 
 The floors are what the classifier reaches on the held-out half today, so a change that makes it
-worse fails; the target is 95 % per class (tv is below it: 90.5 %) and at most 2 % of known
+worse fails; the target is 95 % per class (tv is below it: 92 %) and at most 2 % of known
 crawlers as people. The phone/tablet/tv split leans on Matomo's own device regexes
 (redirect/device_models.py), so those classes are not independent of the reference; the bot
 classes are (crawler-user-agents patterns, checked against Matomo's bot fixtures).
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 TARGET = 95.0
 # held-out half, per class: at least this many percent classified as Matomo labels them
 FLOORS = {
-    "mobile": 98.5, "tablet": 98.5, "desktop": 97.5, "tv": 90.0, "console": 96.0, "bot": 96.5,
+    "mobile": 98.5, "tablet": 99.0, "desktop": 97.5, "tv": 91.5, "console": 96.0, "bot": 96.5,
     "os family": 96.0, "os major version": 99.5, "browser family": 96.0,
 }  # fmt: skip
 
