@@ -22,6 +22,7 @@ from api import cache_sync
 from api.errors import AlreadyExists, Forbidden, NotFound, ValidationFailed, field_error
 from api.ids import new_id
 from api.schemas import DnsRecord, Domain, DomainCreate, DomainList, DomainUpdate, DomainVerification, PageQuery
+from api.services import webhooks
 from api.services.context import ServiceContext
 from api.services.plans import require_below, require_feature
 from api.services.workspaces import workspace_plan
@@ -184,12 +185,16 @@ async def verify_domain(ctx: ServiceContext, workspace_id: str, domain_id: str) 
     if problem is not None:
         return DomainVerification(verified=False, problem=problem, domain=_domain(row, ctx.settings))
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE domains SET verified_at = coalesce(verified_at, now()), updated_at = now() WHERE id = $1",
+        newly = await conn.fetchval(
+            "UPDATE domains d SET verified_at = coalesce(d.verified_at, now()), updated_at = now()"
+            " FROM (SELECT verified_at FROM domains WHERE id = $1 FOR UPDATE) AS before"
+            " WHERE d.id = $1 RETURNING before.verified_at IS NULL",
             domain_id,
         )
         outbox_id = await cache_sync.enqueue_domain(conn, row["hostname"])
         row = await _fetch(conn, workspace_id, domain_id)
+        if newly:
+            await webhooks.record_event(conn, workspace_id, "domain.verified", _domain(row, ctx.settings))
     await cache_sync.push(ctx, [outbox_id])
     return DomainVerification(verified=True, problem=None, domain=_domain(row, ctx.settings))
 
