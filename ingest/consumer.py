@@ -33,6 +33,7 @@ from ingest.enrich.row import Enricher, InvalidEvent, check_event, decode_event
 from ingest.links import LinkDirectory
 from ingest.metrics import MetricsServer
 from ingest.store import TRANSIENT_ERRORS, ClickStore
+from ingest.webhook_clicks import ClickSubscriptions
 from redirect.events import ClickEvent, UnknownVersion
 
 log = logging.getLogger("h0p.ingest")
@@ -80,6 +81,7 @@ class IngestConsumer:
         self._links = LinkDirectory()
         self._enricher = Enricher(settings, self._links)
         self._store = ClickStore(settings.database_url)
+        self._subscriptions = ClickSubscriptions()  # workspaces that want link.clicked webhooks
         self._dead = DeadLetters(settings)
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
             settings.kafka_topic,
@@ -189,6 +191,7 @@ class IngestConsumer:
 
     async def _load_links(self, pending: list[_Pending]) -> None:
         conn = await self._store.lookup_connection()
+        await self._subscriptions.refresh(conn)
         await self._links.load(
             conn,
             (p.event.link_id for p in pending if p.event.link_id is not None),
@@ -243,7 +246,7 @@ class IngestConsumer:
         # A row Postgres rejects (data error) would block the partition forever: split the
         # batch until the bad event is alone, dead-letter it, store the rest.
         try:
-            return await self._store.write([p.row for p in pending if p.row is not None])
+            return await self._store.write([p.row for p in pending if p.row is not None], self._subscriptions)
         except asyncpg.DataError as exc:  # a value the driver cannot encode (before TRANSIENT: a subclass)
             error: Exception = exc
         except TRANSIENT_ERRORS:
