@@ -71,6 +71,7 @@ _IDLE_S = 0.1  # how often an idle process looks for new events and due deliveri
 _RECORD_EVERY_S = 0.05
 _RECORD_BATCH = 500
 _PRUNE_EVERY_S = 60.0
+_MAINTENANCE_EVERY_S = 5.0  # backlog gauges sampled this often
 _BACKOFF_MAX_S = 5.0
 
 
@@ -208,19 +209,20 @@ class Dispatcher:
 
     async def _maintenance_loop(self, stop: asyncio.Event) -> None:
         last_prune = 0.0
+        every_s = min(_MAINTENANCE_EVERY_S, self.settings.webhook_retention_s / 2)
         while not stop.is_set():
             try:
                 row = await self.ctx.pool.fetchrow(BACKLOG_SQL)
                 self.stats.pending = row["pending"]
                 self.stats.oldest_pending_s = float(row["oldest_s"] or 0.0)
-                if time.monotonic() - last_prune > _PRUNE_EVERY_S:
+                if time.monotonic() - last_prune > min(_PRUNE_EVERY_S, self.settings.webhook_retention_s / 2):
                     last_prune = time.monotonic()
                     status = await self.ctx.pool.execute(PRUNE_SQL, self.settings.webhook_retention_s)
                     self.stats.pruned += int(status.split()[-1])
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("webhook maintenance failed (%s: %s)", type(exc).__name__, exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 5.0)
+                await asyncio.wait_for(stop.wait(), every_s)
 
 
 async def _serve(settings: Settings) -> None:

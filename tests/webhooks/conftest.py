@@ -16,7 +16,8 @@ from api.services.context import ServiceContext, close_context, open_context
 from api.services.keys import create_key
 from api.services.workspaces import Workspace, get_or_create_workspace
 from h0p_settings import Settings
-from tests.api.conftest import client_for, running
+from tests.api.conftest import client_for, dns_server, running
+from tests.api.dns_server import LoopbackDns
 from tests.webhooks.receiver import Receiver
 from webhooks.dispatcher import Dispatcher, DispatchStats
 from webhooks.outbound import delivery_client
@@ -24,11 +25,15 @@ from webhooks.outbound import delivery_client
 RETRY_SCHEDULE_S = (0.2, 0.2, 0.3, 0.3, 0.5, 0.5, 1.0)
 
 
+__all__ = ["dns_server"]  # the API tests' loopback DNS server, for domain verification
+
+
 @pytest.fixture(scope="session")
-def wh_settings(settings: Settings) -> Settings:
-    """Loopback receivers allowed, a short retry schedule, rate limits off."""
+def wh_settings(settings: Settings, dns_server: LoopbackDns) -> Settings:
+    """Loopback receivers allowed, a short retry schedule, rate limits off, DNS from the loopback server."""
     return dataclasses.replace(
         settings,
+        dns_resolver=dns_server.address,
         allow_private_targets=True,
         rate_limits_enabled=False,
         webhook_retry_schedule_s=RETRY_SCHEDULE_S,
