@@ -34,6 +34,7 @@ class Endpoint:
     status: int = 200
     delay_s: float = 0.0
     hold: asyncio.Event | None = None  # when set, a request waits until the event is set
+    held_status: int | None = None  # if set, a request that was held answers this and is not recorded
     received: list[Received] = field(default_factory=list)  # verified deliveries, in arrival order
     rejected: list[str] = field(default_factory=list)  # verification failures
     arrivals: int = 0  # requests that reached this endpoint, verified or not
@@ -68,6 +69,8 @@ class Receiver:
         headers = dict(request.headers)
         if ep.hold is not None:
             await ep.hold.wait()
+            if ep.held_status is not None:
+                return Response("dropped", status_code=ep.held_status)
         if ep.delay_s:
             await asyncio.sleep(ep.delay_s)
         if ep.status >= 300:
