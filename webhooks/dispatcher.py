@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -73,6 +74,8 @@ _RECORD_BATCH = 500
 _PRUNE_EVERY_S = 60.0
 _MAINTENANCE_EVERY_S = 5.0  # backlog gauges sampled this often
 _BACKOFF_MAX_S = 5.0
+_CLAIM_COALESCE_S = 0.005
+_MAX_CLIENTS = 1000  # endpoints with a connection pool kept open
 
 
 @dataclass(slots=True)
@@ -89,13 +92,22 @@ class DispatchStats:
     pruned: int = 0
 
 
-class Dispatcher:
-    """One delivery process. ``run(stop)`` until ``stop`` is set; in-flight attempts finish and are recorded."""
+ClientFactory = Callable[[], httpx.AsyncClient]
 
-    def __init__(self, ctx: ServiceContext, client: httpx.AsyncClient, stats: DispatchStats | None = None) -> None:
+
+class Dispatcher:
+    """One delivery process. ``run(stop)`` until ``stop`` is set; in-flight attempts finish and are recorded.
+
+    Each endpoint gets a client (connection pool) of its own, sized to its concurrency: a pool's
+    bookkeeping grows with its connections (httpcore scans them all per request), and one
+    endpoint's connections then never wait behind another's.
+    """
+
+    def __init__(self, ctx: ServiceContext, new_client: ClientFactory, stats: DispatchStats | None = None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.client = client
+        self._new_client = new_client
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self.stats = DispatchStats() if stats is None else stats
         self._inflight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,6 +125,9 @@ class Dispatcher:
         finally:
             if self._tasks:  # attempts in flight end within the timeout
                 await asyncio.wait(self._tasks)
+            for client in self._clients.values():
+                await client.aclose()
+            self._clients.clear()
             for task in loops:
                 task.cancel()
             for task in loops:
@@ -123,6 +138,8 @@ class Dispatcher:
     async def _send_loop(self, stop: asyncio.Event) -> None:
         delay = _IDLE_S
         while not stop.is_set():
+            # cleared before the claim: an attempt that ends during the query wakes the wait below
+            self._wake.clear()
             free = self.settings.webhook_concurrency - len(self._tasks)
             claimed: list[Claimed] = []
             if free > 0:
@@ -137,10 +154,11 @@ class Dispatcher:
                 task = asyncio.create_task(self._send(d))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if not claimed or len(claimed) >= free:
-                self._wake.clear()
+            if len(claimed) < free:  # all due work taken (or every endpoint at its cap): wait for news
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+                # let the attempts finishing about now free their slots too: one claim for many
+                await asyncio.sleep(_CLAIM_COALESCE_S)
 
     async def _claim(self, free: int) -> list[Claimed]:
         busy = [(w, n) for w, n in self._inflight.items() if n > 0]
@@ -154,9 +172,20 @@ class Dispatcher:
         )
         return [sender.claimed_from_row(r) for r in rows]
 
+    def _client(self, webhook_id: str) -> httpx.AsyncClient:
+        client = self._clients.get(webhook_id)
+        if client is None:
+            if len(self._clients) >= _MAX_CLIENTS:  # bounded: close the idle ones (reopened on use)
+                for idle in [w for w in self._clients if w not in self._inflight]:
+                    task = asyncio.create_task(self._clients.pop(idle).aclose())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            client = self._clients[webhook_id] = self._new_client()
+        return client
+
     async def _send(self, d: Claimed) -> None:
         try:
-            result = await sender.attempt(self.client, d, self.settings)
+            result = await sender.attempt(self._client(d.webhook_id), d, self.settings)
         finally:
             self._inflight[d.webhook_id] -= 1
             if self._inflight[d.webhook_id] <= 0:
@@ -246,9 +275,8 @@ async def _serve(settings: Settings) -> None:
             raise SystemExit(2) from None
     ctx = await open_context(settings, pool_size=8)
     try:
-        async with delivery_client(settings, max_connections=settings.webhook_concurrency) as client:
-            log.info("webhooks delivery process started")
-            await Dispatcher(ctx, client, stats).run(stop)
+        log.info("webhooks delivery process started")
+        await Dispatcher(ctx, lambda: delivery_client(settings, settings.webhook_endpoint_concurrency), stats).run(stop)
     finally:
         if metrics is not None:
             metrics.close()

@@ -19,7 +19,7 @@ from h0p_settings import Settings
 from tests.api.conftest import client_for, dns_server, running
 from tests.api.dns_server import LoopbackDns
 from tests.webhooks.receiver import Receiver
-from webhooks.dispatcher import Dispatcher, DispatchStats
+from webhooks.dispatcher import Dispatcher
 from webhooks.outbound import delivery_client
 
 RETRY_SCHEDULE_S = (0.2, 0.2, 0.3, 0.3, 0.5, 0.5, 1.0)
@@ -81,14 +81,13 @@ async def dispatching(settings: Settings) -> AsyncIterator[Dispatcher]:
     ctx = await open_context(settings, pool_size=4)
     stop = asyncio.Event()
     try:
-        async with delivery_client(settings, max_connections=settings.webhook_concurrency) as client:
-            dispatcher = Dispatcher(ctx, client, DispatchStats())
-            task = asyncio.create_task(dispatcher.run(stop))
-            try:
-                yield dispatcher
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 30)
+        dispatcher = Dispatcher(ctx, lambda: delivery_client(settings, settings.webhook_endpoint_concurrency))
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            yield dispatcher
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
     finally:
         await close_context(ctx)
 
