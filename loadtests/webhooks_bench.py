@@ -39,7 +39,7 @@ import orjson
 
 from api import db
 from api.ids import new_id
-from loadtests.e2e_bench import PROBE_DELAY_S, PROBE_LINK_ID, PROBE_SLUG, Probe, drain_warm_up, send_probes
+from loadtests.e2e_bench import PROBE_DELAY_S, PROBE_LINK_ID, PROBE_SLUG, SITE, Probe, drain_warm_up, send_probes
 from loadtests.edge_bench import (
     RUN_ID,
     WRK_SCRIPT,
@@ -57,7 +57,8 @@ from loadtests.wrk import WrkResult
 from tests.services import Broker, free_port
 from webhooks.signing import new_secret
 
-SITE = Site("wh")
+# The latency part uses the e2e bench's site (its probe and drain helpers address it); the run id
+# (this process's pid) keeps it apart from a concurrent e2e bench.
 TOPIC = f"bench-wh-clicks-{RUN_ID}"
 TARGET_RATE = 2000.0
 TARGET_P99_S = 3.0
@@ -165,9 +166,12 @@ def webhook_env(site: Site, **extra: str) -> dict[str, str]:
 async def insert_webhooks(
     conn: asyncpg.Connection, workspace_id: str, urls: list[str], link_ids: list[str] | None = None
 ) -> list[str]:
+    # includeBots: the probes come from a script (httpx's user agent), which ingest flags as a bot
     rows = [(new_id("wh"), workspace_id, url, ["link.clicked"], link_ids or [], new_secret()) for url in urls]
     await conn.executemany(
-        "INSERT INTO webhooks (id, workspace_id, url, events, link_ids, secret) VALUES ($1, $2, $3, $4, $5, $6)", rows
+        "INSERT INTO webhooks (id, workspace_id, url, events, link_ids, secret, include_bots)"
+        " VALUES ($1, $2, $3, $4, $5, $6, true)",
+        rows,
     )
     return [r[0] for r in rows]
 
@@ -336,6 +340,21 @@ def measure_latency(args: argparse.Namespace, tmp: Path, stack: ExitStack) -> La
 
     result = asyncio.run(run())
     run_latency = Latency(result, probes, receiver.received)
+
+    async def leftovers() -> str:
+        conn = await asyncpg.connect(SITE.database_url)
+        try:
+            events = await conn.fetchval("SELECT count(*) FROM webhook_events")
+            states = await conn.fetch("SELECT state, count(*) FROM webhook_deliveries GROUP BY 1")
+            probe_clicks = await conn.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", PROBE_LINK_ID)
+            return (
+                f"outbox events left: {events}; deliveries: {dict((r[0], r[1]) for r in states)}; "
+                f"probe clicks stored: {probe_clicks}"
+            )
+        finally:
+            await conn.close()
+
+    run_latency.notes.append(f"\nDeliveries received: {receiver.received:,}; {asyncio.run(leftovers())}.")
     for name, proc in (("ingest", ingest_proc), ("webhooks", sender)):
         if proc.poll() is not None:
             run_latency.notes.append(f"\n**{name} exited during the run** (exit code {proc.returncode}).")
@@ -373,7 +392,8 @@ def markdown(throughput: Throughput | None, latency: Latency | None, args: argpa
         lines += [
             f"link.clicked latency: the e2e bench's load ({args.links:,} links, one `h0p redirect` worker on core 0, "
             f"wrk -t1 -c{args.connections} on core 1, {args.duration:g} s) with one `h0p ingest` and one "
-            "`h0p webhooks`; one webhook subscribed to `link.clicked` of the probe link, in the load's workspace "
+            "`h0p webhooks`; one webhook subscribed to `link.clicked` of the probe link (bots included: the probe is a "
+            "script), in the load's workspace "
             "(ingest writes an event for every click; fan-out skips those out of scope). Latency = arrival at the "
             "receiver - the probe's redirect request sent.",
             "",
