@@ -21,6 +21,9 @@ def test_defaults_point_at_the_local_services() -> None:
         ("H0P_KAFKA_BOOTSTRAP", "localhost", "host:port"),
         ("H0P_TRUSTED_PROXIES", "10.0.0.0/8,nonsense", "'nonsense' is not an IP address"),
         ("H0P_RATE_LIMITS_ENABLED", "maybe", "expected true or false"),
+        ("H0P_WEBHOOK_RETRY_SCHEDULE_S", "5,soon", "comma-separated seconds"),
+        ("H0P_WEBHOOK_RETRY_SCHEDULE_S", "5,-1", "non-negative seconds"),
+        ("H0P_WEBHOOK_TIMEOUT_S", "0", "at least 0.1"),
     ],
 )
 def test_a_wrong_value_is_named_in_a_one_line_error(name: str, value: str, fragment: str) -> None:
@@ -34,3 +37,8 @@ def test_short_urls_carry_the_edge_port_only_for_a_local_default_domain() -> Non
     assert load_settings({}).short_url("localhost", "abc") == "http://localhost:8080/abc"
     prod = load_settings({"H0P_DEFAULT_DOMAIN": "h0p.link", "H0P_PUBLIC_SCHEME": "https"})
     assert prod.short_url("h0p.link", "abc") == "https://h0p.link/abc"
+
+
+def test_the_webhook_retry_schedule_is_comma_separated_seconds_defaulting_to_svixs() -> None:
+    assert load_settings({}).webhook_retry_schedule_s == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert load_settings({"H0P_WEBHOOK_RETRY_SCHEDULE_S": "0.5, 1,2"}).webhook_retry_schedule_s == (0.5, 1.0, 2.0)
