@@ -17,17 +17,16 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
-import httpx
 
 from api.services.context import ServiceContext, close_context, open_context
 from h0p_settings import Settings
 from webhooks import sender
 from webhooks.fanout import fan_out
-from webhooks.outbound import delivery_client
+from webhooks.outbound import delivery_session
 from webhooks.sender import AttemptResult, Claimed
 
 log = logging.getLogger("h0p.webhooks")
@@ -75,7 +74,6 @@ _PRUNE_EVERY_S = 60.0
 _MAINTENANCE_EVERY_S = 5.0  # backlog gauges sampled this often
 _BACKOFF_MAX_S = 5.0
 _CLAIM_COALESCE_S = 0.005
-_MAX_CLIENTS = 1000  # endpoints with a connection pool kept open
 
 
 @dataclass(slots=True)
@@ -92,22 +90,13 @@ class DispatchStats:
     pruned: int = 0
 
 
-ClientFactory = Callable[[], httpx.AsyncClient]
-
-
 class Dispatcher:
-    """One delivery process. ``run(stop)`` until ``stop`` is set; in-flight attempts finish and are recorded.
+    """One delivery process. ``run(stop)`` until ``stop`` is set; in-flight attempts finish and are recorded."""
 
-    Each endpoint gets a client (connection pool) of its own, sized to its concurrency: a pool's
-    bookkeeping grows with its connections (httpcore scans them all per request), and one
-    endpoint's connections then never wait behind another's.
-    """
-
-    def __init__(self, ctx: ServiceContext, new_client: ClientFactory, stats: DispatchStats | None = None) -> None:
+    def __init__(self, ctx: ServiceContext, session: aiohttp.ClientSession, stats: DispatchStats | None = None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self._new_client = new_client
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self.session = session
         self.stats = DispatchStats() if stats is None else stats
         self._inflight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -125,9 +114,6 @@ class Dispatcher:
         finally:
             if self._tasks:  # attempts in flight end within the timeout
                 await asyncio.wait(self._tasks)
-            for client in self._clients.values():
-                await client.aclose()
-            self._clients.clear()
             for task in loops:
                 task.cancel()
             for task in loops:
@@ -172,20 +158,9 @@ class Dispatcher:
         )
         return [sender.claimed_from_row(r) for r in rows]
 
-    def _client(self, webhook_id: str) -> httpx.AsyncClient:
-        client = self._clients.get(webhook_id)
-        if client is None:
-            if len(self._clients) >= _MAX_CLIENTS:  # bounded: close the idle ones (reopened on use)
-                for idle in [w for w in self._clients if w not in self._inflight]:
-                    task = asyncio.create_task(self._clients.pop(idle).aclose())
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            client = self._clients[webhook_id] = self._new_client()
-        return client
-
     async def _send(self, d: Claimed) -> None:
         try:
-            result = await sender.attempt(self._client(d.webhook_id), d, self.settings)
+            result = await sender.attempt(self.session, d, self.settings)
         finally:
             self._inflight[d.webhook_id] -= 1
             if self._inflight[d.webhook_id] <= 0:
@@ -275,8 +250,9 @@ async def _serve(settings: Settings) -> None:
             raise SystemExit(2) from None
     ctx = await open_context(settings, pool_size=8)
     try:
-        log.info("webhooks delivery process started")
-        await Dispatcher(ctx, lambda: delivery_client(settings, settings.webhook_endpoint_concurrency), stats).run(stop)
+        async with delivery_session(settings, settings.webhook_concurrency) as session:
+            log.info("webhooks delivery process started")
+            await Dispatcher(ctx, session, stats).run(stop)
     finally:
         if metrics is not None:
             metrics.close()

@@ -1,28 +1,26 @@
 """Outbound requests to customers' endpoints that can only reach public addresses.
 
-A name is resolved when a connection is opened, *every* address it resolves to is checked
-(``api.urls.check_host``, the same rule as link destinations), and the socket connects to the
-address that was checked: a DNS answer that changes between the check and the connect (DNS
-rebinding) cannot steer it to an internal one. TLS still verifies the certificate and sends
-SNI for the host name (httpcore starts TLS with the URL's host, not the address connected to).
+A name is resolved when a connection is opened (aiohttp's resolver hook, DNS cache off),
+*every* address it resolves to is checked (``api.urls.check_host``, the same rule as link
+destinations), and aiohttp connects to the addresses the resolver returned, the checked ones:
+a DNS answer that changes between the check and the connect (DNS rebinding) cannot steer it to
+an internal one. TLS still verifies the certificate and sends SNI for the host name. An address
+literal in the URL never reaches a resolver, so ``check_url_host`` checks it before the request.
 ``H0P_ALLOW_PRIVATE_TARGETS=true`` allows private addresses (intranets, tests).
-
-This module is the one door to httpcore's network backend (a private hook of httpx's
-transport); ``_check_httpx`` fails at start-up with one line if an upgrade moves it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
-import typing
 
+import aiohttp
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-import httpcore
-import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from api.urls import UnsafeUrl, check_host, host_address
 from h0p_settings import Settings
@@ -31,20 +29,19 @@ MAX_RESPONSE_BYTES = 64 * 1024
 DNS_TIMEOUT_S = 3.0
 
 
-class RefusedTarget(httpcore.ConnectError):
+class RefusedTarget(OSError):
     """The endpoint's host is (or resolves to) an address deliveries may not reach."""
 
-
-def _check_httpx() -> None:
-    transport = httpx.AsyncHTTPTransport()
-    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
-        raise RuntimeError(
-            f"httpx {httpx.__version__} no longer keeps an httpcore AsyncConnectionPool in AsyncHTTPTransport._pool;"
-            " webhooks/outbound.py must be adapted"
-        )
+    def __init__(self, message: str) -> None:
+        # errno + strerror: aiohttp shows an OSError's strerror in its connection errors
+        super().__init__(errno.EACCES, message)
 
 
-_check_httpx()
+class Unresolvable(OSError):
+    """The endpoint's host name does not resolve (now)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EHOSTUNREACH, message)
 
 
 def _resolver(settings: Settings) -> dns.asyncresolver.Resolver:
@@ -77,15 +74,15 @@ async def resolve(host: str, port: int, settings: Settings) -> list[str]:
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-                raise httpcore.ConnectError(f"DNS lookup of {host} failed ({type(exc).__name__})") from None
+                raise Unresolvable(f"DNS lookup of {host} failed ({type(exc).__name__})") from None
             found.extend(r.address for r in answer)
         if not found:
-            raise httpcore.ConnectError(f"{host} does not resolve")
+            raise Unresolvable(f"{host} does not resolve")
         return found
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise httpcore.ConnectError(f"{host} does not resolve ({exc.strerror})") from None
+        raise Unresolvable(f"{host} does not resolve ({exc.strerror})") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -98,54 +95,55 @@ def check_addresses(host: str, addresses: list[str], settings: Settings) -> None
             raise RefusedTarget(f"{host} resolves to {address}: {exc}") from None
 
 
-class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, but a TCP connect goes only to a checked address."""
+def check_url_host(host: str, settings: Settings) -> None:
+    """RefusedTarget for an address literal that may not be reached (names are checked at connect)."""
+    try:
+        literal = host_address(host)
+    except UnsafeUrl as exc:
+        raise RefusedTarget(str(exc)) from None
+    if literal is not None:
+        check_addresses(host, [str(literal)], settings)
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's resolver hook: a name's addresses, all checked, or RefusedTarget."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         addresses = await resolve(host, port, self._settings)
         check_addresses(host, addresses, self._settings)
-        return await self._inner.connect_tcp(
-            addresses[0], port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise RefusedTarget("unix sockets are not webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
-def delivery_client(settings: Settings, max_connections: int = 100) -> httpx.AsyncClient:
-    """The client deliveries are sent with: public targets only, no redirects, no proxies from the environment."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=PublicOnlyBackend(settings),
+def delivery_session(settings: Settings, max_connections: int = 100) -> aiohttp.ClientSession:
+    """The session deliveries are sent with: public targets only, no proxies from the environment, no DNS cache."""
+    connector = aiohttp.TCPConnector(
+        resolver=PublicOnlyResolver(settings),
+        use_dns_cache=False,  # every new connection resolves and checks again
+        limit=max_connections,
+        limit_per_host=0,  # the dispatcher bounds each endpoint's concurrency itself
     )
-    return httpx.AsyncClient(
-        transport=transport,
-        follow_redirects=False,
+    return aiohttp.ClientSession(
+        connector=connector,
         trust_env=False,
-        timeout=httpx.Timeout(settings.webhook_timeout_s),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_s),
         headers={"user-agent": "h0p-webhooks/1"},
     )

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import aiohttp
 import asyncpg
-import httpx
 import msgspec
+from yarl import URL
 
 from h0p_settings import Settings
-from webhooks.outbound import MAX_RESPONSE_BYTES
+from webhooks.outbound import MAX_RESPONSE_BYTES, check_url_host
 from webhooks.signing import signature_header
 
 RESPONSE_EXCERPT_BYTES = 1024
@@ -65,7 +66,7 @@ def envelope(event_type: str, occurred_at: datetime, data: bytes) -> bytes:
     return _encoder.encode(_Envelope(event_type, stamp, msgspec.Raw(data)))
 
 
-async def attempt(client: httpx.AsyncClient, d: Claimed, settings: Settings) -> AttemptResult:
+async def attempt(session: aiohttp.ClientSession, d: Claimed, settings: Settings) -> AttemptResult:
     """POST the delivery once; never raises for what the endpoint or the network did."""
     timestamp = int(time.time())
     headers = {
@@ -81,17 +82,19 @@ async def attempt(client: httpx.AsyncClient, d: Claimed, settings: Settings) -> 
     excerpt = b""
     try:
         async with asyncio.timeout(settings.webhook_timeout_s):
-            async with client.stream("POST", d.url, content=d.body, headers=headers) as response:
-                status = response.status_code
+            check_url_host(URL(d.url).raw_host or "", settings)
+            async with session.post(d.url, data=d.body, headers=headers, allow_redirects=False) as response:
+                status = response.status
                 received = bytearray()
-                async for chunk in response.aiter_raw():  # raw: no decompression of what we barely read
+                while len(received) < MAX_RESPONSE_BYTES:  # the rest is never read; the connection is dropped
+                    chunk = await response.content.read(MAX_RESPONSE_BYTES - len(received))
+                    if not chunk:
+                        break
                     received += chunk
-                    if len(received) >= MAX_RESPONSE_BYTES:
-                        break  # the rest is never read; the connection is closed, not reused
                 excerpt = bytes(received[:RESPONSE_EXCERPT_BYTES])
     except TimeoutError:
         status, error = None, f"timed out after {settings.webhook_timeout_s:g} s"
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
         if status is None:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     duration_ms = int((time.perf_counter() - started) * 1000)
@@ -214,12 +217,12 @@ def claimed_from_row(row: Any) -> Claimed:
     return Claimed(row["id"], row["webhook_id"], row["url"], list(row["secrets"]), row["body"].encode())
 
 
-async def send_now(pool: asyncpg.Pool, client: httpx.AsyncClient, delivery_id: str, settings: Settings) -> bool:
+async def send_now(pool: asyncpg.Pool, session: aiohttp.ClientSession, delivery_id: str, settings: Settings) -> bool:
     """Attempt one delivery at once (API: test, retry); False if another sender has it in flight."""
     row = await pool.fetchrow(LEASE_ONE_SQL, delivery_id, lease_seconds(settings))
     if row is None:
         return False
-    result = await attempt(client, claimed_from_row(row), settings)
+    result = await attempt(session, claimed_from_row(row), settings)
     async with pool.acquire() as conn:
         await record(conn, [result], settings)
     return True

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import httpcore
 import msgspec
 
 from api.errors import NotFound, field_error
@@ -35,7 +34,7 @@ from api.webhook_schemas import (
     WebhookWithSecret,
 )
 from webhooks import sender
-from webhooks.outbound import RefusedTarget, check_addresses, delivery_client, resolve
+from webhooks.outbound import RefusedTarget, Unresolvable, check_addresses, delivery_session, resolve
 from webhooks.signing import new_secret
 
 ROTATION_OVERLAP_S = 24 * 3600
@@ -100,7 +99,7 @@ async def check_endpoint_url(ctx: ServiceContext, url: str) -> None:
         addresses = await resolve(host, split.port or 443, ctx.settings)
     except RefusedTarget as exc:
         raise field_error("url", str(exc)) from None
-    except httpcore.ConnectError:  # unresolvable now: checked again at every connect
+    except Unresolvable:  # not now: checked again at every connect
         return
     try:
         check_addresses(host, addresses, ctx.settings)
@@ -270,8 +269,8 @@ async def _delivery_row(ctx: ServiceContext, workspace_id: str, webhook_id: str,
 
 
 async def _send_now(ctx: ServiceContext, delivery_id: str) -> None:
-    async with delivery_client(ctx.settings, max_connections=1) as client:
-        await sender.send_now(ctx.pool, client, delivery_id, ctx.settings)
+    async with delivery_session(ctx.settings, max_connections=1) as session:
+        await sender.send_now(ctx.pool, session, delivery_id, ctx.settings)
 
 
 async def test_webhook(ctx: ServiceContext, workspace_id: str, webhook_id: str) -> Delivery:

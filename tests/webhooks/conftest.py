@@ -20,7 +20,7 @@ from tests.api.conftest import client_for, dns_server, running
 from tests.api.dns_server import LoopbackDns
 from tests.webhooks.receiver import Receiver
 from webhooks.dispatcher import Dispatcher
-from webhooks.outbound import delivery_client
+from webhooks.outbound import delivery_session
 
 RETRY_SCHEDULE_S = (0.2, 0.2, 0.3, 0.3, 0.5, 0.5, 1.0)
 
@@ -81,13 +81,14 @@ async def dispatching(settings: Settings) -> AsyncIterator[Dispatcher]:
     ctx = await open_context(settings, pool_size=4)
     stop = asyncio.Event()
     try:
-        dispatcher = Dispatcher(ctx, lambda: delivery_client(settings, settings.webhook_endpoint_concurrency))
-        task = asyncio.create_task(dispatcher.run(stop))
-        try:
-            yield dispatcher
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        async with delivery_session(settings, settings.webhook_concurrency) as session:
+            dispatcher = Dispatcher(ctx, session)
+            task = asyncio.create_task(dispatcher.run(stop))
+            try:
+                yield dispatcher
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
     finally:
         await close_context(ctx)
 

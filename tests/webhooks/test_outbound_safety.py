@@ -147,3 +147,18 @@ async def test_a_workspace_has_at_most_the_configured_number_of_webhooks(strict_
         assert (await strict_api.post("/webhooks", json=body)).status_code == 201
     answer = await strict_api.post("/webhooks", json=body)
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "PLAN_LIMIT_REACHED"
+
+
+async def test_an_address_literal_is_checked_at_delivery_too(
+    api: httpx.AsyncClient, receiver: Receiver, wh_ctx: ServiceContext, strict_settings: Settings
+) -> None:
+    from api.services import webhooks as webhooks_service
+
+    hook = (await api.post("/webhooks", json={"url": receiver.url("literal"), "events": ["link.created"]})).json()
+    workspace_id = await wh_ctx.pool.fetchval("SELECT workspace_id FROM webhooks WHERE id = $1", hook["id"])
+    # the operator turns private targets off after the endpoint was created
+    strict = dataclasses.replace(wh_ctx, settings=strict_settings)
+    delivery = await webhooks_service.test_webhook(strict, workspace_id, hook["id"])
+    assert delivery.attempts[0].status is None
+    assert delivery.attempts[0].error is not None and "not a public" in delivery.attempts[0].error
+    assert receiver.endpoint("literal").arrivals == 0
