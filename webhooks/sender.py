@@ -208,6 +208,15 @@ RETURNING d.id, d.webhook_id, w.url, d.body,
 """
 
 
+# A delivery its creator leased on insert (the API's ping): nobody else can have it.
+LEASED_ONE_SQL = """
+SELECT d.id, d.webhook_id, w.url, d.body,
+    ARRAY[w.secret] || CASE WHEN w.previous_secret_until > now() THEN ARRAY[w.previous_secret] ELSE '{}' END AS secrets
+FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.id = $1
+"""
+
+
 def lease_seconds(settings: Settings) -> float:
     """How long a claimed delivery is kept from other senders: longer than any attempt can take."""
     return settings.webhook_timeout_s * 2 + 5
@@ -217,9 +226,17 @@ def claimed_from_row(row: Any) -> Claimed:
     return Claimed(row["id"], row["webhook_id"], row["url"], list(row["secrets"]), row["body"].encode())
 
 
-async def send_now(pool: asyncpg.Pool, session: aiohttp.ClientSession, delivery_id: str, settings: Settings) -> bool:
-    """Attempt one delivery at once (API: test, retry); False if another sender has it in flight."""
-    row = await pool.fetchrow(LEASE_ONE_SQL, delivery_id, lease_seconds(settings))
+async def send_now(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, delivery_id: str, settings: Settings, leased: bool = False
+) -> bool:
+    """Attempt one delivery at once (API: test, retry); False if another sender has it in flight.
+
+    ``leased``: the caller leased it already (inserted with ``leased_until``).
+    """
+    if leased:
+        row = await pool.fetchrow(LEASED_ONE_SQL, delivery_id)
+    else:
+        row = await pool.fetchrow(LEASE_ONE_SQL, delivery_id, lease_seconds(settings))
     if row is None:
         return False
     result = await attempt(session, claimed_from_row(row), settings)

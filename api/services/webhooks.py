@@ -268,9 +268,9 @@ async def _delivery_row(ctx: ServiceContext, workspace_id: str, webhook_id: str,
     return row
 
 
-async def _send_now(ctx: ServiceContext, delivery_id: str) -> None:
+async def _send_now(ctx: ServiceContext, delivery_id: str, leased: bool = False) -> None:
     async with delivery_session(ctx.settings, max_connections=1) as session:
-        await sender.send_now(ctx.pool, session, delivery_id, ctx.settings)
+        await sender.send_now(ctx.pool, session, delivery_id, ctx.settings, leased)
 
 
 async def test_webhook(ctx: ServiceContext, workspace_id: str, webhook_id: str) -> Delivery:
@@ -280,13 +280,15 @@ async def test_webhook(ctx: ServiceContext, workspace_id: str, webhook_id: str) 
     data = msgspec.json.encode(PingData(webhook_id=webhook_id))
     body = sender.envelope("ping", datetime.now(UTC), data)
     await ctx.pool.execute(
-        "INSERT INTO webhook_deliveries (id, webhook_id, event_type, body, next_attempt_at)"
-        " VALUES ($1, $2, 'ping', $3, now())",
+        # leased on insert: a delivery process must not send this ping while the API does
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_type, body, next_attempt_at, leased_until)"
+        " VALUES ($1, $2, 'ping', $3, now(), now() + make_interval(secs => $4))",
         delivery_id,
         webhook_id,
         body.decode(),
+        sender.lease_seconds(ctx.settings),
     )
-    await _send_now(ctx, delivery_id)
+    await _send_now(ctx, delivery_id, leased=True)
     row = await _delivery_row(ctx, workspace_id, webhook_id, delivery_id)
     if row["state"] == "delivered":
         async with ctx.pool.acquire() as conn:

@@ -183,3 +183,14 @@ async def test_an_unreachable_endpoint_is_a_failed_attempt_with_the_network_erro
     delivery = (await api.post(f"/webhooks/{answer.json()['id']}/test")).json()
     attempt = delivery["attempts"][0]
     assert attempt["status"] is None and "Cannot connect" in attempt["error"]
+
+
+async def test_test_beside_a_running_delivery_process_sends_the_ping_once_and_reports_it(
+    api: httpx.AsyncClient, receiver: Receiver, dispatcher: Dispatcher
+) -> None:
+    hook = await create_webhook(api, receiver, "pings")
+    deliveries = [(await api.post(f"/webhooks/{hook['id']}/test")).json() for _ in range(5)]
+    assert [d["state"] for d in deliveries] == ["delivered"] * 5
+    await asyncio.sleep(0.5)  # room for a second sending by the delivery process (not a timing assertion)
+    ep = receiver.endpoint("pings")
+    assert len(ep.received) == 5 and ep.ids() == {d["id"] for d in deliveries}
