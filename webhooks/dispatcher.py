@@ -67,6 +67,7 @@ SELECT count(*) AS pending, extract(epoch FROM now() - min(created_at)) AS oldes
 FROM webhook_deliveries WHERE state = 'pending'
 """
 
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _IDLE_S = 0.1  # how often an idle process looks for new events and due deliveries
 _RECORD_EVERY_S = 0.05
 _RECORD_BATCH = 500
@@ -132,9 +133,12 @@ class Dispatcher:
                 try:
                     claimed = await self._claim(free)
                     delay = _IDLE_S
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                except _DB_ERRORS as exc:
                     log.warning("claiming deliveries failed (%s: %s); retrying", type(exc).__name__, exc)
                     delay = min(delay * 2, _BACKOFF_MAX_S)
+                except Exception:  # a bug must not end the loop silently: log it, slow down, go on
+                    log.exception("claiming deliveries failed")
+                    delay = _BACKOFF_MAX_S
             for d in claimed:
                 self._inflight[d.webhook_id] += 1
                 task = asyncio.create_task(self._send(d))
@@ -183,12 +187,16 @@ class Dispatcher:
             try:
                 async with self.ctx.pool.acquire() as conn:
                     outcome = await sender.record(conn, batch, self.settings)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _DB_ERRORS as exc:
                 # kept and recorded later; if this process dies first, the lease expires and the
                 # delivery is sent again (at least once)
                 log.warning("recording attempts failed (%s: %s); retrying", type(exc).__name__, exc)
                 self._results[:0] = batch
                 return
+            except Exception:
+                # not retried (it would fail again): the leases expire and the deliveries are sent again
+                log.exception("recording %d attempts failed", len(batch))
+                continue
             self.stats.retried += outcome.retrying
             if outcome.disabled:
                 self.stats.disabled += len(outcome.disabled)
@@ -201,9 +209,12 @@ class Dispatcher:
                 async with self.ctx.pool.acquire() as conn:
                     taken = await fan_out(self.ctx, conn)
                 delay = _IDLE_S
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _DB_ERRORS as exc:
                 log.warning("fan-out failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 taken, delay = 0, min(delay * 2, _BACKOFF_MAX_S)
+            except Exception:  # the events stay in the outbox (rolled back) for the next pass
+                log.exception("fan-out failed")
+                taken, delay = 0, _BACKOFF_MAX_S
             if taken:
                 self.stats.events += taken
                 self._wake.set()
@@ -223,8 +234,10 @@ class Dispatcher:
                     last_prune = time.monotonic()
                     status = await self.ctx.pool.execute(PRUNE_SQL, self.settings.webhook_retention_s)
                     self.stats.pruned += int(status.split()[-1])
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _DB_ERRORS as exc:
                 log.warning("webhook maintenance failed (%s: %s)", type(exc).__name__, exc)
+            except Exception:
+                log.exception("webhook maintenance failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
 
