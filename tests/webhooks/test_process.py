@@ -79,3 +79,39 @@ async def test_two_delivery_processes_share_the_work_without_sending_a_delivery_
     async with delivery_process(wh_settings), delivery_process(wh_settings):
         await wait_until(lambda: {r.payload["data"]["id"] for r in ep.received} == created, 60, "every event")
     assert len(ep.received) == len(ep.ids()) == 200  # no delivery was sent twice
+
+
+@pytest.mark.chaos
+async def test_a_postgres_outage_under_the_delivery_process_loses_no_event(
+    api: httpx.AsyncClient, receiver: Receiver, wh_settings: Settings
+) -> None:
+    import dataclasses
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.ingest.proxy import TcpProxy
+    from tests.webhooks.conftest import dispatching
+
+    await create_webhook(api, receiver, "outage", events=["link.created"])
+    ep = receiver.endpoint("outage")
+    parts = urlsplit(wh_settings.database_url)
+    proxy = await TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    via_proxy = dataclasses.replace(
+        wh_settings, database_url=urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    )
+    created: set[str] = set()
+    try:
+        async with dispatching(via_proxy):
+            for i in range(10):
+                created.add((await api.post("/links", json={"url": f"https://example.com/o{i}"})).json()["id"])
+            await wait_until(lambda: len(ep.received) >= 3, 30, "the first deliveries")
+            await proxy.cut()  # mid-stream: claims, fan-out and recording all fail for a while
+            for i in range(10, 20):  # written by the API (its own connections) during the outage
+                created.add((await api.post("/links", json={"url": f"https://example.com/o{i}"})).json()["id"])
+            await asyncio.sleep(1.0)
+            await proxy.restore()
+            await wait_until(
+                lambda: {r.payload["data"]["id"] for r in ep.received} == created, 60, "every event after the outage"
+            )
+    finally:
+        await proxy.close()
+    assert len(ep.ids()) == 20
