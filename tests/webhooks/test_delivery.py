@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from api.services.context import ServiceContext
+from h0p_settings import Settings
 from tests.webhooks.conftest import RETRY_SCHEDULE_S, create_webhook
 from tests.webhooks.receiver import Receiver, wait_until
 from webhooks.dispatcher import Dispatcher
@@ -194,3 +195,19 @@ async def test_test_beside_a_running_delivery_process_sends_the_ping_once_and_re
     await asyncio.sleep(0.5)  # room for a second sending by the delivery process (not a timing assertion)
     ep = receiver.endpoint("pings")
     assert len(ep.received) == 5 and ep.ids() == {d["id"] for d in deliveries}
+
+
+async def test_an_endpoint_slower_than_the_timeout_is_a_failed_attempt_retried_later(
+    api: httpx.AsyncClient, receiver: Receiver, wh_ctx: ServiceContext, wh_settings: Settings
+) -> None:
+    import dataclasses
+
+    from api.services import webhooks as webhooks_service
+
+    hook = await create_webhook(api, receiver, "sluggish")
+    receiver.endpoint("sluggish").delay_s = 2.0
+    impatient = dataclasses.replace(wh_ctx, settings=dataclasses.replace(wh_settings, webhook_timeout_s=0.5))
+    workspace_id = await wh_ctx.pool.fetchval("SELECT workspace_id FROM webhooks WHERE id = $1", hook["id"])
+    delivery = await webhooks_service.test_webhook(impatient, workspace_id, str(hook["id"]))
+    assert delivery.attempts[0].status is None and delivery.attempts[0].error == "timed out after 0.5 s"
+    assert delivery.state == "pending" and delivery.next_attempt_at is not None
