@@ -133,6 +133,20 @@ class Settings:
     export_max_s: float = 900.0
     # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
     plans_json: str = ""
+    # Webhooks: seconds between attempts (Svix's schedule); after the last one a delivery has failed.
+    webhook_retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Total time of one delivery attempt (connect, send, read the answer).
+    webhook_timeout_s: float = 10.0
+    # An endpoint whose every attempt failed for this long is disabled.
+    webhook_disable_after_s: float = 5 * 86400
+    # Delivery log (deliveries and their attempts) kept this long, then pruned.
+    webhook_retention_s: float = 30 * 86400
+    # In-flight deliveries per endpoint and per delivery process.
+    webhook_endpoint_concurrency: int = 10
+    webhook_concurrency: int = 500
+    webhooks_per_workspace: int = 100
+    # Prometheus /metrics of a `h0p webhooks` process; 0 = not served
+    webhook_metrics_port: int = 9110
     # The key `h0p mcp` (MCP over stdio) acts with; never printed (repr=False).
     api_key: str = field(default="", repr=False)
 
@@ -272,6 +286,16 @@ def _hostport(name: str, raw: str) -> str:
     return raw
 
 
+def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected comma-separated seconds") from None
+    if not values or any(v < 0 for v in values) or len(values) > 50:
+        raise SettingsError(f"{name}={raw!r}: expected 1 to 50 comma-separated non-negative seconds")
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``environ`` (default: the process environment); raise SettingsError."""
     env = os.environ if environ is None else environ
@@ -325,11 +349,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_PUBLIC_PORT", "public_port"),
         ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
         ("H0P_EDGE_METRICS_PORT", "edge_metrics_port"),
+        ("H0P_WEBHOOK_METRICS_PORT", "webhook_metrics_port"),
     )
+    optional_ports = ("public_port", "ingest_metrics_port", "edge_metrics_port", "webhook_metrics_port")
     for name, key in ports:
         if (v := get(name)) is not None:
-            low = 0 if key in ("public_port", "ingest_metrics_port", "edge_metrics_port") else 1
-            kw[key] = _int(name, v, low, 65535)
+            kw[key] = _int(name, v, 0 if key in optional_ports else 1, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
         ("H0P_MISS_BUDGET_DOMAIN", "miss_budget_domain", 0, 10**7),
@@ -355,18 +380,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
         ("H0P_ANALYTICS_STATEMENT_TIMEOUT_MS", "analytics_statement_timeout_ms", 1, 3_600_000),
         ("H0P_EXPORT_POOL_SIZE", "export_pool_size", 1, 1000),
+        ("H0P_WEBHOOK_ENDPOINT_CONCURRENCY", "webhook_endpoint_concurrency", 1, 1000),
+        ("H0P_WEBHOOK_CONCURRENCY", "webhook_concurrency", 1, 100_000),
+        ("H0P_WEBHOOKS_PER_WORKSPACE", "webhooks_per_workspace", 0, 10**6),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, low, high)
-    floats = (
-        ("H0P_CACHE_TTL_S", "cache_ttl_s"),
-        ("H0P_NEGATIVE_TTL_S", "negative_ttl_s"),
-        ("H0P_EXPORT_MAX_S", "export_max_s"),
+    floats: tuple[tuple[str, str, float], ...] = (
+        ("H0P_CACHE_TTL_S", "cache_ttl_s", 0.0),
+        ("H0P_NEGATIVE_TTL_S", "negative_ttl_s", 0.0),
+        ("H0P_EXPORT_MAX_S", "export_max_s", 0.0),
+        ("H0P_WEBHOOK_TIMEOUT_S", "webhook_timeout_s", 0.1),
+        ("H0P_WEBHOOK_DISABLE_AFTER_S", "webhook_disable_after_s", 0.0),
+        ("H0P_WEBHOOK_RETENTION_S", "webhook_retention_s", 1.0),
     )
-    for name, key in floats:
+    for name, key, least in floats:
         if (v := get(name)) is not None:
-            kw[key] = _float(name, v, 0.0)
+            kw[key] = _float(name, v, least)
+    if (v := get("H0P_WEBHOOK_RETRY_SCHEDULE_S")) is not None:
+        kw["webhook_retry_schedule_s"] = _seconds_list("H0P_WEBHOOK_RETRY_SCHEDULE_S", v)
     bools = (
         ("H0P_KAFKA_IDEMPOTENCE", "kafka_idempotence"),
         ("H0P_RATE_LIMITS_ENABLED", "rate_limits_enabled"),

@@ -48,6 +48,7 @@ ROUTE_MODULES = (
     "api.routes.files",
     "api.routes.qr",
     "api.routes.analytics",
+    "api.routes.webhooks",
 )
 
 

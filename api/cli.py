@@ -176,6 +176,7 @@ SERVICES: dict[str, tuple[str, str]] = {
     "api": ("api.app", "run the management API (port H0P_API_PORT)"),
     "ingest": ("ingest.consumer", "run the click consumer (topic H0P_KAFKA_TOPIC)"),
     "mcp": ("api.mcp.stdio", "run the MCP server on stdin/stdout, acting with H0P_API_KEY"),
+    "webhooks": ("webhooks.dispatcher", "run a webhook delivery process (any number may run at once)"),
 }
 
 

@@ -251,13 +251,14 @@ class Stack:
             ("H0P_API_PORT", s.api_port),
             ("H0P_INGEST_METRICS_PORT", s.ingest_metrics_port),
             ("H0P_EDGE_METRICS_PORT", s.edge_metrics_port),
+            ("H0P_WEBHOOK_METRICS_PORT", s.webhook_metrics_port),
         )
         for name, port in ports:
             if port and is_listening(s.bind_host if s.bind_host != "0.0.0.0" else "127.0.0.1", port):
                 fail(f"port {port} ({name}) is already in use: another stack? choose another port with {name}")
 
     def start_services(self) -> None:
-        for name in ("redirect", "api", "ingest"):
+        for name in ("redirect", "api", "ingest", "webhooks"):
             with self.recording():
                 self.services.append(Child(name, [*self.h0p(), name], self.env))
 
@@ -288,8 +289,8 @@ class Stack:
 
     def stop(self) -> None:
         self.stopping = True
-        # The edge and the API first (they drain requests and flush events to the broker),
-        # then ingest (it commits what it has), then the broker they all talk to.
+        # The edge, the API and the webhook sender first (they drain requests, flush events to the
+        # broker, record attempts in flight), then ingest (it commits what it has), then the broker.
         front = [c for c in self.services if c.name != "ingest"]
         threads = [threading.Thread(target=c.stop) for c in front]
         for t in threads:

@@ -29,6 +29,9 @@ def test_defaults_point_at_the_local_services() -> None:
         ("H0P_MAX_KEYS_PER_WORKSPACE", "0", "from 1 to"),
         ("H0P_BULK_PASSWORDS_MAX", "101", "from 0 to 100"),
         ("H0P_PASSWORD_HASH_THREADS", "0", "from 1 to"),
+        ("H0P_WEBHOOK_RETRY_SCHEDULE_S", "5,soon", "comma-separated seconds"),
+        ("H0P_WEBHOOK_RETRY_SCHEDULE_S", "5,-1", "non-negative seconds"),
+        ("H0P_WEBHOOK_TIMEOUT_S", "0", "at least 0.1"),
     ],
 )
 def test_a_wrong_value_is_named_in_a_one_line_error(name: str, value: str, fragment: str) -> None:
@@ -117,3 +120,8 @@ def test_each_purpose_gets_its_own_key_and_all_follow_the_secret() -> None:
 
 def test_the_secret_is_never_printed_with_the_settings() -> None:
     assert _STRONG not in repr(load_settings({"H0P_SECRET_KEY": _STRONG}))
+
+
+def test_the_webhook_retry_schedule_is_comma_separated_seconds_defaulting_to_svixs() -> None:
+    assert load_settings({}).webhook_retry_schedule_s == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert load_settings({"H0P_WEBHOOK_RETRY_SCHEDULE_S": "0.5, 1,2"}).webhook_retry_schedule_s == (0.5, 1.0, 2.0)
