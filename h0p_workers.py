@@ -47,10 +47,11 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True, slots=True)
 class Worker:
-    """What a worker process is told: its index (0..N-1) and the supervisor's private directory."""
+    """What a worker process is told: its index (0..N-1), the supervisor's private directory and pid."""
 
     index: int
     directory: str
+    supervisor: int
 
     @property
     def metrics_path(self) -> str:
@@ -88,19 +89,21 @@ def check_port_free(host: str, port: int) -> None:
 
 def worker_command(service: str, worker: Worker) -> list[str]:
     """The argv of one worker: the ``h0p`` command (``api.cli``) with this interpreter."""
-    index, directory = str(worker.index), worker.directory
-    return [sys.executable, "-m", "api.cli", service, "--worker-index", index, "--worker-dir", directory]
+    return [
+        *(sys.executable, "-m", "api.cli", service),
+        *("--worker-index", str(worker.index), "--worker-dir", worker.directory),
+        *("--supervisor-pid", str(worker.supervisor)),
+    ]
 
 
-def die_with_parent() -> None:
-    """Have the kernel send this process SIGTERM when its parent, the supervisor, dies (Linux only)."""
-    supervisor_pid = os.getppid()
+def die_with_parent(worker: Worker) -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return
-    if os.getppid() != supervisor_pid:  # it died before the request took effect
+    if os.getppid() != worker.supervisor:  # it died before the request took effect (while we imported)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -144,7 +147,7 @@ class Supervisor:
     def __post_init__(self) -> None:
         # Private to this user (mode 0700): it holds the workers' metrics sockets.
         self.directory = tempfile.mkdtemp(prefix=f"h0p-{self.name}-")
-        self.slots = [Slot(Worker(i, self.directory)) for i in range(self.count)]
+        self.slots = [Slot(Worker(i, self.directory, os.getpid())) for i in range(self.count)]
 
     def say(self, message: str) -> None:
         print(f"h0p {self.name}: {message}", file=sys.stderr, flush=True)
@@ -191,10 +194,19 @@ class Supervisor:
             self._stopping.set()  # a second signal changes nothing: the orderly stop goes on
 
     async def _spawn(self, slot: Slot) -> None:
-        slot.proc = await asyncio.create_subprocess_exec(
-            *self.command(slot.worker), stdin=asyncio.subprocess.DEVNULL, start_new_session=True
-        )
-        slot.started_at = time.monotonic()
+        """Start the slot's worker; a failure to start it at all (no memory, no processes left) is retried."""
+        while True:
+            try:
+                slot.proc = await asyncio.create_subprocess_exec(
+                    *self.command(slot.worker), stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+                )
+            except OSError as exc:
+                self.say(f"cannot start worker {slot.worker.index} ({exc}); trying again in {slot.backoff_s:.1f}s")
+                await asyncio.sleep(slot.backoff_s)
+                slot.backoff_s = min(slot.backoff_s * 2, MAX_BACKOFF_S)
+                continue
+            slot.started_at = time.monotonic()
+            return
 
     async def _keep(self, slot: Slot) -> None:
         """Start the slot's worker and start it again whenever it exits, until cancelled."""

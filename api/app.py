@@ -197,7 +197,7 @@ def serve(settings: Settings, workers: int | None = None, worker: Worker | None 
     )
     sockets: list[socket.socket] | None = None
     if worker is not None:
-        die_with_parent()
+        die_with_parent(worker)
         sockets = [reuseport_socket(settings.bind_host, settings.api_port)]
     uvicorn.Server(config).run(sockets=sockets)
 

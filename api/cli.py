@@ -169,7 +169,7 @@ def _serve(service: str, module: str) -> Callable[[Settings, argparse.Namespace]
             if args.worker_index is not None:
                 from h0p_workers import Worker
 
-                worker = Worker(args.worker_index, args.worker_dir)
+                worker = Worker(args.worker_index, args.worker_dir, args.supervisor_pid)
             serve(settings, workers=args.workers, worker=worker)
         else:
             serve(settings)
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
             # Set by the supervisor on the workers it starts; not for operators.
             p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
             p.add_argument("--worker-dir", help=argparse.SUPPRESS)
+            p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     return parser
 
 

@@ -226,7 +226,7 @@ def serve(settings: Settings, workers: int | None = None, worker: Worker | None 
     assert isinstance(app, EdgeApp)
     sockets: list[socket.socket] | None = None
     if worker is not None:
-        die_with_parent()
+        die_with_parent(worker)
         app.metrics_path = worker.metrics_path
         # Its own socket on the shared port: the kernel spreads connections over the workers'.
         sockets = [reuseport_socket(settings.bind_host, settings.redirect_port)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,12 @@ class Service:
             if ppid == self.proc.pid and "--worker-index" in argv:
                 found[int(argv[argv.index("--worker-index") + 1])] = int(entry.name)
         return found
+
+    @staticmethod
+    def worker_dir(pid: int) -> Path:
+        """The supervisor's private directory, as given to a worker."""
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        return Path(argv[argv.index("--worker-dir") + 1])
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
@@ -317,6 +324,30 @@ async def test_a_sigterm_flushes_that_workers_events_and_stopping_the_supervisor
     assert len({e.id for e in events}) == len(events) == sent + 10
     assert not [pid for pid in (pids[0], new_pid) if alive(pid)]
     assert not list((tmp_path / "spool").glob("*.jsonl")), "the broker was up: nothing left in the spool"
+
+
+async def test_workers_of_a_killed_supervisor_stop_and_flush_their_events(
+    served_edge: Callable[..., Awaitable[Edge]], pool: asyncpg.Pool, redis: aioredis.Redis, workspace: str,
+    broker: Broker,
+) -> None:  # fmt: skip
+    edge = await served_edge(H0P_EVENT_LINGER_MS="60000")  # the events wait in memory until a stop
+    slug = unique("s")
+    await write_link(pool, redis, workspace, domain="localhost", slug=slug, url="https://example.com/s")
+    sent = await edge.clicks_on_every_worker(slug)
+    pids = edge.service.workers()
+    run_dir = edge.service.worker_dir(pids[0])
+
+    edge.service.proc.kill()  # nobody left to forward a SIGTERM: the kernel sends it (PR_SET_PDEATHSIG)
+    edge.service.proc.wait()
+    try:
+        await wait_until(lambda: asyncio.sleep(0, not any(alive(p) for p in pids.values())), what="workers gone")
+    finally:
+        for pid in pids.values():  # if they outlived it, this test must not leave them running
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(run_dir, ignore_errors=True)  # a killed supervisor cannot remove its directory
+    events = await read_events(broker.bootstrap, edge.topic, sent)
+    assert len({e.id for e in events}) == sent
 
 
 async def test_clicks_spooled_by_a_worker_killed_during_a_broker_outage_are_replayed(
