@@ -10,6 +10,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -31,11 +32,30 @@ KEY_PURPOSES = ("file-urls", "unlock-cookies", "visitor-hash")
 
 
 def _cores() -> int:
-    # The cores this process may run on (taskset, cpusets), not just the machine's count.
+    """The cores this process may use: its CPU affinity (taskset, cpusets), capped by a cgroup CPU
+    quota (a container's ``--cpus``/CPU limit), not the machine's count."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    # cgroup v2: "max 100000" or "200000 100000"; v1: cfs_quota_us (-1 = none) and cfs_period_us.
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as q, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as p:
+            quota_us, period_us = int(q.read()), int(p.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 def _default_geoip_path() -> str:

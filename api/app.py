@@ -198,7 +198,11 @@ def serve(settings: Settings, workers: int | None = None, worker: Worker | None 
     sockets: list[socket.socket] | None = None
     if worker is not None:
         die_with_parent(worker)
-        sockets = [reuseport_socket(settings.bind_host, settings.api_port)]
+        try:
+            sockets = [reuseport_socket(settings.bind_host, settings.api_port)]
+        except OSError as exc:  # exit 1: the supervisor tries again
+            print(f"h0p api: worker {worker.index} cannot listen on port {settings.api_port} ({exc})", file=sys.stderr)
+            raise SystemExit(1) from None
     uvicorn.Server(config).run(sockets=sockets)
 
 

@@ -228,8 +228,13 @@ def serve(settings: Settings, workers: int | None = None, worker: Worker | None 
     if worker is not None:
         die_with_parent(worker)
         app.metrics_path = worker.metrics_path
-        # Its own socket on the shared port: the kernel spreads connections over the workers'.
-        sockets = [reuseport_socket(settings.bind_host, settings.redirect_port)]
+        try:  # its own socket on the shared port: the kernel spreads connections over the workers'
+            sockets = [reuseport_socket(settings.bind_host, settings.redirect_port)]
+            app.bind_metrics()
+        except OSError as exc:  # exit 1: the supervisor tries again (code 2 would stop the service)
+            where = f"{settings.bind_host}:{settings.redirect_port} or {worker.metrics_path}"
+            print(f"h0p redirect: worker {worker.index} cannot listen on {where} ({exc})", file=sys.stderr)
+            raise SystemExit(1) from None
     try:  # before serving: a second edge on this host with the same port must say so and stop
         app.bind_metrics()
     except OSError as exc:
