@@ -10,6 +10,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -28,6 +29,33 @@ MIN_SECRET_KEY_CHARS = 32
 # What a key derived from H0P_SECRET_KEY is for (``Settings.derived_key``). One key per purpose:
 # a signature made for one (a file URL) can never be replayed as another (an unlock cookie).
 KEY_PURPOSES = ("file-urls", "unlock-cookies", "visitor-hash")
+
+
+def _cores() -> int:
+    """The cores this process may use: its CPU affinity (taskset, cpusets), capped by a cgroup CPU
+    quota (a container's ``--cpus``/CPU limit), not the machine's count."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    # cgroup v2: "max 100000" or "200000 100000"; v1: cfs_quota_us (-1 = none) and cfs_period_us.
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as q, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as p:
+            quota_us, period_us = int(q.read()), int(p.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 def _default_geoip_path() -> str:
@@ -58,6 +86,9 @@ class Settings:
     # Port shown in short URLs; 0 means none (the scheme's default port).
     public_port: int = 0
     edge_hostname: str = "localhost"
+    # Processes serving the edge's / the API's port together (SO_REUSEPORT) under one supervisor (h0p_workers).
+    edge_workers: int = field(default_factory=_cores)
+    api_workers: int = 1
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Used through ``derived_key(purpose)`` only (raw: just to verify file URLs signed before); never printed.
     secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
@@ -383,6 +414,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_WEBHOOK_ENDPOINT_CONCURRENCY", "webhook_endpoint_concurrency", 1, 1000),
         ("H0P_WEBHOOK_CONCURRENCY", "webhook_concurrency", 1, 100_000),
         ("H0P_WEBHOOKS_PER_WORKSPACE", "webhooks_per_workspace", 0, 10**6),
+        ("H0P_EDGE_WORKERS", "edge_workers", 1, 1024),
+        ("H0P_API_WORKERS", "api_workers", 1, 1024),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:

@@ -11,6 +11,8 @@ import asyncio
 import importlib
 import logging
 import os
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -34,6 +36,7 @@ from api.services.context import close_context, open_context
 from api.services.plans import all_plans
 from api.static_assets import VersionedAssets
 from h0p_settings import Settings
+from h0p_workers import Supervisor, Worker, check_port_free, die_with_parent, reuseport_socket, worker_command
 
 log = logging.getLogger("h0p.api")
 
@@ -173,8 +176,15 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-def serve(settings: Settings) -> None:
-    """Run the API on settings.bind_host:settings.api_port until SIGINT/SIGTERM, then drain."""
+def serve(settings: Settings, workers: int | None = None, worker: Worker | None = None) -> None:
+    """Run the API on settings.bind_host:settings.api_port until SIGINT/SIGTERM, then drain.
+
+    ``workers`` (default ``H0P_API_WORKERS``) above 1: a supervisor (``h0p_workers``) runs that
+    many processes sharing the port; ``worker``: this process is one of them.
+    """
+    count = settings.api_workers if workers is None else workers
+    if worker is None and count > 1:
+        raise SystemExit(_supervise(settings, count))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(
         create_app(settings),
@@ -184,6 +194,29 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    uvicorn.Server(config).run()
+    sockets: list[socket.socket] | None = None
+    if worker is not None:
+        die_with_parent(worker)
+        try:
+            sockets = [reuseport_socket(settings.bind_host, settings.api_port)]
+        except OSError as exc:  # exit 1: the supervisor tries again
+            print(f"h0p api: worker {worker.index} cannot listen on port {settings.api_port} ({exc})", file=sys.stderr)
+            raise SystemExit(1) from None
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+GRACEFUL_SHUTDOWN_S = 10
+
+
+def _supervise(settings: Settings, count: int) -> int:
+    host, port = settings.bind_host, settings.api_port
+    try:
+        check_port_free(host, port)
+    except OSError as exc:
+        print(f"h0p api: cannot listen on {host}:{port} ({exc.strerror})", file=sys.stderr)
+        return 1
+    # requests drain for GRACEFUL_SHUTDOWN_S, then the lifespan's outbox pass gets up to 10 s
+    supervisor = Supervisor("api", count, lambda w: worker_command("api", w), stop_timeout_s=GRACEFUL_SHUTDOWN_S + 15)
+    return supervisor.run()

@@ -163,8 +163,16 @@ def _serve(service: str, module: str) -> Callable[[Settings, argparse.Namespace]
                 print(f"h0p: configuration error: {exc}", file=sys.stderr)
                 return 2
 
-        serve: Callable[[Settings], None] = importlib.import_module(module).serve
-        serve(settings)
+        serve: Callable[..., None] = importlib.import_module(module).serve
+        if service in SCALED:
+            worker = None
+            if args.worker_index is not None:
+                from h0p_workers import Worker
+
+                worker = Worker(args.worker_index, args.worker_dir, args.supervisor_pid)
+            serve(settings, workers=args.workers, worker=worker)
+        else:
+            serve(settings)
         return 0
 
     return run
@@ -178,6 +186,20 @@ SERVICES: dict[str, tuple[str, str]] = {
     "mcp": ("api.mcp.stdio", "run the MCP server on stdin/stdout, acting with H0P_API_KEY"),
     "webhooks": ("webhooks.dispatcher", "run a webhook delivery process (any number may run at once)"),
 }
+
+
+# Services that run as several processes sharing their port (`--workers`, h0p_workers).
+SCALED = {"redirect": "H0P_EDGE_WORKERS", "api": "H0P_API_WORKERS"}
+
+
+def _workers(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a number from 1 to 1024")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SERVICES.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=_serve(name, module))
+        if name in SCALED:
+            p.add_argument(
+                "--workers",
+                type=_workers,
+                metavar="N",
+                help=f"processes sharing the port under one supervisor (default: {SCALED[name]}; 1: a single process)",
+            )
+            # Set by the supervisor on the workers it starts; not for operators.
+            p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+            p.add_argument("--worker-dir", help=argparse.SUPPRESS)
+            p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     return parser
 
 

@@ -34,7 +34,9 @@ from h0p_settings import Settings, SettingsError, load_settings  # noqa: E402
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BIN = Path(sys.executable).parent
-STOP_TIMEOUT_S = 15.0
+# The edge's supervisor waits up to 30 s for its workers to drain (redirect.app.supervise); the stack
+# waits a little longer, so that a slow drain ends in the supervisor's own words, not a SIGKILL here.
+STOP_TIMEOUT_S = 35.0
 READY_TIMEOUT_S = 60.0
 
 
@@ -267,6 +269,8 @@ class Stack:
         s = self.settings
         host = "127.0.0.1" if s.bind_host in ("0.0.0.0", "::") else s.bind_host
         pending = {"redirect": s.redirect_port, "api": s.api_port}
+        # `make run` passes no --workers: H0P_EDGE_WORKERS (one per core) and H0P_API_WORKERS (1) apply.
+        workers = {"redirect": s.edge_workers, "api": s.api_workers}
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self.stopping:
             for child in [*self.services, *([self.broker] if self.broker else [])]:
@@ -277,7 +281,7 @@ class Stack:
                     return 1
             for name, port in list(pending.items()):
                 if is_listening(host, port, timeout=0.2):
-                    say(f"{name} ready on http://{host}:{port}")
+                    say(f"{name} ready on http://{host}:{port} ({workers[name]} worker(s))")
                     del pending[name]
                     if not pending:
                         say("running; Ctrl-C stops everything started here")
