@@ -11,15 +11,17 @@ from tests.services import free_port, wait_for_port
 class RedisServer:
     """Our own redis-server process (never the shared one): start, stop, start again on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica_of: RedisServer | None = None) -> None:
+        self.replica_of = replica_of  # a real replica of that server (``--replicaof``), read-only
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        replica = ["--replicaof", "127.0.0.1", str(self.replica_of.port)] if self.replica_of is not None else []
         self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no", *replica],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
