@@ -22,6 +22,7 @@ from redirect.resolve import FILL_TTL_S
 from tests.redirect.conftest import LinkMaker, edge_settings, served, unique
 from tests.redirect.test_resolution import eventually
 from tests.redis_server import RedisServer
+from tests.services import free_port
 
 HASH = PasswordHasher().hash("open sesame")
 
@@ -126,3 +127,16 @@ async def test_an_invalidation_published_on_the_primary_reaches_an_edge_subscrib
                 return (await client.get(f"/{slug}")).headers["location"] == "https://example.com/after"
 
             await eventually(moved, within=10)
+
+
+async def test_readyz_names_an_unreachable_replica_and_links_still_resolve(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    slug = unique("rdown")
+    await make_link("https://example.com/still-here", slug=slug)
+    local = edge_settings(settings, tmp_path, edge_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with served(local) as (_, base), httpx.AsyncClient(base_url=base) as client:
+        ready = await client.get("/readyz")
+        link = await client.get(f"/{slug}")
+    assert ready.status_code == 503 and "redis replica (H0P_EDGE_REDIS_URL) unreachable" in ready.text
+    assert link.status_code == 302 and link.headers["location"] == "https://example.com/still-here"  # from Postgres
