@@ -181,9 +181,12 @@ class EdgeApp:
             problems.append("redis unreachable")
         if self.redis_reader is not self.redis:
             try:
-                await asyncio.wait_for(self.redis_reader.ping(), 1.0)
+                replication = await asyncio.wait_for(self.redis_reader.info("replication"), 1.0)
             except REDIS_ERRORS:
                 problems.append("redis replica (H0P_EDGE_REDIS_URL) unreachable")
+            else:  # cut off from its primary, it serves old records and relays no invalidation
+                if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                    problems.append("redis replica (H0P_EDGE_REDIS_URL) has lost its primary")
         if self.producer.enabled and not await self.producer.broker_reachable():
             problems.append("broker unreachable (click events spooled)")
         if problems:

@@ -140,3 +140,27 @@ async def test_readyz_names_an_unreachable_replica_and_links_still_resolve(
         link = await client.get(f"/{slug}")
     assert ready.status_code == 503 and "redis replica (H0P_EDGE_REDIS_URL) unreachable" in ready.text
     assert link.status_code == 302 and link.headers["location"] == "https://example.com/still-here"  # from Postgres
+
+
+async def test_readyz_says_when_the_replica_has_lost_its_primary(settings: Settings, tmp_path: Path) -> None:
+    primary = RedisServer().start()
+    replica_server = RedisServer(replica_of=primary).start()
+    replica_client = aioredis.Redis.from_url(replica_server.url)
+
+    async def linked(status: str) -> bool:
+        return (await replica_client.info("replication")).get("master_link_status") == status
+
+    try:
+        local = edge_settings(settings, tmp_path, redis_url=primary.url, edge_redis_url=replica_server.url)
+        async with served(local) as (_, base), httpx.AsyncClient(base_url=base) as client:
+            await eventually(lambda: linked("up"), within=20)
+            ready = await client.get("/readyz")
+            primary.stop()
+            await eventually(lambda: linked("down"), within=20)
+            cut_off = await client.get("/readyz")
+    finally:
+        await replica_client.aclose()
+        replica_server.stop()
+        primary.stop()
+    assert ready.status_code == 200, ready.text
+    assert cut_off.status_code == 503 and "redis replica (H0P_EDGE_REDIS_URL) has lost its primary" in cut_off.text
