@@ -72,12 +72,20 @@ def _default_geoip_path() -> str:
 class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/h0p"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Where the edge reads records and hears invalidations: a replica near it ("" = redis_url); it writes to redis_url.
+    edge_redis_url: str = ""
+    # A streaming replica for analytics and the edge's fallback reads ("" = database_url); writes never go there.
+    read_database_url: str = ""
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic: str = "clicks"
     kafka_dead_letter_topic: str = "clicks-dead-letter"
     kafka_group: str = "h0p-ingest"
     # Tansu (the local broker) does not support InitProducerId; real Kafka does.
     kafka_idempotence: bool = False
+    # What `h0p migrate` creates the topics with (a real cluster: 3 copies, a write acknowledged by 2).
+    kafka_partitions: int = 12
+    kafka_replication: int = 3
+    kafka_min_insync: int = 2
     default_domain: str = "localhost"
     bind_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -154,6 +162,8 @@ class Settings:
     edge_metrics_host: str = "127.0.0.1"
     # Prometheus /metrics of an ingest process; 0 = not served
     ingest_metrics_port: int = 9108
+    # Prometheus /metrics of an API process (read replica lag) on edge_metrics_host; 0 = not served
+    api_metrics_port: int = 0
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
     ingest_session_timeout_ms: int = 10_000
     log_level: str = "info"
@@ -180,6 +190,15 @@ class Settings:
     webhook_metrics_port: int = 9110
     # The key `h0p mcp` (MCP over stdio) acts with; never printed (repr=False).
     api_key: str = field(default="", repr=False)
+
+    @property
+    def edge_read_redis_url(self) -> str:
+        return self.edge_redis_url or self.redis_url
+
+    @property
+    def read_url(self) -> str:
+        """The database analytics and the edge's fallback read from (the replica, else the primary)."""
+        return self.read_database_url or self.database_url
 
     @property
     def redis_db(self) -> int:
@@ -338,6 +357,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     if (v := get("H0P_DATABASE_URL")) is not None:
         kw["database_url"] = _url("H0P_DATABASE_URL", v, ("postgresql", "postgres"))
+    if (v := get("H0P_READ_DATABASE_URL")) is not None:
+        kw["read_database_url"] = _url("H0P_READ_DATABASE_URL", v, ("postgresql", "postgres")) if v else ""
+    if (v := get("H0P_EDGE_REDIS_URL")) is not None:
+        kw["edge_redis_url"] = _url("H0P_EDGE_REDIS_URL", v, ("redis", "rediss", "unix")) if v else ""
     if (v := get("H0P_REDIS_URL")) is not None:
         kw["redis_url"] = _url("H0P_REDIS_URL", v, ("redis", "rediss", "unix"))
         db = urlsplit(v).path.strip("/")
@@ -381,8 +404,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
         ("H0P_EDGE_METRICS_PORT", "edge_metrics_port"),
         ("H0P_WEBHOOK_METRICS_PORT", "webhook_metrics_port"),
+        ("H0P_API_METRICS_PORT", "api_metrics_port"),
     )
-    optional_ports = ("public_port", "ingest_metrics_port", "edge_metrics_port", "webhook_metrics_port")
+    optional_ports = (
+        "public_port",
+        "ingest_metrics_port",
+        "edge_metrics_port",
+        "webhook_metrics_port",
+        "api_metrics_port",
+    )
     for name, key in ports:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, 0 if key in optional_ports else 1, 65535)
@@ -416,6 +446,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_WEBHOOKS_PER_WORKSPACE", "webhooks_per_workspace", 0, 10**6),
         ("H0P_EDGE_WORKERS", "edge_workers", 1, 1024),
         ("H0P_API_WORKERS", "api_workers", 1, 1024),
+        ("H0P_KAFKA_PARTITIONS", "kafka_partitions", 1, 10_000),
+        ("H0P_KAFKA_REPLICATION", "kafka_replication", 1, 32),
+        ("H0P_KAFKA_MIN_INSYNC", "kafka_min_insync", 1, 32),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:

@@ -31,6 +31,7 @@ from api import cache_sync, db
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
+from api.metrics import MetricsServer
 from api.openapi import HOME_PAGE, SWAGGER_INIT, openapi_document, swagger_page
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
@@ -120,6 +121,9 @@ def create_app(settings: Settings) -> Starlette:
         # Exports (GET /analytics/export) read at the client's pace: a pool of their own, so that
         # slow readers can never take the connections every other request needs.
         app.state.export_pool = await db.create_pool(settings.database_url, 0, settings.export_pool_size)
+        # /metrics (read replica lag) on its own address, never the API's public port; 0: not served
+        metrics = MetricsServer(ctx.read_pool, settings.edge_metrics_host, settings.api_metrics_port) if (
+            settings.api_metrics_port) else None  # fmt: skip
         stop = asyncio.Event()
         outbox = asyncio.create_task(cache_sync.run_outbox_loop(ctx, stop), name="h0p-cache-outbox")
         try:
@@ -132,6 +136,8 @@ def create_app(settings: Settings) -> Starlette:
             except TimeoutError:
                 log.warning("cache outbox loop did not finish in time; the next start retries it")
             app.state.export_pool.terminate()  # exports still streaming are cut: the client sees them incomplete
+            if metrics is not None:
+                metrics.close()
             await close_context(ctx)
 
     async def healthz(request: Request) -> Response:

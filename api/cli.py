@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -81,6 +82,25 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"applied {name}", file=sys.stderr)
     if not applied:
         print("database schema is up to date", file=sys.stderr)
+    if args.skip_topics:
+        return 0
+    from api.topics import TopicsFailed, ensure_topics
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker away is our one line, not its log
+    try:
+        results = asyncio.run(ensure_topics(settings))
+    except TopicsFailed as exc:
+        raise CommandFailed(f"{exc} (the database is migrated; run again, or pass --skip-topics)") from None
+    for result in results:
+        if result.created:
+            replication, insync = settings.kafka_replication, min(settings.kafka_min_insync, settings.kafka_replication)
+            print(
+                f"created topic {result.topic} ({result.partitions} partitions, replication {replication},"
+                f" min.insync.replicas {insync})",
+                file=sys.stderr,
+            )
+        else:
+            print(result.warning or f"topic {result.topic} exists ({result.partitions} partitions)", file=sys.stderr)
     return 0
 
 
@@ -206,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="h0p", description="H0p link management: operator commands and services.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", help="create the database if missing and apply pending migrations")
+    p = sub.add_parser(
+        "migrate", help="create the database if missing, apply pending migrations, create the Kafka topics"
+    )
+    p.add_argument("--skip-topics", action="store_true", help="leave the Kafka topics alone (made some other way)")
     p.set_defaults(func=cmd_migrate)
 
     keys_p = sub.add_parser("keys", help="API keys")

@@ -212,6 +212,9 @@ class Stack:
             say(f"the broker at {first} does not answer; the edge spools click events until it does")
             return
         tansu = tansu_binary()
+        # One local broker holds one copy of each topic (`h0p migrate` creates them): ask for no more.
+        self.env.setdefault("H0P_KAFKA_REPLICATION", "1")
+        self.env.setdefault("H0P_KAFKA_MIN_INSYNC", "1")
         url = f"tcp://127.0.0.1:{port}"
         env = {**self.env, "RUST_LOG": self.env.get("RUST_LOG", "warn")}
         with self.recording():

@@ -39,7 +39,7 @@ from redirect.misses import MissBudget
 from redirect.producer import ClickProducer
 from redirect.protect import PasswordGate
 from redirect.protocol import protocol_for
-from redirect.resolve import REDIS_ERRORS, PostgresReader, Resolver
+from redirect.resolve import FILL_TTL_S, REDIS_ERRORS, REPLICA_FILL_TTL_S, PostgresReader, Resolver
 
 log = logging.getLogger("h0p.redirect")
 
@@ -61,13 +61,25 @@ class EdgeApp:
             settings.redis_url, max_connections=32, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
-        self.postgres = PostgresReader(settings.database_url)
+        # Record reads and invalidations from a replica near the edge (H0P_EDGE_REDIS_URL); refills
+        # and password counters are writes, which a replica refuses: they go to the primary.
+        self.redis_reader = self.redis
+        if settings.edge_read_redis_url != settings.redis_url:
+            reader_pool = aioredis.BlockingConnectionPool.from_url(
+                settings.edge_read_redis_url, max_connections=32, timeout=1.0, socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+            )  # fmt: skip
+            self.redis_reader = aioredis.Redis.from_pool(reader_pool)
+        self.postgres = PostgresReader(settings.read_url)
         misses = MissBudget(settings.miss_budget_domain, settings.miss_budget_client)
-        self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics, misses)
+        fill_ttl = REPLICA_FILL_TTL_S if settings.read_url != settings.database_url else FILL_TTL_S
+        self.resolver = Resolver(
+            self.cache, self.redis, self.postgres, self.metrics, misses, reader=self.redis_reader, fill_ttl_s=fill_ttl
+        )
         self.producer = ClickProducer(settings, self.metrics)
         self.domains = VerifiedDomains(self.postgres.verified_hosts, on_change=self._domains_changed)
-        self.subscriber = InvalidationSubscriber(
-            settings.redis_url, settings.invalidation_channel, self.cache, self.metrics, self.domains
+        self.subscriber = InvalidationSubscriber(  # pub/sub is replicated: a replica hears the primary's PUBLISH
+            settings.edge_read_redis_url, settings.invalidation_channel, self.cache, self.metrics, self.domains
         )
         self.geo = GeoLocator(settings.geoip_path)
         gate = PasswordGate(
@@ -151,8 +163,10 @@ class EdgeApp:
         if self.metrics_server is not None:
             await self.metrics_server.close()
             self.metrics_server = self.metrics_socket = None
-        closing = (("invalidation", self.subscriber.close()), ("redis", self.redis.aclose()),
-                   ("postgres", self.postgres.close()))  # fmt: skip
+        closing = [("invalidation", self.subscriber.close()), ("redis", self.redis.aclose()),
+                   ("postgres", self.postgres.close())]  # fmt: skip
+        if self.redis_reader is not self.redis:
+            closing.append(("redis replica", self.redis_reader.aclose()))
         for name, close in closing:
             try:  # redis-py's disconnect can wait on a transport forever (redis/redis-py#3941)
                 await asyncio.wait_for(close, STOP_TIMEOUT_S)
@@ -179,6 +193,16 @@ class EdgeApp:
             if not await self.postgres.reachable():
                 return PlainTextResponse("redis and postgres unreachable: no link can be looked up", 503)
             problems.append("redis unreachable (links read from postgres)")
+        if self.redis_reader is not self.redis:
+            try:
+                replication = await asyncio.wait_for(self.redis_reader.info("replication"), 1.0)
+            except REDIS_ERRORS:  # lookups fall back to Postgres, as with the primary gone
+                problems.append("redis replica (H0P_EDGE_REDIS_URL) unreachable")
+            else:
+                if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                    # cut off from its primary it serves old records and relays no invalidation: this
+                    # edge (only those reading that replica) must leave the load balancer
+                    return PlainTextResponse("redis replica (H0P_EDGE_REDIS_URL) has lost its primary", 503)
         if self.producer.enabled and not await self.producer.broker_reachable():
             problems.append("broker unreachable (click events spooled)")
         return PlainTextResponse("ready" + "".join(f"\ndegraded: {p}" for p in problems))
