@@ -10,8 +10,8 @@ browsers), then Matomo's per-brand, per-model device types (``redirect.device_mo
 model code is, then TV-box words, uap-core's OS and the "Mobile" token.
 Accuracy against Matomo's labelled fixtures: ``tests/redirect/test_visitor_agent_reference.py``.
 
-Leaf module: stdlib, ua-parser(-rs), crawler-user-agents, ``redirect.device_models`` (Matomo's data)
-and the events contract's fetcher list.
+Leaf module: stdlib, ua-parser(-rs), crawler-user-agents, ``redirect.device_models`` (Matomo's data),
+the device classes (``redirect.device_classes``) and the events contract's fetcher list.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ import ua_parser_rs  # ua-parser's native resolver; its extractors also serve th
 from ua_parser import Domain, Parser, load_lazy_builtins
 from ua_parser.regex import Resolver
 
+from redirect.device_classes import DEVICE_CLASSES, normalise_device
 from redirect.device_models import device_models
 from redirect.events import PREVIEW_FETCHERS
 
-# The device classes, spelled once: rules (`device=tablet`), analytics filters and the API docs.
-DEVICE_CLASSES = ("desktop", "mobile", "tablet", "tv", "console", "bot", "other")
-_DEVICE_ALIASES = {"phone": "mobile", "smartphone": "mobile", "phablet": "mobile", "television": "tv", "pc": "desktop"}
+__all__ = [
+    "DEVICE_CLASSES", "SCRIPTED_CLIENTS", "VisitorAgent", "classify", "device_class", "is_bot_agent",
+    "normalise_device",
+]  # fmt: skip
 
 
 class VisitorAgent(NamedTuple):
@@ -164,12 +166,6 @@ _OS_RENAMES = {"Web0S": "webOS"}
 _YANDEX = re.compile(r"\bYa(?:Search)?Browser/(\d+)(?:\.(\d+))?")
 _YANDEX_BASES = frozenset({"Chrome", "Chrome Mobile", "Chrome Mobile WebView", "YandexSearch", "Other"})
 _GENERIC_BRANDS = frozenset({"Spider", "Generic", "Generic_Android", "Generic_Android_Tablet", "Generic_Inettv"})
-
-
-def normalise_device(name: str) -> str:
-    """A device class as a rule or filter may spell it: "Phone", "smartphone" and "mobile" are one."""
-    key = name.strip().lower()
-    return _DEVICE_ALIASES.get(key, key)
 
 
 def _version(*parts: str | None) -> str:
