@@ -119,9 +119,9 @@ _TV_HINTS = _Tokens(
     r"beelink|linkbox|dune ?hd|ce-html|netrange|tpapi|libvlc|"
     r"; (?:[A-Z]+_)?[2-9]\d[A-Z]{1,5}\d{2,4}[A-Z0-9_-]*(?: Build|\))",
 )
-# A PC's own platform token (Matomo's desktop fragment): no model look-up needed. Other Linux agents
-# (armv7l, mips) are TVs and set-top boxes as often as PCs, so their models are looked up
-_PC = _Tokens(r"windows nt|x11; linux x86_64|macintosh|\bcros\b")
+# A PC's own platform token (Matomo's desktop fragment, and any x86 Linux): no model look-up needed.
+# Other Linux agents (armv7l, mips) are TVs and set-top boxes as often as PCs: their models are looked up
+_PC = _Tokens(r"windows nt|\bx11\b.*\blinux (?:x86_64|i[3-6]86)|macintosh|\bcros\b")
 _TABLET = _Tokens(
     r"ipad|tablet|kindle|silk/|playbook|nexus (?:7|9|10)\b|\bsm-[tpx]\d|lenovo tab|mediapad|matepad|xoom|"
     r"\bgt-p\d|\bsch-i800|\btouchpad\b|\bKF[A-Z]{2,4}\b|/apad\b|[a-z]pad\b|\bpad\b|tab\b|\btab\d|\btb-?\d|"
