@@ -282,6 +282,16 @@ def test_metrics_are_served_on_the_pod_address_where_prometheus_is_told_to_scrap
         assert exposed == {"http"}, f"{service['metadata']['name']} exposes {exposed}: /metrics must stay internal"
 
 
+def test_every_service_routes_to_a_named_port_of_the_pods_it_selects() -> None:
+    for service in of_kind("Service"):
+        name = service["metadata"]["name"]
+        selector = service["spec"]["selector"].items()
+        selected = [d for d in of_kind("Deployment") if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(selected) == 1, f"{name} selects {len(selected)} Deployments"
+        for port in service["spec"]["ports"]:
+            container_port(main_container(selected[0]), port["targetPort"])
+
+
 # --- resources and security ---------------------------------------------------------------------
 
 
