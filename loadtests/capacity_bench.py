@@ -1,6 +1,6 @@
 """Capacity drill: the whole local stack under load, one ingest process killed mid-run, CPU per unit of work.
 
-    python -m loadtests.capacity_bench [--duration 45] [--links 10000] [--kill-at 15] [--restart-after 5]
+    python -m loadtests.capacity_bench [--duration 50] [--links 10000] [--kill-at 10] [--restart-after 5]
                                        [--api-writes 20] [--hooked 0.05]
 
 Started as subprocesses on 127.0.0.1, everything its own (a database, a Redis db index with keys
@@ -478,15 +478,18 @@ def figures(d: Drill) -> tuple[Figures, dict[str, float]]:
 def lag_recovery(d: Drill, rate: float) -> tuple[float, float, float | None]:
     """(median lag before the kill, peak lag after it, seconds from the restart until the lag is back).
 
-    Back = at most twice the lag before the kill or half a second of the edge's rate, whichever is more:
-    events are always in flight (edge batches, ingest batches), so the lag under load is never 0.
+    Back = two samples in a row at most twice the lag before the kill or half a second of the edge's rate,
+    whichever is more: events are always in flight (edge and ingest batches), so under load it is never 0.
     """
     before = [a - s for t, a, s in d.samples if d.samples[0][0] + 3 < t < d.killed_at]
     after = [(t, a - s) for t, a, s in d.samples if t >= d.killed_at]
     base = statistics.median(before) if before else 0.0
     peak = max((lag for _, lag in after), default=0)
     bound = max(2 * base, 0.5 * rate)
-    back = next((t - d.restarted_at for t, lag in after if t >= d.restarted_at and lag <= bound), None)
+    # Two samples in a row: a batch committed can dip the lag for a moment in the middle of a backlog.
+    pairs = zip(after, after[1:], strict=False)
+    back = next((t - d.restarted_at for (t, lag), (_, nxt) in pairs if t >= d.restarted_at and max(lag, nxt) <= bound),
+                None)  # fmt: skip
     return base, float(peak), back
 
 
@@ -541,7 +544,10 @@ def markdown(d: Drill, args: argparse.Namespace) -> str:
     hits = e.counters.get("cache_hit", 0.0) - d.start.counters.get("cache_hit", 0.0)
     misses = e.counters.get("cache_miss", 0.0) - d.start.counters.get("cache_miss", 0.0)
     hit_ratio = hits / (hits + misses) if hits + misses else math.nan
+    load_left = args.duration - args.kill_at - args.restart_after
     recovered = "not within the run" if back is None else f"{back:.1f} s after the restart"
+    if back is not None:
+        recovered += " (under load)" if back <= load_left else f" (after the load stopped, {load_left:g} s after it)"
     writes = ", ".join(f"{name} {n:,}" for name, n in sorted(d.row_writes.items(), key=lambda kv: -kv[1]))
     la = d.load_avg
     lines = [
@@ -618,10 +624,10 @@ def markdown(d: Drill, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=45.0, help="seconds of load (default 45)")
+    parser.add_argument("--duration", type=float, default=50.0, help="seconds of load (default 50)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--links", type=int, default=10_000)
-    parser.add_argument("--kill-at", type=float, default=15.0)
+    parser.add_argument("--kill-at", type=float, default=10.0)
     parser.add_argument("--restart-after", type=float, default=5.0)
     parser.add_argument("--api-writes", type=float, default=20.0, help="API writes per second")
     parser.add_argument("--hooked", type=float, default=0.05, help="share of the links with a webhook")
