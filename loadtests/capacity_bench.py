@@ -211,7 +211,7 @@ async def prepare(redis_db: int, links: int, hooked: int, receiver_port: int, br
 
 
 async def edge_counters(client: httpx.AsyncClient) -> dict[str, float]:
-    """The edge's counters summed over its workers: redirects, events by state, cache hits and misses."""
+    """The edge's counters summed over its workers: redirects, events by state, cache, Redis and Postgres lookups."""
     text = (await client.get("/metrics")).text
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -222,6 +222,10 @@ async def edge_counters(client: httpx.AsyncClient) -> dict[str, float]:
                 key = f"events_{s.labels.get('state')}"
             elif s.name == "h0p_edge_cache_lookups_total":
                 key = f"cache_{s.labels.get('result')}"
+            elif s.name == "h0p_edge_redis_lookups_total":
+                key = f"redis_{s.labels.get('result')}"
+            elif s.name == "h0p_edge_postgres_lookups_total":
+                key = "postgres_lookups"
             else:
                 continue
             out[key] = out.get(key, 0.0) + s.value
@@ -282,8 +286,10 @@ class Drill:
 
 
 class Stack:
-    def __init__(self, tmp: Path, env: dict[str, str], api_env: dict[str, str], wh_env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str], api_env: dict[str, str], wh_env: dict[str, str],
+                 broker: Broker) -> None:  # fmt: skip
         self.tmp = tmp
+        self.broker = broker
         self.env = env
         self.api_env = api_env
         self.wh_env = wh_env
@@ -303,6 +309,7 @@ class Stack:
             "ingest": sum(tree_cpu_s(p.pid) for p in self.ingest) + killed_cpu,
             "api": tree_cpu_s(self.api.pid),
             "webhooks": tree_cpu_s(self.webhooks.pid),
+            "broker": tree_cpu_s(self.broker.proc.pid) if self.broker.proc else 0.0,
         }
 
 
@@ -429,6 +436,7 @@ class Figures:
     api_pg_us: float
     webhook_us: float
     webhook_pg_us: float
+    broker_us: float
     net_us: dict[str, float]  # process µs per unit less what the process uses idle (its background loops)
     rows_per_click: float  # the click pipeline: clicks, rollup increments, link counters
     rows_per_write: float  # the API's row writes (links and whatever else it writes)
@@ -452,15 +460,17 @@ def figures(d: Drill) -> tuple[Figures, dict[str, float]]:
     pipeline = sum(n for name, n in w.items() if name.startswith("click")) + link_updates - d.updates
     hooks = sum(n for name, n in w.items() if name.startswith("webhook"))
     api = sum(w.values()) - pipeline - hooks
-    span = {"edge": m.at - s.at, "api": m.at - s.at, "ingest": e.at - s.at, "webhooks": e.at - s.at}
-    ends = {"edge": m, "api": m, "ingest": e, "webhooks": e}
-    per_role = {"edge": redirects, "api": writes, "ingest": rows, "webhooks": deliveries}
+    span = {"edge": m.at - s.at, "api": m.at - s.at, "ingest": e.at - s.at, "webhooks": e.at - s.at,
+            "broker": e.at - s.at}  # fmt: skip
+    ends = {"edge": m, "api": m, "ingest": e, "webhooks": e, "broker": e}
+    per_role = {"edge": redirects, "api": writes, "ingest": rows, "webhooks": deliveries, "broker": rows}
     net = {
         role: per(ends[role].cpu[role] - s.cpu[role] - d.idle.get(role, 0.0) * span[role], n)
         for role, n in per_role.items()
     }
     f = Figures(
         net_us=net,
+        broker_us=per(e.cpu["broker"] - s.cpu["broker"], rows),
         redirect_us=per(m.cpu["edge"] - s.cpu["edge"], redirects),
         ingest_us=per(e.cpu["ingest"] - s.cpu["ingest"], rows),
         ingest_pg_us=per(d.pg.used(APP_NAMES["ingest"]), rows),
@@ -537,12 +547,17 @@ def markdown(d: Drill, args: argparse.Namespace) -> str:
     e = d.end
     events = acked(e.counters)
     lost = int(e.counters.get("events_spooled", 0) + e.counters.get("events_dropped", 0))
-    once = events == d.rows == d.distinct and not lost
+    redirects = int(e.counters.get("redirects", 0))
+    once = redirects == events == d.rows == d.distinct and not lost
     f, units = figures(d)
     rate = units["redirects"] / args.duration
     base, peak, back = lag_recovery(d, rate)
-    hits = e.counters.get("cache_hit", 0.0) - d.start.counters.get("cache_hit", 0.0)
-    misses = e.counters.get("cache_miss", 0.0) - d.start.counters.get("cache_miss", 0.0)
+
+    def delta(name: str) -> float:
+        assert d.start
+        return e.counters.get(name, 0.0) - d.start.counters.get(name, 0.0)
+
+    hits, misses = delta("cache_hit"), delta("cache_miss")
     hit_ratio = hits / (hits + misses) if hits + misses else math.nan
     load_left = args.duration - args.kill_at - args.restart_after
     recovered = "not within the run" if back is None else f"{back:.1f} s after the restart"
@@ -566,8 +581,11 @@ def markdown(d: Drill, args: argparse.Namespace) -> str:
         "|---|---:|",
         f"| edge requests/s under wrk (p50 / p99 ms, errors) | {r.rps:,.0f} ({r.p50_ms:.2f} / {r.p99_ms:.2f}, "
         f"{r.errors}) |",
-        f"| in-process cache hit ratio during the load | {hit_ratio:.1%} |",
-        f"| events acknowledged to the edge (both workers) | {events:,} |",
+        f"| in-process cache hit ratio during the load (the misses: Redis hits / Redis misses / Postgres reads) "
+        f"| {hit_ratio:.1%} ({delta('redis_hit'):,.0f} / {delta('redis_miss'):,.0f} / "
+        f"{delta('postgres_lookups'):,.0f}) |",
+        f"| redirects answered by the edge (both workers, warm-up included) | {redirects:,} |",
+        f"| their click events acknowledged by the broker | {events:,} |",
         f"| events spooled or dropped by the edge | {lost:,} |",
         f"| rows in `clicks`: count / distinct event_id | {d.rows:,} / {d.distinct:,} |",
         f"| lag (events acked - rows stored) before the kill, median | {base:,.0f} |",
@@ -577,8 +595,8 @@ def markdown(d: Drill, args: argparse.Namespace) -> str:
         f"| webhook deliveries | {units['deliveries']:,} |",
         f"| load average at the end (1 / 5 / 15 min; 2 cores) | {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} |",
         "",
-        f"Every click stored exactly once: {'**yes** ✅' if once else '**no** ❌'} (events acknowledged = rows = "
-        "distinct event ids, none spooled or dropped).",
+        f"Every click stored exactly once: {'**yes** ✅' if once else '**no** ❌'} (redirects = events acknowledged "
+        "= rows = distinct event ids, none spooled or dropped).",
         "",
         "CPU per unit of work, from /proc (user + system; process trees, supervisors and workers; Postgres = this "
         "database's backends serving that role, named by `application_name`; Postgres's shared background "
@@ -594,6 +612,8 @@ def markdown(d: Drill, args: argparse.Namespace) -> str:
         f"{f.net_us['api']:,.0f} | {d.idle.get('api', 0):.3f} | {f.api_pg_us:,.0f} |",
         f"| webhook delivery (fan-out, signing, POST) | {units['deliveries']:,.0f} | {f.webhook_us:,.0f} | "
         f"{f.net_us['webhooks']:,.0f} | {d.idle.get('webhooks', 0):.3f} | {f.webhook_pg_us:,.0f} |",
+        f"| (the broker, Tansu, per stored event: produce and fetch; not Kafka, not projected) | "
+        f"{units['rows']:,.0f} | {f.broker_us:,.0f} | {f.net_us['broker']:,.0f} | {d.idle.get('broker', 0):.3f} | - |",
         "",
         "Idle = CPU of the process tree per second over 11 quiet seconds before the load (its background loops); "
         "'less idle' subtracts that for the time measured: the cost of one more unit, which the projection uses.",
@@ -664,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         api_env = {**env, "H0P_DATABASE_URL": named(SITE.database_url, APP_NAMES["api"])}
         wh_env = {**env, "H0P_DATABASE_URL": named(SITE.database_url, APP_NAMES["webhooks"])}
-        st = Stack(tmp, env, api_env, wh_env)
+        st = Stack(tmp, env, api_env, wh_env, broker)
         st.edge = stack.enter_context(service(h0p_command("redirect"), env, tmp / "edge.log"))
         st.api = stack.enter_context(service(h0p_command("api"), api_env, tmp / "api.log"))
         st.webhooks = stack.enter_context(service(h0p_command("webhooks"), wh_env, tmp / "webhooks.log"))
