@@ -96,8 +96,10 @@ def test_the_k8s_config_gives_the_api_replicas_one_bucket_and_no_files_volume() 
     config = next(d for d in yaml.safe_load_all((root / "config.yaml").read_text()) if d["kind"] == "ConfigMap")
     store = files.storage_for(load_settings(config["data"]))
     assert isinstance(store, file_storage.S3FileStorage) and store.bucket
-    api = next(d for d in yaml.safe_load_all((root / "api.yaml").read_text()) if d["kind"] == "Deployment")
-    assert api["spec"]["replicas"] > 1
+    documents = list(yaml.safe_load_all((root / "api.yaml").read_text()))
+    api = next(d for d in documents if d["kind"] == "Deployment")
+    scaler = next(d for d in documents if d["kind"] == "HorizontalPodAutoscaler")
+    assert scaler["spec"]["scaleTargetRef"]["name"] == api["metadata"]["name"] and scaler["spec"]["minReplicas"] > 1
     mounts = [m["mountPath"] for c in api["spec"]["template"]["spec"]["containers"] for m in c.get("volumeMounts", [])]
     assert not [m for m in mounts if "files" in m]  # a per-pod files volume would split the uploads again
 
