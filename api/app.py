@@ -21,11 +21,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api import cache_sync
+from api.dashboard import dashboard_mount
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
@@ -129,10 +130,17 @@ def create_app(settings: Settings) -> Starlette:
     async def ui(request: Request) -> Response:
         return Response(SWAGGER_PAGE, media_type="text/html")
 
+    async def home(request: Request) -> Response:
+        # A browser (it asks for HTML) goes to the dashboard; an API client gets where the docs are.
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/app/", status_code=303)
+        return json_response(200, {"dashboard": "/app/", "openapi": "/doc", "docs": "/ui"})
+
     async def ui_init(request: Request) -> Response:
         return Response(SWAGGER_INIT, media_type="text/javascript")
 
     routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/mcp", mcp),
         Route("/doc", doc, methods=["GET"]),
@@ -143,6 +151,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     for module in modules:
         routes.extend(getattr(module, "ROUTES", ()))
+    routes.append(dashboard_mount())  # /app/: the dashboard's pages (session cookies, not API keys)
     return Starlette(
         routes=routes,
         lifespan=lifespan,
