@@ -214,7 +214,9 @@ async def _qr_image(view: View) -> Response:
     link_id = view.request.path_params["id"]
     fmt = view.request.path_params["format"]
     data = await qr.link_qr_url(view.ctx, view.workspace_id, link_id)
-    params = {**_qr_params(view), "format": fmt}
+    # The image URL carries the API's own QR parameter names (what the designer form turned into).
+    q = view.request.query_params
+    params = {k: q[k] for k in ("fgColor", "bgColor", "size", "logo") if q.get(k)} | {"format": fmt}
     try:
         image = await qr.generate_qr(view.ctx, view.workspace_id, qr.options_from_query(params, data))
     except ValidationFailed as exc:

@@ -108,3 +108,17 @@ async def record_failed_signin(ctx: ServiceContext, email: str, client: str) -> 
             pipe.incr(key)
             pipe.expire(key, window, nx=True)
         await pipe.execute()
+
+
+# --- one-time messages ------------------------------------------------------------------
+
+
+async def set_flash(ctx: ServiceContext, token: str, message: str) -> None:
+    """A message for the next page of this session only (a new key's secret after the redirect)."""
+    await ctx.redis.set(_key(token) + ":flash", message, ex=300)
+
+
+async def pop_flash(ctx: ServiceContext, token: str) -> str | None:
+    """The session's one-time message, deleted as it is read."""
+    raw = await ctx.redis.getdel(_key(token) + ":flash")
+    return raw.decode() if isinstance(raw, bytes) else raw

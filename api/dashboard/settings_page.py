@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.dashboard import sessions
 from api.dashboard.web import PREFIX, View, field_errors, page, redirect
 from api.errors import AlreadyExists, Forbidden, ValidationFailed
 from api.services import files, users, workspaces
@@ -16,7 +17,9 @@ async def _settings(view: View, status: int = 200, **values: object) -> Response
     members = await users.list_members(view.ctx, view.workspace_id) if view.is_owner else []
     invitations = await users.list_invitations(view.ctx, view.workspace_id) if view.is_owner else []
     values.setdefault("errors", {})
-    values.setdefault("invite_link", "")
+    values["invite_link"] = ""
+    if view.request.method == "GET":
+        values["invite_link"] = await sessions.pop_flash(view.ctx, view.token) or ""
     return view.render(
         "settings.html", status, info=info, storage=storage, quota=view.ctx.settings.file_quota_bytes,
         members=members, invitations=invitations, **values,
@@ -45,7 +48,9 @@ async def _invite(view: View) -> Response:
     except ValidationFailed as exc:
         return await _settings(view, 400, errors={f"invite-{k}": v for k, v in field_errors(exc).items()})
     base = f"{view.request.url.scheme}://{view.request.url.netloc}"
-    return await _settings(view, invite_link=f"{base}{PREFIX}/invite/{token}")
+    # Shown once, on the page the redirect leads to (a reload does not make a second invitation).
+    await sessions.set_flash(view.ctx, view.token, f"{base}{PREFIX}/invite/{token}")
+    return redirect(f"{PREFIX}/settings")
 
 
 async def _revoke_invitation(view: View) -> Response:
