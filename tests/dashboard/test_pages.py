@@ -67,7 +67,7 @@ def test_a_domain_is_verified_against_its_txt_record(
     expect(page.get_by_role("status")).to_have_text(f"{host} is verified: its links are live.")
     expect(page.get_by_role("region", name=host)).to_contain_text("Verified")
     page.get_by_label("Unknown slugs go to").fill("https://example.com/lost")
-    page.get_by_role("button", name=f"Save the redirects of {host}").click()
+    page.get_by_role("button", name=f"Save redirects of {host}").click()
     expect(page.get_by_label("Unknown slugs go to")).to_have_value("https://example.com/lost")
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name=f"Delete {host}").click()
