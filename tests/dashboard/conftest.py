@@ -1,8 +1,9 @@
 """Browser tests of the dashboard: a real API process, a real edge, Debian's chromium via Playwright.
 
-One browser for the whole session; each test gets fresh browser contexts (cookie jars). The
-API and the edge run as processes (what production runs), on the session's database, Redis
-and broker; users are made with the real ``h0p users create`` command.
+One browser for the package (torn down before the suite moves on to async tests); each test
+gets fresh browser contexts (cookie jars). The API and the edge run as processes (what
+production runs), on the session's database, Redis and broker; users are made with the real
+``h0p users create`` command.
 """
 
 from __future__ import annotations
@@ -60,14 +61,14 @@ def _start(code: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]
     return proc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard_dns() -> Iterator[LoopbackDns]:
     dns = LoopbackDns().start()
     yield dns
     dns.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(settings: Settings, dashboard_dns: LoopbackDns) -> Iterator[Stack]:
     """The API and the edge as processes; a workspace with an owner and a member."""
     api_port, edge_port = free_port(), free_port()
@@ -106,7 +107,7 @@ def stack(settings: Settings, dashboard_dns: LoopbackDns) -> Iterator[Stack]:
             assert proc.wait(timeout=20) in (0, -15)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright(stack: Stack) -> Iterator[Playwright]:
     # After the stack: sync Playwright runs an event loop in this thread, and the session's
     # settings fixture needs asyncio.run (set up before it, torn down after it).
@@ -114,7 +115,7 @@ def playwright(stack: Stack) -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
