@@ -6,6 +6,9 @@ allows a shared settings helper). Nothing else reads ``os.environ``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import ipaddress
 import os
 import sys
@@ -16,6 +19,15 @@ from urllib.parse import urlsplit
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
+
+
+# The built-in H0P_SECRET_KEY: anyone can read it here, so a process using it may listen on
+# loopback only (``require_private_secret``). Example env files ship no value at all.
+DEV_SECRET_KEY = "h0p-local-development-secret-change-me"
+MIN_SECRET_KEY_CHARS = 32
+# What a key derived from H0P_SECRET_KEY is for (``Settings.derived_key``). One key per purpose:
+# a signature made for one (a file URL) can never be replayed as another (an unlock cookie).
+KEY_PURPOSES = ("file-urls", "unlock-cookies", "visitor-hash")
 
 
 def _default_geoip_path() -> str:
@@ -47,9 +59,19 @@ class Settings:
     public_port: int = 0
     edge_hostname: str = "localhost"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    secret_key: str = "h0p-local-development-secret-change-me"
+    # Used through ``derived_key(purpose)`` only (raw: just to verify file URLs signed before); never printed.
+    secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
     spool_dir: str = "var/spool"
     files_dir: str = "var/files"
+    # Uploaded files on S3-compatible storage: "s3://bucket/prefix"; "" = on local disk under files_dir.
+    files_url: str = ""
+    s3_endpoint_url: str = ""  # "" = AWS S3; http(s)://host:port for MinIO, R2, Ceph, moto …
+    s3_region: str = ""  # "" = AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    # Both "" = the standard AWS credential chain (AWS_* variables, web identity, instance role); never printed.
+    s3_access_key_id: str = field(default="", repr=False)
+    s3_secret_access_key: str = field(default="", repr=False)
+    # Longest one storage call may take (each attempt and its retries): an outage is a 503, not a hang.
+    s3_timeout_s: float = 10.0
     # Uploaded images: largest accepted upload, and total bytes per workspace (PLAN_LIMIT_REACHED above it).
     file_max_bytes: int = 5 * 1024 * 1024
     file_quota_bytes: int = 1024 * 1024 * 1024
@@ -57,29 +79,58 @@ class Settings:
     api_public_url: str = ""
     geoip_path: str = field(default_factory=_default_geoip_path)
     cache_size: int = 100_000
+    cache_max_bytes: int = 256 * 1024 * 1024  # the edge's in-process cache, in bytes of records (see redirect.cache)
     cache_ttl_s: float = 60.0
     negative_ttl_s: float = 5.0
+    # Uncached lookups per second that may reach Postgres and find nothing, per domain and per
+    # client (an IPv6 client is its /64); beyond, such lookups answer 503 without Postgres. 0 = no limit.
+    miss_budget_domain: int = 100
+    miss_budget_client: int = 10
     event_queue_size: int = 100_000
     event_batch_size: int = 1000
     event_linger_ms: int = 20
     password_attempts: int = 5
     password_window_s: int = 900
+    # Password attempts on one link from all clients per window; beyond, the link's form locks (doubling).
+    password_link_attempts: int = 100
+    # Argon2 checks running at once in one edge process (64 MiB each); more get 429 at once.
+    password_checks: int = 2
     rate_limits_enabled: bool = True
     rate_limit_per_second: int = 5
     rate_limit_per_minute: int = 100
+    # One bucket per workspace beside the per-key one, so minting keys does not multiply the limit
+    # (never tighter than one key's own limit; a plan may set its own).
+    workspace_rate_limit_per_second: int = 10
+    workspace_rate_limit_per_minute: int = 300
+    # API keys a workspace may hold at most (a plan's own "keys" limit applies when lower).
+    max_keys_per_workspace: int = 100
+    # Link passwords one bulk request may set (each is an argon2 hash: ~50 ms of CPU and 64 MiB).
+    bulk_passwords_max: int = 10
+    # Threads hashing link passwords per API process: at most this many hashes run at once.
+    password_hash_threads: int = 2
     allow_private_targets: bool = False
     blocked_hosts: tuple[str, ...] = ()
     dns_resolver: str = ""
+    # An unverified custom domain claim lapses after this long (a claim never locks out the real owner).
+    domain_claim_expiry_s: int = 7 * 86400
     store_raw_ip: bool = False
     # Off only for benchmarks: the edge then emits no click events at all.
     click_events: bool = True
     ingest_batch_size: int = 20_000
     ingest_linger_ms: int = 200
+    # Prometheus /metrics of an edge process, off the public port; 0 = not served
+    edge_metrics_port: int = 9109
+    edge_metrics_host: str = "127.0.0.1"
     # Prometheus /metrics of an ingest process; 0 = not served
     ingest_metrics_port: int = 9108
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
     ingest_session_timeout_ms: int = 10_000
     log_level: str = "info"
+    # Postgres cuts any analytics query (and each fetch of an export) running longer than this.
+    analytics_statement_timeout_ms: int = 10_000
+    # Exports read through their own pool, one at a time per workspace, each for at most export_max_s.
+    export_pool_size: int = 2
+    export_max_s: float = 900.0
     # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
     plans_json: str = ""
     # Dashboard sessions (Redis): ended after this long unused, and this long after sign-in at most.
@@ -104,12 +155,56 @@ class Settings:
         # Pub/sub ignores the db index: scope the channel so stacks sharing a server stay apart.
         return f"h0p:{self.redis_db}:invalidate"
 
+    def derived_key(self, purpose: str) -> bytes:
+        """The 32-byte key for ``purpose`` (one of ``KEY_PURPOSES``), derived from H0P_SECRET_KEY."""
+        if purpose not in KEY_PURPOSES:
+            raise ValueError(f"unknown key purpose {purpose!r}; known: {', '.join(KEY_PURPOSES)}")
+        return _derive_key(self.secret_key, purpose)
+
     def short_url(self, domain: str, slug: str) -> str:
         port = self.public_port
         if not port and domain == self.default_domain and domain in ("localhost", "127.0.0.1"):
             port = self.redirect_port
         suffix = f":{port}" if port else ""
         return f"{self.public_scheme}://{domain}{suffix}/{slug}"
+
+
+@functools.lru_cache(maxsize=16)
+def _derive_key(secret_key: str, purpose: str) -> bytes:
+    # HMAC-SHA256 with a purpose label (HKDF-Expand of one block is the same construction).
+    return hmac.new(secret_key.encode(), b"h0p-key-v1:" + purpose.encode(), hashlib.sha256).digest()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def require_private_secret(settings: Settings) -> None:
+    """SettingsError if the built-in development secret would serve beyond loopback (H0P_BIND_HOST)."""
+    if settings.secret_key == DEV_SECRET_KEY and not _is_loopback(settings.bind_host):
+        raise SettingsError(
+            f"H0P_SECRET_KEY is the built-in development value, which is allowed only with a loopback"
+            f" H0P_BIND_HOST (not {settings.bind_host!r}): set H0P_SECRET_KEY to a random string of at least"
+            f" {MIN_SECRET_KEY_CHARS} characters"
+        )
+
+
+def _secret_key(raw: str) -> str:
+    if raw == DEV_SECRET_KEY:
+        return raw  # the development value, spelled out: allowed on loopback (require_private_secret)
+    folded = raw.lower().replace("-", "").replace("_", "")
+    if "changeme" in folded:
+        raise SettingsError("H0P_SECRET_KEY is a placeholder (CHANGE-ME): set it to a long random string")
+    if len(raw) < MIN_SECRET_KEY_CHARS:
+        raise SettingsError(
+            f"H0P_SECRET_KEY is {len(raw)} characters: use a random string of at least {MIN_SECRET_KEY_CHARS}"
+        )
+    return raw
 
 
 _BOOL = {
@@ -159,6 +254,15 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _files_url(raw: str) -> str:
+    if not raw:
+        return ""  # local disk
+    parts = urlsplit(raw)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
+        raise SettingsError(f"H0P_FILES_URL={raw!r}: expected s3://bucket or s3://bucket/prefix (or empty: local disk)")
+    return raw.rstrip("/")
+
+
 def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     out = []
     for item in filter(None, (p.strip() for p in raw.split(","))):
@@ -199,17 +303,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_KAFKA_TOPIC", "kafka_topic"),
         ("H0P_KAFKA_DEAD_LETTER_TOPIC", "kafka_dead_letter_topic"),
         ("H0P_KAFKA_GROUP", "kafka_group"),
-        ("H0P_SECRET_KEY", "secret_key"),
         ("H0P_SPOOL_DIR", "spool_dir"),
         ("H0P_FILES_DIR", "files_dir"),
         ("H0P_GEOIP_DB", "geoip_path"),
         ("H0P_DNS_RESOLVER", "dns_resolver"),
         ("H0P_BIND_HOST", "bind_host"),
+        ("H0P_EDGE_METRICS_HOST", "edge_metrics_host"),
     ):
         if (v := get(name)) is not None:
             if not v and name not in ("H0P_DNS_RESOLVER", "H0P_GEOIP_DB"):
                 raise SettingsError(f"{name} is empty")
             kw[key] = v
+    if (v := get("H0P_SECRET_KEY")) is not None:
+        if not v:
+            raise SettingsError("H0P_SECRET_KEY is empty: set it to a long random string")
+        kw["secret_key"] = _secret_key(v)
     if (v := get("H0P_DEFAULT_DOMAIN")) is not None:
         if not v or "/" in v or ":" in v:
             raise SettingsError(f"H0P_DEFAULT_DOMAIN={v!r}: expected a host name without scheme or port")
@@ -225,19 +333,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_REDIRECT_PORT", "redirect_port"),
         ("H0P_PUBLIC_PORT", "public_port"),
         ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
+        ("H0P_EDGE_METRICS_PORT", "edge_metrics_port"),
     )
     for name, key in ports:
         if (v := get(name)) is not None:
-            kw[key] = _int(name, v, 0 if key in ("public_port", "ingest_metrics_port") else 1, 65535)
+            low = 0 if key in ("public_port", "ingest_metrics_port", "edge_metrics_port") else 1
+            kw[key] = _int(name, v, low, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
+        ("H0P_MISS_BUDGET_DOMAIN", "miss_budget_domain", 0, 10**7),
+        ("H0P_MISS_BUDGET_CLIENT", "miss_budget_client", 0, 10**7),
+        ("H0P_CACHE_MAX_BYTES", "cache_max_bytes", 0, 2**62),
         ("H0P_EVENT_QUEUE_SIZE", "event_queue_size", 1, 10**8),
         ("H0P_EVENT_BATCH_SIZE", "event_batch_size", 1, 10**6),
         ("H0P_EVENT_LINGER_MS", "event_linger_ms", 0, 60_000),
         ("H0P_PASSWORD_ATTEMPTS", "password_attempts", 1, 10**6),
         ("H0P_PASSWORD_WINDOW_S", "password_window_s", 1, 10**7),
+        ("H0P_PASSWORD_LINK_ATTEMPTS", "password_link_attempts", 1, 10**7),
+        ("H0P_PASSWORD_CHECKS", "password_checks", 1, 256),
         ("H0P_RATE_LIMIT_PER_SECOND", "rate_limit_per_second", 1, 10**7),
         ("H0P_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute", 1, 10**9),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_SECOND", "workspace_rate_limit_per_second", 1, 10**7),
+        ("H0P_WORKSPACE_RATE_LIMIT_PER_MINUTE", "workspace_rate_limit_per_minute", 1, 10**9),
+        ("H0P_MAX_KEYS_PER_WORKSPACE", "max_keys_per_workspace", 1, 10**6),
+        ("H0P_BULK_PASSWORDS_MAX", "bulk_passwords_max", 0, 100),
+        ("H0P_PASSWORD_HASH_THREADS", "password_hash_threads", 1, 256),
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
         ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),
@@ -246,11 +366,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_SIGNIN_ATTEMPTS_PER_ACCOUNT", "signin_attempts_per_account", 1, 10**6),
         ("H0P_SIGNIN_ATTEMPTS_PER_CLIENT", "signin_attempts_per_client", 1, 10**6),
         ("H0P_SIGNIN_WINDOW_S", "signin_window_s", 1, 10**7),
+        ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
+        ("H0P_ANALYTICS_STATEMENT_TIMEOUT_MS", "analytics_statement_timeout_ms", 1, 3_600_000),
+        ("H0P_EXPORT_POOL_SIZE", "export_pool_size", 1, 1000),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, low, high)
-    for name, key in (("H0P_CACHE_TTL_S", "cache_ttl_s"), ("H0P_NEGATIVE_TTL_S", "negative_ttl_s")):
+    floats = (
+        ("H0P_CACHE_TTL_S", "cache_ttl_s"),
+        ("H0P_NEGATIVE_TTL_S", "negative_ttl_s"),
+        ("H0P_EXPORT_MAX_S", "export_max_s"),
+    )
+    for name, key in floats:
         if (v := get(name)) is not None:
             kw[key] = _float(name, v, 0.0)
     bools = (
@@ -271,6 +399,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kw["file_max_bytes"] = _int("H0P_FILE_MAX_BYTES", v, 1, 2**31 - 1)
     if (v := get("H0P_FILE_QUOTA_BYTES")) is not None:
         kw["file_quota_bytes"] = _int("H0P_FILE_QUOTA_BYTES", v, 0, 2**62)
+    if (v := get("H0P_FILES_URL")) is not None:
+        kw["files_url"] = _files_url(v)
+    if (v := get("H0P_S3_ENDPOINT_URL")) is not None:
+        kw["s3_endpoint_url"] = _url("H0P_S3_ENDPOINT_URL", v, ("http", "https")).rstrip("/") if v else ""
+    for name, key in (
+        ("H0P_S3_REGION", "s3_region"),
+        ("H0P_S3_ACCESS_KEY_ID", "s3_access_key_id"),
+        ("H0P_S3_SECRET_ACCESS_KEY", "s3_secret_access_key"),
+    ):
+        if (v := get(name)) is not None:
+            kw[key] = v
+    if bool(kw.get("s3_access_key_id")) != bool(kw.get("s3_secret_access_key")):
+        raise SettingsError("H0P_S3_ACCESS_KEY_ID and H0P_S3_SECRET_ACCESS_KEY are set together or not at all")
+    if (v := get("H0P_S3_TIMEOUT_S")) is not None:
+        kw["s3_timeout_s"] = _float("H0P_S3_TIMEOUT_S", v, 0.1)
     if (v := get("H0P_API_PUBLIC_URL")) is not None:
         kw["api_public_url"] = _url("H0P_API_PUBLIC_URL", v, ("http", "https")).rstrip("/") if v else ""
     if (v := get("H0P_PLANS")) is not None:

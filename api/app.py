@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -22,17 +23,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 
-from api import cache_sync
+from api import cache_sync, db
 from api.dashboard import dashboard_mount
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
-from api.openapi import SWAGGER_INIT, SWAGGER_PAGE, openapi_document
+from api.openapi import SWAGGER_INIT, openapi_document, swagger_page
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
+from api.static_assets import VersionedAssets
 from h0p_settings import Settings
 
 log = logging.getLogger("h0p.api")
@@ -49,6 +50,11 @@ ROUTE_MODULES = (
     "api.routes.qr",
     "api.routes.analytics",
 )
+
+
+# Swagger UI's files under a URL that names their version (the bundle's folder, e.g.
+# swagger-ui-4.15.5): an upgrade changes the URL, so browsers may keep each file forever.
+SWAGGER_ASSETS = "/ui/assets/" + os.path.basename(swagger_ui_bundle.swagger_ui_path)
 
 
 def _modules() -> list[ModuleType]:
@@ -78,7 +84,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return error_response(NotFound("no such route"))
     if exc.status_code == 400:
-        return error_response(ValidationFailed([{"path": None, "message": str(exc.detail)}]))
+        return error_response(ValidationFailed([{"path": "body", "message": str(exc.detail)}]))
     return error_response(InternalError())
 
 
@@ -108,6 +114,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = await open_context(settings)
         app.state.ctx = ctx
+        # Exports (GET /analytics/export) read at the client's pace: a pool of their own, so that
+        # slow readers can never take the connections every other request needs.
+        app.state.export_pool = await db.create_pool(settings.database_url, 0, settings.export_pool_size)
         stop = asyncio.Event()
         outbox = asyncio.create_task(cache_sync.run_outbox_loop(ctx, stop), name="h0p-cache-outbox")
         try:
@@ -119,22 +128,35 @@ def create_app(settings: Settings) -> Starlette:
                 await asyncio.wait_for(outbox, timeout=10.0)
             except TimeoutError:
                 log.warning("cache outbox loop did not finish in time; the next start retries it")
+            app.state.export_pool.terminate()  # exports still streaming are cut: the client sees them incomplete
             await close_context(ctx)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def home(request: Request) -> Response:
+        # A person who opens the API's address in a browser goes to the dashboard; a client gets pointers as JSON.
+        headers = {"vary": "accept"}
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/app/", status_code=303, headers=headers)
+        where = {
+            "name": "H0p API",
+            "doc": "/doc",
+            "ui": "/ui",
+            "mcp": "/mcp",
+            "health": "/healthz",
+            "dashboard": "/app/",
+        }
+        return json_response(200, where, headers)
+
     async def doc(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
-    async def ui(request: Request) -> Response:
-        return Response(SWAGGER_PAGE, media_type="text/html")
+    page = swagger_page(SWAGGER_ASSETS)
+    swagger_assets = VersionedAssets(swagger_ui_bundle.swagger_ui_path)
 
-    async def home(request: Request) -> Response:
-        # A browser (it asks for HTML) goes to the dashboard; an API client gets where the docs are.
-        if "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse("/app/", status_code=303)
-        return json_response(200, {"dashboard": "/app/", "openapi": "/doc", "docs": "/ui"})
+    async def ui(request: Request) -> Response:
+        return Response(page, media_type="text/html")
 
     async def ui_init(request: Request) -> Response:
         return Response(SWAGGER_INIT, media_type="text/javascript")
@@ -146,7 +168,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/doc", doc, methods=["GET"]),
         Route("/ui", ui, methods=["GET"]),
         Route("/ui/init.js", ui_init, methods=["GET"]),
-        Mount("/ui/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-assets"),
+        Route(SWAGGER_ASSETS + "/{name}", swagger_assets.serve, methods=["GET", "HEAD"], name="swagger-assets"),
         *(e.route() for e in endpoints),
     ]
     for module in modules:

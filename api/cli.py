@@ -14,7 +14,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,9 +22,12 @@ import msgspec
 import redis.exceptions
 
 from api import db
-from api.errors import H0pError, from_msgspec, status_and_code
+from api.errors import H0pError, NotFound, from_msgspec, status_and_code
 from api.services.context import ServiceContext, close_context, open_context
-from h0p_settings import Settings, load_settings_or_exit
+from h0p_settings import Settings, SettingsError, load_settings_or_exit, require_private_secret
+
+if TYPE_CHECKING:
+    from api.services.workspaces import Workspace
 
 T = TypeVar("T")
 
@@ -89,11 +92,25 @@ def _scopes(raw: Sequence[str] | None) -> list[str] | None:
     return [s for item in raw for s in item.split(",") if s.strip()]
 
 
+async def _workspace(ctx: ServiceContext, name: str, create: bool) -> tuple[Workspace, bool]:
+    """The workspace called ``name`` and whether this call created it; only created when asked."""
+    from api.services import workspaces
+
+    if create:
+        return await workspaces.ensure_workspace(ctx, name)
+    try:
+        return await workspaces.get_workspace_by_name(ctx, name), False
+    except NotFound:
+        # A typo must not quietly make a second, empty workspace.
+        raise CommandFailed(f"no workspace named {name!r}; pass --create-workspace to create it") from None
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from api.services import keys, workspaces
+    from api.services import keys
 
     async def work(ctx: ServiceContext) -> str | None:
-        workspace, created = await workspaces.ensure_workspace(ctx, args.workspace)
+        create = args.create_workspace or args.if_new_workspace
+        workspace, created = await _workspace(ctx, args.workspace, create)
         if args.if_new_workspace and not created:
             return None
         _, secret = await keys.create_key(ctx, workspace.id, args.name, _scopes(args.scopes))
@@ -109,7 +126,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
     from api.schemas import LinkCreate
-    from api.services import links, workspaces
+    from api.services import domains, links
 
     raw = {"url": args.url, "slug": args.slug, "domain": args.domain}
     try:
@@ -118,7 +135,9 @@ def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
         raise _domain_failure(from_msgspec(exc)) from None
 
     async def work(ctx: ServiceContext) -> str:
-        workspace = await workspaces.get_or_create_workspace(ctx, args.workspace)
+        workspace, _ = await _workspace(ctx, args.workspace, args.create_workspace)
+        if data.domain:  # the API accepts a pending domain (links wait for verification); here it is a mistake
+            await domains.require_verified(ctx, workspace.id, data.domain)
         link = await links.create_link(ctx, workspace.id, data)
         return link.short_url
 
@@ -127,7 +146,7 @@ def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
-    from api.services import users, workspaces
+    from api.services import users
 
     password = settings.user_password
     if not password:
@@ -138,7 +157,7 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandFailed("the two passwords differ")
 
     async def work(ctx: ServiceContext) -> str:
-        workspace = await workspaces.get_or_create_workspace(ctx, args.workspace)
+        workspace, _ = await _workspace(ctx, args.workspace, args.create_workspace)
         user = await users.create_user(ctx, args.email, password, workspace.id, args.role)
         return user.email
 
@@ -147,10 +166,24 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(module: str) -> Callable[[Settings, argparse.Namespace], int]:
+def _listens(service: str, settings: Settings) -> bool:
+    """True if ``h0p SERVICE`` opens a socket on H0P_BIND_HOST (ingest only for its metrics)."""
+    if service == "mcp":
+        return False
+    return service != "ingest" or settings.ingest_metrics_port != 0
+
+
+def _serve(service: str, module: str) -> Callable[[Settings, argparse.Namespace], int]:
     # Imported on demand: `h0p migrate` must not pay for (or depend on) the servers' imports.
     def run(settings: Settings, args: argparse.Namespace) -> int:
         import importlib
+
+        if _listens(service, settings):
+            try:
+                require_private_secret(settings)
+            except SettingsError as exc:
+                print(f"h0p: configuration error: {exc}", file=sys.stderr)
+                return 2
 
         serve: Callable[[Settings], None] = importlib.import_module(module).serve
         serve(settings)
@@ -178,13 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys_p = sub.add_parser("keys", help="API keys")
     keys_sub = keys_p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("create", help="create an API key and print it (shown once)")
-    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="an existing workspace's name (default: demo)")
+    p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
     p.add_argument("--name", default="cli", help="a label to tell keys apart (default: cli)")
     p.add_argument("--scopes", nargs="+", metavar="SCOPE", help="scopes, comma or space separated (default: all)")
     p.add_argument(
         "--if-new-workspace",
         action="store_true",
-        help="create the key only if the workspace does not exist yet (used by `make run`)",
+        help="create the workspace and a key only if the workspace does not exist yet (used by `make run`)",
     )
     p.set_defaults(func=cmd_keys_create)
 
@@ -193,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = links_sub.add_parser("create", help="create a short link and print its short URL")
     p.add_argument("url", help="the destination (absolute http or https URL)")
     p.add_argument("--slug", help="custom slug (default: 7 random characters)")
-    p.add_argument("--domain", help="a verified custom domain (default: H0P_DEFAULT_DOMAIN)")
-    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.add_argument("--domain", help="a verified custom domain of the workspace (default: H0P_DEFAULT_DOMAIN)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="an existing workspace's name (default: demo)")
+    p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
     p.set_defaults(func=cmd_links_create)
 
     users_p = sub.add_parser("users", help="dashboard users")
@@ -203,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         "create", help="create a dashboard user (password from H0P_USER_PASSWORD, else asked without echo)"
     )
     p.add_argument("email", help="the email the user signs in with")
-    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name, created if new (default: demo)")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name (default: demo)")
+    p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
     p.add_argument(
         "--role", choices=("owner", "member"), default="owner", help="role in the workspace (default: owner)"
     )
@@ -211,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (module, help_text) in SERVICES.items():
         p = sub.add_parser(name, help=help_text)
-        p.set_defaults(func=_serve(module))
+        p.set_defaults(func=_serve(name, module))
     return parser
 
 

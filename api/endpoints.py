@@ -106,15 +106,15 @@ def error_response(exc: H0pError, headers: dict[str, str] | None = None) -> Resp
 async def _read_body(request: Request, kind: Any) -> Any:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != JSON:
-        raise ValidationFailed([{"path": None, "message": "the body must be JSON (Content-Type: application/json)"}])
+        raise ValidationFailed([{"path": "body", "message": "the body must be JSON (Content-Type: application/json)"}])
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise ValidationFailed([{"path": None, "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
+        raise ValidationFailed([{"path": "body", "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ValidationFailed([{"path": None, "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
+            raise ValidationFailed([{"path": "body", "message": f"the body is larger than {MAX_BODY_BYTES} bytes"}])
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
@@ -128,7 +128,7 @@ async def _read_body(request: Request, kind: Any) -> Any:
 
 def _refuse_nul(node: Any, path: str) -> None:
     if isinstance(node, str) and "\x00" in node:
-        raise ValidationFailed([{"path": path or None, "message": "text must not contain NUL characters"}])
+        raise ValidationFailed([{"path": path or "body", "message": "text must not contain NUL characters"}])
     if isinstance(node, list):
         for i, item in enumerate(node):
             _refuse_nul(item, f"{path}[{i}]")
@@ -153,7 +153,8 @@ def query_params(request: Request) -> dict[str, str]:
 def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
     if kind is None:
         if request.query_params:
-            raise ValidationFailed([{"path": None, "message": "this route takes no query parameters"}])
+            names = sorted(set(request.query_params.keys()))
+            raise ValidationFailed([{"path": n, "message": "this route takes no query parameters"} for n in names])
         return None
     params = query_params(request)
     try:

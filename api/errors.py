@@ -71,6 +71,18 @@ class RateLimited(H0pError):
         self.headers = {**(headers or {}), "Retry-After": str(retry_after_s)}
 
 
+class QueryTimedOut(H0pError):
+    """A read took longer than its statement timeout (analytics over a range too wide for it)."""
+
+    default_message = "the query took too long"
+
+
+class StorageUnavailable(H0pError):
+    """The file storage (S3) could not be reached in time; the request changed nothing and may be retried."""
+
+    default_message = "the file storage is unavailable; try again later"
+
+
 class InternalError(H0pError):
     default_message = "something went wrong on our end"
 
@@ -86,6 +98,8 @@ ERROR_TABLE: dict[type[H0pError], tuple[int, str]] = {
     NotFound: (404, "NOT_FOUND"),
     AlreadyExists: (409, "ALREADY_EXIST"),
     RateLimited: (429, "RATE_LIMITED"),
+    QueryTimedOut: (503, "QUERY_TIMEOUT"),
+    StorageUnavailable: (503, "STORAGE_UNAVAILABLE"),
     InternalError: (500, "INTERNAL_ERROR"),
 }
 
@@ -129,8 +143,14 @@ def error_body(exc: H0pError) -> tuple[int, ErrorBody]:
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
-def from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, root: str = "") -> ValidationFailed:
-    """Translate a msgspec error ("Expected `int`, got `str` - at `$.rules[0].url`") to a field path."""
+def from_msgspec(
+    exc: msgspec.ValidationError | msgspec.DecodeError, root: str = "", whole: str = "body"
+) -> ValidationFailed:
+    """Translate a msgspec error ("Expected `int`, got `str` - at `$.rules[0].url`") to a field path.
+
+    A missing field is named by its own path; an error about the whole document (malformed JSON,
+    an array where an object belongs) by ``whole``, so every detail names where to look.
+    """
     match = _MSGSPEC_PATH.match(str(exc))
     assert match is not None  # the pattern matches any text
     message = match.group("message")
@@ -140,8 +160,10 @@ def from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError, root: str =
     unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
     if unknown:
         message += "; see /doc for the fields of this request"
-        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-    full = ".".join(p for p in (root, path) if p).replace(".[", "[") or None
+    field = unknown or re.match(r"Object missing required field `([^`]*)`", message)
+    if field:
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+    full = ".".join(p for p in (root, path) if p).replace(".[", "[") or whole or None
     return ValidationFailed([{"path": full, "message": message}])
 
 

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from api.schemas import Rule, RuleCondition, SplitTarget
-from api.urls import destination_problem
+from api.schemas import RULES_MAX_BYTES, Rule, RuleCondition, SplitTarget
+from api.urls import UnsafeUrl, check_destination
 from h0p_settings import Settings
+from redirect.hosts import ascii_host
 
 DEVICE_TYPES = frozenset({"desktop", "mobile", "tablet", "tv", "console", "bot", "other"})
 COUNTRY_CODES = frozenset(
@@ -30,8 +31,9 @@ COUNTRY_CODES = frozenset(
     " SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE"
     " VG VI VN VU WF WS YE YT ZA ZM ZW XK".split()
 )
+IP_PREFIX_LENGTHS_MAX = 16  # per IP version, over a link's ip conditions (see _check_prefix_lengths)
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_HOST = re.compile(r"^[a-z0-9_\-\u00a1-\U0010ffff]+(\.[a-z0-9_\-\u00a1-\U0010ffff]+)*$")
+_HOST = re.compile(r"^[a-z0-9_\-]+(\.[a-z0-9_\-]+)*$")
 
 
 class Problem(ValueError):
@@ -71,8 +73,9 @@ def _one_value(path: str, kind: str, value: str) -> str:
         except ValueError:
             raise Problem(path, "ip must be an IP address or a CIDR range") from None
     if kind == "referrer":
-        host = value.lower().rstrip(".")
-        if not _HOST.match(host):
+        # the ASCII form browsers put in a Referer (UTS #46 / IDNA 2008), as destinations are stored
+        host = ascii_host(value.strip().rstrip("."))
+        if host is None or not _HOST.match(host):
             raise Problem(path, "referrer must be a host name such as 'news.ycombinator.com'")
         return host
     if kind in ("before", "after"):
@@ -107,15 +110,49 @@ def check_condition(path: str, cond: RuleCondition) -> RuleCondition:
     return RuleCondition(type=cond.type, value=normalised, key=cond.key, negate=cond.negate)
 
 
+def _destination(path: str, url: str, settings: Settings) -> str:
+    """The URL to store, its host in the ASCII form it was checked in (``api.urls.check_destination``)."""
+    try:
+        return check_destination(url, settings)
+    except UnsafeUrl as exc:
+        raise Problem(path, str(exc)) from None
+
+
 def check_rules(rules: Sequence[Rule], settings: Settings) -> list[Rule]:
-    """Normalised rules, every destination checked like the link's own URL."""
+    """Normalised rules, every destination checked like the link's own URL, within ``RULES_MAX_BYTES``."""
     out = []
     for i, rule in enumerate(rules):
         conditions = [check_condition(f"rules[{i}].conditions[{j}]", c) for j, c in enumerate(rule.conditions)]
-        if why := destination_problem(rule.url, settings):
-            raise Problem(f"rules[{i}].url", why)
-        out.append(Rule(conditions=conditions, url=rule.url))
+        out.append(Rule(conditions=conditions, url=_destination(f"rules[{i}].url", rule.url, settings)))
+    size = len(rules_json(out).encode())
+    if size > RULES_MAX_BYTES:
+        raise Problem("rules", f"the rules take {size} bytes as JSON; at most {RULES_MAX_BYTES} are allowed")
+    _check_prefix_lengths(out)
     return out
+
+
+def _check_prefix_lengths(rules: Sequence[Rule]) -> None:
+    """At most IP_PREFIX_LENGTHS_MAX prefix lengths per IP version in a link's ip conditions.
+
+    The edge looks a visitor's address up once per prefix length in use (``redirect.rules``):
+    /8, /16, /24, /32, /48, /56, /64 and /128 are the common ones; all 129 would cost a click
+    more than the whole rest of the largest rule set.
+    """
+    seen: dict[int, set[int]] = {4: set(), 6: set()}
+    for i, rule in enumerate(rules):
+        for j, cond in enumerate(rule.conditions):
+            if cond.type != "ip":
+                continue
+            for k, value in enumerate(_values(cond)):
+                net = ipaddress.ip_network(value, strict=False)
+                seen[net.version].add(net.prefixlen)
+                if len(seen[net.version]) > IP_PREFIX_LENGTHS_MAX:
+                    path = f"rules[{i}].conditions[{j}].value" + (f"[{k}]" if isinstance(cond.value, list) else "")
+                    raise Problem(
+                        path,
+                        f"a link's ip conditions may use at most {IP_PREFIX_LENGTHS_MAX} different"
+                        f" IPv{net.version} prefix lengths",
+                    )
 
 
 def check_split(split: Sequence[SplitTarget], settings: Settings) -> list[SplitTarget]:
@@ -126,10 +163,9 @@ def check_split(split: Sequence[SplitTarget], settings: Settings) -> list[SplitT
         raise Problem("split", "a split has 2 to 4 destinations")
     if sum(t.weight for t in split) != 100:
         raise Problem("split", "the weights of a split must sum to 100")
-    for i, target in enumerate(split):
-        if why := destination_problem(target.url, settings):
-            raise Problem(f"split[{i}].url", why)
-    return list(split)
+    return [
+        SplitTarget(url=_destination(f"split[{i}].url", t.url, settings), weight=t.weight) for i, t in enumerate(split)
+    ]
 
 
 def rules_json(rules: Sequence[Rule]) -> str:

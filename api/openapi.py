@@ -1,10 +1,11 @@
 """The OpenAPI 3.0 document, generated from the served endpoints and their msgspec types.
 
 ``openapi_document(endpoints)`` walks the same ``Endpoint`` list the app serves: path and
-query parameters, request body, success and error responses, examples, the ``x-api-key``
-security scheme. msgspec emits JSON Schema 2020-12; ``_to_openapi_30`` rewrites the few
-constructs OpenAPI 3.0 spells differently (``null`` in unions becomes ``nullable``,
-``examples`` becomes ``example``), because the overview promises 3.0 and the Swagger UI
+query parameters, request body, success and error responses, examples, and the two ways to
+send a key (``x-api-key`` or ``Authorization: Bearer``, which ``api.auth`` accepts alike).
+msgspec emits JSON Schema 2020-12; ``_to_openapi_30`` rewrites the few constructs OpenAPI 3.0
+spells differently (``null`` in unions becomes ``nullable``, ``examples`` becomes ``example``),
+because the overview promises 3.0 and the Swagger UI
 shipped in ``swagger-ui-bundle`` renders 3.0.
 """
 
@@ -17,6 +18,7 @@ import msgspec
 
 from api.endpoints import Endpoint
 from api.errors import ERROR_TABLE, ErrorBody
+from api.urls import RESERVED_SLUGS
 
 _REF = "#/components/schemas/{name}"
 _STATUS_TEXT = {
@@ -29,7 +31,24 @@ _STATUS_TEXT = {
     409: "Conflict - the resource already exists",
     429: "Too Many Requests - rate limit exceeded",
     500: "Server Error - something went wrong on our end",
+    503: "Service Unavailable - the query took too long (narrow it) or the file storage did not answer; try again",
 }
+# Either scheme authenticates a request (api/auth.py reads both): OR-ed alternatives in OpenAPI.
+SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearerAuth": []}]
+SECURITY_SCHEMES = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "The same API key as `x-api-key`."},
+}
+# Rules the services enforce that the types alone do not show, documented wherever the field appears.
+_SLUG_RULES = (
+    "Case-sensitive: `Sale` and `sale` are two links. 1 to 190 letters, digits, `-` and `_`. "
+    "Reserved (in any case): " + ", ".join(f"`{s}`" for s in sorted(RESERVED_SLUGS)) + "."
+)
+_SPLIT_RULES = (
+    "A/B split of visitors: empty (no split), or 2 to 4 destinations whose `weight`s (1-99 each) sum to 100; "
+    "a visitor is assigned one by weight and keeps it (a cookie); a matching routing rule takes precedence."
+)
+FIELD_NOTES = {"slug": _SLUG_RULES, "split": _SPLIT_RULES}
 _RATE_HEADERS = {
     "X-RateLimit-Limit": "Requests allowed in the window closest to refusing",
     "X-RateLimit-Remaining": "Requests left in that window",
@@ -110,7 +129,7 @@ def _operation(e: Endpoint, components: dict[str, Any], refs: dict[Any, Any]) ->
         "operationId": e.operation_id or f"{e.method.lower()}_{e.path.strip('/').replace('/', '_')}",
         "summary": e.summary,
         "tags": [e.tag],
-        "security": [{"apiKey": []}],
+        "security": SECURITY,
     }
     description = e.description + (f"\n\nRequires the `{e.scope}` scope." if e.scope else "")
     if description.strip():
@@ -166,12 +185,19 @@ def openapi_document(
             if t is not None and t not in types:
                 types.append(t)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    for component in components.values():
+        for name, prop in component.get("properties", {}).items():
+            if name in FIELD_NOTES:
+                prop["description"] = " ".join(filter(None, (prop.get("description"), FIELD_NOTES[name])))
     refs = {t: _to_openapi_30(s) for t, s in zip(types, schemas, strict=True)}
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
         paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, components, refs)
     for path, operations in (extra_paths or {}).items():
-        paths.setdefault(path, {}).update(operations)
+        for method, op in operations.items():
+            if op.get("security") == [{"apiKey": []}]:  # the non-JSON routes take a key the same two ways
+                op = {**op, "security": SECURITY}
+            paths.setdefault(path, {})[method] = op
     for e in endpoints:  # query structs became parameters; they are not schemas of their own
         if e.query is not None:
             components.pop(e.query.__name__, None)
@@ -182,28 +208,35 @@ def openapi_document(
             "version": version,
             "description": (
                 "Manage short links, custom domains, folders, tags and API keys. Authenticate with the "
-                '`x-api-key` header. Errors are `{"error": {"code", "message", "details"?}}`. '
-                "Lists take `page` (from 0) and `limit` (default 10, max 50)."
+                "`x-api-key` header, or send the same key as `Authorization: Bearer <key>`. "
+                'Errors are `{"error": {"code", "message", "details"?}}`; each detail\'s `path` names the field. '
+                "Lists take `page` (from 0) and `limit` (default 10, max 50).\n\n"
+                f"**Slugs.** {_SLUG_RULES}\n\n**Split.** {_SPLIT_RULES}\n\n"
+                "**Custom domains** serve links once verified through DNS; a pending claim does not stop "
+                "another workspace from verifying the domain, and lapses after a while."
             ),
         },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": {name: _to_openapi_30(s) for name, s in sorted(components.items())},
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 
 
-SWAGGER_PAGE = """<!doctype html>
+def swagger_page(assets: str) -> str:
+    """The /ui page, loading Swagger UI from ``assets`` (a URL prefix that names the bundle's version)."""
+    return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>H0p API</title>
-<link rel="stylesheet" href="/ui/assets/swagger-ui.css"></head>
+<link rel="stylesheet" href="{assets}/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
-<script src="/ui/assets/swagger-ui-bundle.js"></script>
-<script src="/ui/assets/swagger-ui-standalone-preset.js"></script>
+<script src="{assets}/swagger-ui-bundle.js"></script>
+<script src="{assets}/swagger-ui-standalone-preset.js"></script>
 <script src="/ui/init.js"></script>
 </body></html>
 """
+
 
 SWAGGER_INIT = """window.onload = function () {
   window.ui = SwaggerUIBundle({url: "/doc", dom_id: "#swagger-ui", deepLinking: true,

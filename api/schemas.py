@@ -38,15 +38,17 @@ class _Out(msgspec.Struct, rename="camel", kw_only=True):
     pass
 
 
+# Bounds of a link's rules: the edge evaluates them on every click of the link, for every tenant.
+CONDITION_VALUE_MAX = 200  # characters of one condition value (one item of a list)
+RULES_MAX_BYTES = 32 * 1024  # the whole rule set, as stored (JSON, UTF-8); checked in api.link_rules
+ConditionValue = Annotated[str, Meta(pattern=TEXT, max_length=CONDITION_VALUE_MAX)]
+
+
 class RuleCondition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """One test; ``not: true`` negates it (a query condition without ``value`` means "present")."""
 
     type: ConditionType
-    value: (
-        Annotated[str, Meta(pattern=TEXT, max_length=500)]
-        | Annotated[list[str], Meta(min_length=1, max_length=50)]
-        | None
-    ) = None
+    value: ConditionValue | Annotated[list[ConditionValue], Meta(min_length=1, max_length=50)] | None = None
     key: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=200)] | None = None
     negate: bool = field(default=False, name="not")
 
@@ -63,7 +65,14 @@ class SplitTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     weight: Annotated[int, Meta(ge=1, le=99)]
 
 
-Rules = Annotated[list[Rule], Meta(max_length=50)]
+Rules = Annotated[
+    list[Rule],
+    Meta(
+        max_length=50,
+        description=f"Routing rules, tried in order. At most 50 rules, and {RULES_MAX_BYTES} bytes as JSON in all.",
+        extra_json_schema={"x-max-encoded-bytes": RULES_MAX_BYTES},
+    ),
+]
 Split = Annotated[list[SplitTarget], Meta(max_length=4)]
 TagIds = Annotated[list[Id], Meta(max_length=50)]
 

@@ -5,6 +5,10 @@ A destination must be an absolute http(s) URL without credentials whose host is 
 a browser accepts (``127.1``, ``2130706433``, ``0x7f.1``, ``[::ffff:127.0.0.1]``, NAT64 and
 6to4 wrappings), with ``ipaddress``'s ``is_global`` (``is_private`` misses 100.64.0.0/10).
 Host names are not resolved: the edge never fetches the target, and DNS can change anyway.
+
+Every check runs on the host's ASCII form (``redirect.hosts``: UTS #46 mapping, IDNA 2008), the
+form browsers connect to and the edge sends, and that form is what ``check_destination`` returns
+to be stored: ``http://１２７.０.０.１/`` is judged as ``127.0.0.1``, ``ｅｖｉｌ.com`` as ``evil.com``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import socket
 from urllib.parse import urlsplit
 
 from h0p_settings import Settings
+from redirect.hosts import ascii_host, ascii_url
 
 MAX_URL_LENGTH = 2048
 SLUG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,190}$")
@@ -26,7 +31,7 @@ RESERVED_SLUGS = frozenset(
         ".well-known", "links", "domains", "folders", "tags", "keys", "workspace", "qr", "files",
     }
 )  # fmt: skip
-_LABEL = re.compile(r"^(?!-)[a-z0-9_\-\u00a1-\U0010ffff]{1,63}(?<!-)$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9_\-]{1,63}(?<!-)$")  # hosts are checked in their ASCII form
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
@@ -82,11 +87,12 @@ def host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
 
 
 def _host_is_blocked(host: str, blocked: tuple[str, ...]) -> bool:
-    return any(host == b or host.endswith("." + b) for b in blocked)
+    # the operator's list in the same ASCII form as the host ("bücher.de" blocks xn--bcher-kva.de)
+    return any(host == b or host.endswith("." + b) for b in (ascii_host(b) or b for b in blocked))
 
 
 def check_destination(url: str, settings: Settings) -> str:
-    """Return ``url`` if a short link may redirect there; raise UnsafeUrl with the reason."""
+    """``url`` as it is to be stored (host in ASCII form) if a short link may redirect there; else UnsafeUrl."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
@@ -102,24 +108,21 @@ def check_destination(url: str, settings: Settings) -> str:
         raise UnsafeUrl("the URL has no host")
     if "@" in parts.netloc or parts.username is not None or parts.password is not None:
         raise UnsafeUrl("credentials in the URL are not allowed")
-    host = parts.hostname.lower()
     if "\\" in parts.netloc:
         raise UnsafeUrl("the URL host is malformed")
-    check_host(host, settings)
-    return url
+    check_host(parts.hostname, settings)
+    stored = ascii_url(url)
+    if stored is None:  # check_host accepted the host, so only a parse quirk gets here
+        raise UnsafeUrl("the URL host has no valid ASCII (IDNA) form")
+    return stored
 
 
-def destination_problem(url: str, settings: Settings) -> str | None:
-    """Why a short link may not redirect to ``url``, or None if it may (``check_destination``)."""
-    try:
-        check_destination(url, settings)
-    except UnsafeUrl as exc:
-        return str(exc)
-    return None
-
-
-def check_host(host: str, settings: Settings) -> None:
-    """Refuse a destination host that is malformed, blocked, or (unless allowed) not public."""
+def check_host(host: str, settings: Settings) -> str:
+    """The host's ASCII form if a destination may use it; UnsafeUrl if it has none, is blocked or not public."""
+    mapped = ascii_host(host)
+    if mapped is None:
+        raise UnsafeUrl("the URL host has no valid ASCII (IDNA) form")
+    host = mapped
     address = host_address(host)
     name = host.rstrip(".")
     if address is None:
@@ -129,13 +132,14 @@ def check_host(host: str, settings: Settings) -> None:
     if _host_is_blocked(str(address) if address is not None else name, settings.blocked_hosts):
         raise UnsafeUrl("the destination host is blocked on this server")
     if settings.allow_private_targets:
-        return
+        return host
     if address is not None:
         if not _address_is_public(address):
             raise UnsafeUrl("the destination address is not a public internet address")
-        return
+        return host
     if "." not in name or name == "localhost" or name.endswith(_LOCAL_SUFFIXES):
         raise UnsafeUrl("the destination host is not a public internet host")
+    return host
 
 
 def slug_problem(slug: str) -> str | None:

@@ -276,6 +276,7 @@ class Stack:
             ("H0P_REDIRECT_PORT", s.redirect_port),
             ("H0P_API_PORT", s.api_port),
             ("H0P_INGEST_METRICS_PORT", s.ingest_metrics_port),
+            ("H0P_EDGE_METRICS_PORT", s.edge_metrics_port),
         )
         for name, port in ports:
             if port and is_listening(s.bind_host if s.bind_host != "0.0.0.0" else "127.0.0.1", port):

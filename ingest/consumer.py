@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
@@ -314,6 +315,12 @@ async def _serve(settings: Settings) -> None:
             )
             raise SystemExit(2) from None
         log.info("ingest metrics on http://%s:%d/metrics", settings.bind_host, metrics.port)
+    db = urlsplit(settings.database_url)  # host and database only: the URL may carry a password
+    log.info(
+        "ingest starting: Kafka %s, topic %s, group %s; PostgreSQL %s:%s%s; batches of up to %d events or %d ms",
+        settings.kafka_bootstrap, settings.kafka_topic, settings.kafka_group, db.hostname, db.port or 5432,
+        db.path, settings.ingest_batch_size, settings.ingest_linger_ms,
+    )  # fmt: skip
     consumer = IngestConsumer(settings, stats=stats)
     await consumer.start()
     log.info("ingest consuming %s as group %s", settings.kafka_topic, settings.kafka_group)
@@ -341,6 +348,8 @@ def serve(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
+    # `h0p ingest` arrives here without logging set up: without this its INFO lines went nowhere.
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_serve(settings))
@@ -349,5 +358,4 @@ def serve(settings: Settings) -> None:
 if __name__ == "__main__":
     from h0p_settings import load_settings_or_exit
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     serve(load_settings_or_exit())

@@ -202,9 +202,9 @@ async def sample_stored(conn: asyncpg.Connection, samples: list[tuple[float, int
         samples.append((time.monotonic(), int(await conn.fetchval(STORED_SQL))))
 
 
-async def measure(port: int, script: Path, args: argparse.Namespace) -> Run:
+async def measure(port: int, metrics_port: int, script: Path, args: argparse.Namespace) -> Run:
     probes: list[Probe] = []
-    metrics = edge_client(port)
+    metrics = edge_client(metrics_port)  # the edge's /metrics is on its own port
     poll_conn = await asyncpg.connect(SITE.database_url, command_timeout=10)
     count_conn = await asyncpg.connect(SITE.database_url, command_timeout=60)
     sample_conn = await asyncpg.connect(SITE.database_url, command_timeout=10)
@@ -366,13 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         probe = (PROBE_LINK_ID, PROBE_SLUG, "https://example.com/probe")
         asyncio.run(load_links(redis_db, args.links, SITE, extra=[probe]))
 
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         edge_env = base_env(
             SITE,
             broker,
             redis_db,
             TOPIC,
             H0P_REDIRECT_PORT=str(port),
+            H0P_EDGE_METRICS_PORT=str(metrics_port),
             H0P_SPOOL_DIR=str(tmp / "spool"),
             # Room for the probe link: an LRU one entry short of a sequential walk misses on every request.
             H0P_CACHE_SIZE=str(max(100_000, args.links + 1000)),
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"ingest exited with {ingest_proc.returncode}: {(tmp / 'ingest.log').read_text()[-2000:]}"
             )
         log(f"measuring {args.duration:g}s")
-        run = asyncio.run(measure(port, script, args))
+        run = asyncio.run(measure(port, metrics_port, script, args))
         if ingest_proc.poll() is not None:
             run.notes.append(f"\n**ingest exited during the run** (exit code {ingest_proc.returncode}).")
         load = os.getloadavg()[0]

@@ -10,6 +10,11 @@ import ua_parser
 
 from redirect.events import PREVIEW_FETCHERS
 
+# One spelling for a rule's value (normalised when the record is built) and the visitor's fact
+from redirect.record import normalise_browser, normalise_os
+
+__all__ = ["Agent", "is_preview_fetcher", "normalise_browser", "normalise_os", "parse_agent"]
+
 
 class Agent(NamedTuple):
     device: str  # desktop | mobile | tablet | bot
@@ -20,21 +25,9 @@ class Agent(NamedTuple):
 # Who gets a link's Open Graph page: the preview fetchers of the events contract, and search
 # engines (they render previews too). iMessage sends a desktop-Safari UA that also contains
 # "facebookexternalhit" and "Twitterbot".
-_FETCHER = re.compile("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")))
+FETCHER_TOKENS = (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")
+_FETCHER = re.compile("|".join(re.escape(t) for t in FETCHER_TOKENS))
 _BOT = re.compile(r"bot\b|bot/|crawler|spider|crawl|slurp|preview|externalhit|headless|curl/|wget/", re.IGNORECASE)
-_BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
-_OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}
-
-
-def normalise_os(name: str) -> str:
-    """Compare OS names loosely: "Mac OS X", "macOS" and "macos" are one."""
-    key = name.lower().replace(" ", "").replace("_", "")
-    return _OS_ALIASES.get(key, key)
-
-
-def normalise_browser(name: str) -> str:
-    """Compare browsers loosely: "Chrome Mobile iOS" is "chrome", "Mobile Safari" is "safari"."""
-    return " ".join(_BROWSER_NOISE.sub(" ", name.lower()).split())
 
 
 def is_preview_fetcher(user_agent: str) -> bool:

@@ -1,9 +1,11 @@
 """The edge process: the plain-ASGI hot path in front, Starlette for its own endpoints and lifespan.
 
-``/healthz`` (process up), ``/readyz`` (Redis and broker reachable), ``/metrics`` (Prometheus)
-and ``/favicon.ico`` are answered by Starlette; every other path is a short link. The
-lifespan owns every background task: the Redis batcher, the invalidation subscriber and the
-click-event sender; shutdown drains the event queue to the broker or the spool.
+``/healthz`` (process up), ``/readyz`` (links can be looked up: Redis or Postgres) and ``/favicon.ico`` are
+answered by Starlette; every other path is a short link. ``/metrics`` (Prometheus) is served on
+its own address (``H0P_EDGE_METRICS_HOST``:``H0P_EDGE_METRICS_PORT``, loopback by default), never
+on the public port. The lifespan owns every background task: the Redis batcher, the
+invalidation subscriber and the click-event sender; shutdown drains the event queue to the
+broker or the spool.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
+import sys
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -23,10 +27,12 @@ from starlette.routing import Route
 
 from h0p_settings import Settings
 from redirect.cache import RecordCache
+from redirect.domains import VerifiedDomains
 from redirect.edge import RESERVED, EdgeHandler, Receive, Scope, Send
 from redirect.geo import GeoLocator
 from redirect.invalidation import InvalidationSubscriber
-from redirect.metrics import CONTENT_TYPE, EdgeMetrics
+from redirect.metrics import EdgeMetrics, MetricsServer, bind_socket
+from redirect.misses import MissBudget
 from redirect.producer import ClickProducer
 from redirect.protect import PasswordGate
 from redirect.protocol import protocol_for
@@ -44,33 +50,43 @@ class EdgeApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = EdgeMetrics()
-        self.cache = RecordCache(settings.cache_size, settings.cache_ttl_s, settings.negative_ttl_s)
+        self.cache = RecordCache(
+            settings.cache_size, settings.cache_ttl_s, settings.negative_ttl_s, settings.cache_max_bytes
+        )
         # Every call has a timeout and the pool a bound: a stalled Redis must not hold requests forever.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=32, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
         self.postgres = PostgresReader(settings.database_url)
-        self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics)
+        misses = MissBudget(settings.miss_budget_domain, settings.miss_budget_client)
+        self.resolver = Resolver(self.cache, self.redis, self.postgres, self.metrics, misses)
         self.producer = ClickProducer(settings, self.metrics)
+        self.domains = VerifiedDomains(self.postgres.verified_hosts, on_change=self._domains_changed)
         self.subscriber = InvalidationSubscriber(
-            settings.redis_url, settings.invalidation_channel, self.cache, self.metrics
+            settings.redis_url, settings.invalidation_channel, self.cache, self.metrics, self.domains
         )
         self.geo = GeoLocator(settings.geoip_path)
         gate = PasswordGate(
-            settings.secret_key,
+            settings.derived_key("unlock-cookies"),
             self.redis,
             settings.password_attempts,
             settings.password_window_s,
             secure=settings.public_scheme == "https",
+            link_attempts=settings.password_link_attempts,
+            checks=settings.password_checks,
         )
-        self.handler = EdgeHandler(settings, self.resolver, self.producer, gate, self.geo, self.metrics)
+        self.gate = gate
+        self.handler = EdgeHandler(
+            settings, self.resolver, self.producer, gate, self.geo, self.metrics, self.domains.may_be_custom
+        )
         self.tasks: list[asyncio.Task[None]] = []
+        self.metrics_socket: socket.socket | None = None
+        self.metrics_server: MetricsServer | None = None
         self.starlette = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/readyz", self.readyz, methods=["GET", "HEAD"]),
-                Route("/metrics", self.render_metrics, methods=["GET"]),
                 Route("/favicon.ico", self.favicon, methods=["GET", "HEAD"]),
             ],
             lifespan=self.lifespan,
@@ -90,11 +106,21 @@ class EdgeApp:
         finally:
             await self.stop()
 
+    def bind_metrics(self) -> None:
+        """Take the metrics port now (``OSError`` if taken); ``start`` serves it. Port 0: no metrics."""
+        if self.settings.edge_metrics_port and self.metrics_socket is None:
+            self.metrics_socket = bind_socket(self.settings.edge_metrics_host, self.settings.edge_metrics_port)
+
     async def start(self) -> None:
         """Start the background tasks; nothing here waits for Redis, Postgres or the broker."""
+        self.bind_metrics()
+        if self.metrics_socket is not None:
+            self.metrics_server = MetricsServer(self.render_metrics, self.metrics_socket)
+            await self.metrics_server.start()
         self.tasks = [
             asyncio.create_task(self.resolver.batcher.run(), name="edge-redis-batcher"),
             asyncio.create_task(self.subscriber.run(), name="edge-invalidation"),
+            asyncio.create_task(self.domains.run(), name="edge-verified-domains"),
             asyncio.create_task(self.producer.run(), name="edge-click-sender"),
         ]
 
@@ -114,6 +140,9 @@ class EdgeApp:
             log.error("background task %s did not stop within %ss", task.get_name(), STOP_TIMEOUT_S)
         self.tasks = []
         self.resolver.batcher.fail_pending()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = self.metrics_socket = None
         closing = (("invalidation", self.subscriber.close()), ("redis", self.redis.aclose()),
                    ("postgres", self.postgres.close()))  # fmt: skip
         for name, close in closing:
@@ -122,25 +151,33 @@ class EdgeApp:
             except TimeoutError:
                 log.error("closing the %s connections took over %ss; left to the process exit", name, STOP_TIMEOUT_S)
         self.geo.close()
+        self.gate.close()
+
+    def _domains_changed(self) -> None:
+        self.handler.forget_hosts()
 
     async def healthz(self, _request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def readyz(self, _request: Request) -> Response:
+        # Ready while links can be looked up: Redis, or else Postgres. A broker outage only
+        # spools click events, and every edge shares Redis and the broker: failing on either
+        # would take every edge out of its load balancer at once, for an outage that costs
+        # no redirect. Those are named in the body (and in /metrics), still with 200.
         problems = []
         try:
             await asyncio.wait_for(self.redis.ping(), 1.0)
         except REDIS_ERRORS:
-            problems.append("redis unreachable")
-        if self.producer.enabled and not self.producer.connected:
+            if not await self.postgres.reachable():
+                return PlainTextResponse("redis and postgres unreachable: no link can be looked up", 503)
+            problems.append("redis unreachable (links read from postgres)")
+        if self.producer.enabled and not await self.producer.broker_reachable():
             problems.append("broker unreachable (click events spooled)")
-        if problems:
-            return PlainTextResponse("\n".join(problems), status_code=503)
-        return PlainTextResponse("ready")
+        return PlainTextResponse("ready" + "".join(f"\ndegraded: {p}" for p in problems))
 
-    async def render_metrics(self, _request: Request) -> Response:
+    def render_metrics(self) -> bytes:
         self.metrics.spool_bytes.set(self.producer.spool.pending_bytes())
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        return self.metrics.render()
 
     async def favicon(self, _request: Request) -> Response:
         # browsers ask for it on every first visit: not a slug, not an orphan click
@@ -174,6 +211,17 @@ def uvicorn_config(settings: Settings, app: EdgeApp | None = None, port: int | N
 def serve(settings: Settings) -> None:
     """Run the edge until SIGINT/SIGTERM, then drain click events and exit."""
     config = uvicorn_config(settings)
+    app = config.app
+    assert isinstance(app, EdgeApp)
+    try:  # before serving: a second edge on this host with the same port must say so and stop
+        app.bind_metrics()
+    except OSError as exc:
+        print(
+            f"h0p redirect: cannot serve metrics on {settings.edge_metrics_host}:{settings.edge_metrics_port}"
+            f" ({exc.strerror}); give each edge process on a host its own H0P_EDGE_METRICS_PORT (0 turns it off)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     # What exists now (modules, the app, the user-agent and geo readers: ~56,000 objects) lives as
     # long as the process: out of the collector's full passes, which walked it all on every one
     # (measured: 50-90 ms pauses under load, the edge's p99). Cached records are untracked (gc=False).

@@ -48,3 +48,16 @@ class ClientAddress:
             if not self.is_trusted(address):
                 break
         return client
+
+
+def client_group(ip: str) -> str:
+    """Whom limits count for: an IPv4 address, or an IPv6 address's /64 (one host holds billions of addresses)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip

@@ -22,6 +22,7 @@ from redirect.agent import is_preview_fetcher
 from redirect.cache import MISSING
 from redirect.client import ClientAddress
 from redirect.geo import GeoLocator
+from redirect.hosts import ascii_host, ascii_url
 from redirect.metrics import EdgeMetrics
 from redirect.producer import ClickProducer
 from redirect.protect import Attempt, PasswordGate, read_cookie
@@ -52,23 +53,18 @@ _NO_FRAMES = ((b"x-frame-options", b"DENY"),)
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body (dropped for HEAD when sent)
 ReplyTo = Callable[[Reply | Coroutine[Any, Any, Reply]], None]  # see EdgeHandler.respond
 
-# Paths the edge answers itself (redirect.app), never short links
+# Paths the edge answers itself (redirect.app), never short links; /metrics answers 404 here (it is
+# served on its own port) rather than being looked up as a slug
 RESERVED = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 
 
 def location_bytes(url: str) -> bytes:
-    """A Location header value: ASCII only (IDN hosts as punycode, the rest percent-encoded)."""
+    """A Location header value: ASCII only (hosts in ``redirect.hosts`` form, the rest percent-encoded)."""
     if url.isascii() and url.isprintable() and " " not in url:
         return url.encode("ascii")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if host and not host.isascii():
-            netloc = parts.netloc.replace(host, host.encode("idna").decode("ascii"))
-            url = parts._replace(netloc=netloc).geturl()
-    except (ValueError, UnicodeError):
-        pass
-    return quote(url, safe=_SAFE_URL_CHARS).encode("ascii")
+    # the API's mapping (IDNA 2008 / UTS #46), not Python's "idna" codec (IDNA 2003): the host sent
+    # must be the host the API checked. ``_target`` refuses a URL whose host has no such form.
+    return quote(ascii_url(url) or url, safe=_SAFE_URL_CHARS).encode("ascii")
 
 
 class EdgeHandler:
@@ -87,6 +83,7 @@ class EdgeHandler:
         gate: PasswordGate,
         geo: GeoLocator,
         metrics: EdgeMetrics,
+        may_be_custom: Callable[[str], bool] = lambda _host: True,
     ) -> None:
         self.settings = settings
         self.default_domain = settings.default_domain
@@ -99,10 +96,11 @@ class EdgeHandler:
         self.metrics = metrics
         self.outcome = metrics.requests
         self.clients = ClientAddress(settings.trusted_proxies)
-        self.blocked = tuple(settings.blocked_hosts)
+        self.blocked = tuple(ascii_host(h) or h for h in settings.blocked_hosts)
         self._targets: dict[str, tuple[bytes, bool]] = {}  # url -> (Location bytes, blocked)
         self._targets_bound = max(50_000, settings.cache_size)  # as many as the links the LRU holds
         self._hosts: dict[str, str] = {}  # Host header value -> slug namespace host
+        self._may_be_custom = may_be_custom  # False: not a verified domain (redirect.domains), no lookup
         self._redirected = metrics.requests["redirect"]
         self._cache_hit = metrics.cache_hit
         self._secure_cookie = "; Secure" if settings.public_scheme == "https" else ""
@@ -206,12 +204,16 @@ class EdgeHandler:
             return page_reply(exc.status, pages.TOO_LONG if exc.status == 414 else pages.BAD_REQUEST)
         headers = Headers(raw_headers)
         host = self._hosts.get(headers.host) or self._host(headers.host)
+        ip = self.clients.resolve(peer, headers.forwarded_for)
         try:
-            domain, domain_record = await self._domain(host)
+            domain, domain_record = await self._domain(host, ip)
             if not slug:
                 return self._root(domain, domain_record)
             key = link_key(domain, slug)
-            record = await self.resolver.lookup(key, redis_missed=True) if redis_missed else await self._lookup(key)
+            if redis_missed:
+                record = await self.resolver.lookup(key, redis_missed=True, client_ip=ip)
+            else:
+                record = await self._lookup(key, ip)
         except Unavailable:
             self.outcome["unavailable"].inc()
             return page_reply(503, pages.UNAVAILABLE, _RETRY)
@@ -219,7 +221,6 @@ class EdgeHandler:
             if not isinstance(record, LinkRecord) or not record.password_hash or receive is None:
                 self.outcome["bad_request"].inc()
                 return page_reply(405, pages.NOT_ALLOWED, _ALLOW)
-            ip = self.clients.resolve(peer, headers.forwarded_for)
             return await self._unlock(receive, record, ip, raw_path, query_string)
         if not isinstance(record, LinkRecord):
             return self._not_found(method, domain, slug, domain_record, headers, peer, query_string)
@@ -237,10 +238,16 @@ class EdgeHandler:
             url = record.expired_url or (domain_record.expired_url if domain_record else None)
             self.outcome["expired"].inc()
             self._emit(now, domain, slug, record, url, None, ip, method, headers, query, qr, 302 if url else 410)
-            return _redirect(302, self._target(url)[0]) if url else page_reply(410, pages.EXPIRED)
+            return self._fallback(url, page_reply(410, pages.EXPIRED))
         if (record.og_title or record.og_description or record.og_image) and is_preview_fetcher(headers.user_agent):
+            # The password and the blocked list come first: a card must not show what they hide.
+            locked = bool(record.password_hash) and not self.gate.unlocked(record, headers.cookie)
+            if not locked and self._target(record.url)[1]:
+                self.outcome["blocked"].inc()
+                self._emit(now, domain, slug, record, record.url, None, ip, method, headers, query, qr, 403)
+                return page_reply(403, pages.blocked_page(record.url))
             self._emit(now, domain, slug, record, None, None, ip, method, headers, query, qr, 200)
-            return self._preview(domain, slug, record)
+            return self._preview(domain, slug, record, show_destination=not locked)
         if record.password_hash and not self.gate.unlocked(record, headers.cookie):
             self.outcome["password"].inc()
             return page_reply(200, pages.password_page(), _NO_FRAMES)
@@ -279,52 +286,70 @@ class EdgeHandler:
 
     # -- lookups ------------------------------------------------------------------------------
 
-    async def _lookup(self, key: str) -> Any:
+    async def _lookup(self, key: str, ip: str) -> Any:
         value = self.cache.get(key)
         if value is not MISSING:
             self._cache_hit.inc()
             return value
-        return await self.resolver.lookup(key)
+        return await self.resolver.lookup(key, client_ip=ip)
 
-    async def _domain(self, host: str) -> tuple[str, DomainRecord | None]:
+    async def _domain(self, host: str, ip: str) -> tuple[str, DomainRecord | None]:
         """The slug namespace for a host: its own when it is a verified custom domain."""
         if host == self.default_domain:
             return host, None
-        found = await self._lookup(domain_key(host))
+        found = await self._lookup(domain_key(host), ip)
         if isinstance(found, DomainRecord):
             return host, found
         return self.default_domain, None
 
     def _host(self, raw: str) -> str:
-        """The normalised host of a Host header value, remembered (a few distinct values are the norm)."""
+        """The host whose links a Host header value names, remembered (a few distinct values are the norm).
+
+        The default domain for a host known not to be a verified domain: no lookup, so no Postgres.
+        """
         if len(self._hosts) > 4096:
             self._hosts.clear()
-        host = self._hosts[raw] = normalise_host(raw) or self.default_domain
+        host = normalise_host(raw) or self.default_domain
+        if host != self.default_domain and not self._may_be_custom(host):
+            host = self.default_domain
+        self._hosts[raw] = host
         return host
 
+    def forget_hosts(self) -> None:
+        """The verified domains changed: conclusions drawn from them go."""
+        self._hosts.clear()
+
     def _target(self, url: str) -> tuple[bytes, bool]:
-        if not self.blocked:  # nothing to check: the Location bytes alone (cheaper than the memo)
+        """(Location bytes, refused): refused when the host sent is blocked or has no ASCII form."""
+        if not self.blocked and url.isascii():  # sent as stored: the Location bytes alone (cheaper than the memo)
             return location_bytes(url), False
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) > self._targets_bound:
                 self._targets.clear()
-            try:
-                host = (urlsplit(url).hostname or "").rstrip(".")
-            except ValueError:
-                host = ""
-            blocked = bool(host) and any(host == b or host.endswith("." + b) for b in self.blocked)
-            target = (location_bytes(url), blocked)
+            sent = ascii_url(url)
+            # the check runs on exactly the host that goes out; a %-escape in it a browser would decode
+            host = (urlsplit(sent).hostname or "").rstrip(".") if sent is not None else ""
+            blocked = sent is None or "%" in host or any(host == b or host.endswith("." + b) for b in self.blocked)
+            target = (location_bytes(sent or url), blocked)
             self._targets[url] = target
         return target
+
+    def _fallback(self, url: str | None, otherwise: Reply) -> Reply:
+        """A redirect to a link's or domain's fallback URL, refused as any destination would be."""
+        if not url:
+            return otherwise
+        location, blocked = self._target(url)
+        if blocked:
+            self.outcome["blocked"].inc()
+            return page_reply(403, pages.blocked_page(url))
+        return _redirect(302, location)
 
     # -- other answers ------------------------------------------------------------------------
 
     def _root(self, domain: str, record: DomainRecord | None) -> Reply:
         self.outcome["root"].inc()
-        if record is not None and record.root_url:
-            return _redirect(302, self._target(record.root_url)[0])
-        return page_reply(200, pages.root_page(domain))
+        return self._fallback(record.root_url if record else None, page_reply(200, pages.root_page(domain)))
 
     def _not_found(
         self, method: str, domain: str, slug: str, domain_record: DomainRecord | None, headers: Headers,
@@ -336,9 +361,9 @@ class EdgeHandler:
         query, qr = strip_marker(query_string.decode("latin-1"))
         ip = self.clients.resolve(peer, headers.forwarded_for)
         self._emit(time.time(), domain, slug, None, url, None, ip, method, headers, query, qr, 302 if url else 404)
-        return _redirect(302, self._target(url)[0]) if url else page_reply(404, pages.NOT_FOUND)
+        return self._fallback(url, page_reply(404, pages.NOT_FOUND))
 
-    def _preview(self, domain: str, slug: str, record: LinkRecord) -> Reply:
+    def _preview(self, domain: str, slug: str, record: LinkRecord, *, show_destination: bool) -> Reply:
         self.outcome["preview"].inc()
         image = record.og_image or ""
         if image and not image.startswith(("http://", "https://")):
@@ -351,7 +376,7 @@ class EdgeHandler:
             title=record.og_title or "",
             description=record.og_description or "",
             image=image,
-            url=record.url,
+            url=record.url if show_destination else "",
             canonical=self.settings.short_url(domain, slug),
         )
         return page_reply(200, body)
@@ -374,13 +399,15 @@ class EdgeHandler:
             form = {}
         password = (form.get("password") or [""])[0]
         try:
-            result = await self.gate.attempt(record, ip, password)
+            result, retry_after_s = await self.gate.attempt(record, ip, password)
         except Unavailable:
             self.outcome["unavailable"].inc()
             return page_reply(503, pages.UNAVAILABLE, _RETRY)
-        self.outcome["password" if result is not Attempt.LIMITED else "limited"].inc()
-        if result is Attempt.LIMITED:
-            return page_reply(429, pages.TOO_MANY, ((b"retry-after", str(self.gate.retry_after()).encode()),))
+        if result is Attempt.LIMITED or result is Attempt.BUSY:
+            self.outcome["limited" if result is Attempt.LIMITED else "busy"].inc()
+            page = pages.TOO_MANY if result is Attempt.LIMITED else pages.BUSY
+            return page_reply(429, page, ((b"retry-after", str(retry_after_s).encode()),))
+        self.outcome["password"].inc()
         if result is Attempt.WRONG:
             return page_reply(403, pages.password_page("Wrong password."), _NO_FRAMES)
         # 303: the browser GETs the link again, now with the cookie, and follows it normally

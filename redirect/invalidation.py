@@ -1,5 +1,6 @@
 """Keeps the in-process cache coherent: every message on the invalidation channel is a Redis key
-to forget. On every (re)connect the whole cache is cleared, since messages were missed."""
+to forget. On every (re)connect the whole cache is cleared, since messages were missed, and the
+verified domains are read again; a domain key heard joins them (``redirect.domains``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from redirect.cache import RecordCache
+from redirect.domains import VerifiedDomains
 from redirect.metrics import EdgeMetrics
+from redirect.record import domain_key
 from redirect.resolve import REDIS_ERRORS
 
 log = logging.getLogger("h0p.redirect")
 
+DOMAIN_PREFIX = domain_key("")
 POLL_S = 1.0
 MAX_BACKOFF_S = 5.0
 
@@ -23,9 +27,12 @@ MAX_BACKOFF_S = 5.0
 class InvalidationSubscriber:
     """Subscribes to ``channel``, drops keys from ``cache``; reconnects by itself."""
 
-    def __init__(self, redis_url: str, channel: str, cache: RecordCache, metrics: EdgeMetrics) -> None:
+    def __init__(
+        self, redis_url: str, channel: str, cache: RecordCache, metrics: EdgeMetrics, domains: VerifiedDomains
+    ) -> None:
         self.channel = channel
         self.cache = cache
+        self.domains = domains
         self.metrics = metrics
         self.connected = asyncio.Event()
         # No silent retries inside redis-py: a reconnect it made on its own would hide that
@@ -46,6 +53,7 @@ class InvalidationSubscriber:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
                     self.cache.clear()
+                    self.domains.stale()
                     self.connected.set()
                     if backoff > 0.2:
                         log.info("invalidation channel reconnected; in-process cache cleared")
@@ -57,6 +65,8 @@ class InvalidationSubscriber:
                             data = message["data"]
                             key = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
                             self.cache.invalidate(key)
+                            if key.startswith(DOMAIN_PREFIX):
+                                self.domains.heard(key[len(DOMAIN_PREFIX) :])
                             self.metrics.invalidations.inc()
             except REDIS_ERRORS as exc:
                 _raise_if_cancelled()

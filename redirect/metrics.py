@@ -1,4 +1,5 @@
-"""Prometheus metrics of one edge process (its own registry, so several apps can live in one test).
+"""Prometheus metrics of one edge process (its own registry, so several apps can live in one test),
+served on an address of their own (``MetricsServer``), never on the public port.
 
 Children of labelled metrics are bound once here: ``.labels()`` on the hot path costs a dict
 lookup and a lock per call. The counters bumped on every request (outcomes, in-process cache
@@ -8,8 +9,10 @@ each time, which a single-threaded event loop does not need.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -25,7 +28,8 @@ OUTCOMES = (
     "blocked",  # destination on the blocked list
     "root",
     "bad_request",
-    "limited",  # too many password attempts
+    "limited",  # too many password attempts (by this client, or on this link)
+    "busy",  # password checks refused: this process checks as many as it may at once
     "unavailable",  # Redis and Postgres both unreachable for an uncached key
 )
 
@@ -80,6 +84,9 @@ class EdgeMetrics:
         self.redis_error = redis.labels("error")
         self.postgres_lookups = Counter("h0p_edge_postgres_lookups", "Fallback reads from Postgres", registry=r)
         self.postgres_errors = Counter("h0p_edge_postgres_errors", "Failed fallback reads from Postgres", registry=r)
+        self.lookups_refused = Counter(
+            "h0p_edge_lookups_refused", "Uncached lookups refused without Postgres: miss budget spent", registry=r
+        )
         events = Counter("h0p_edge_events", "Click events, by what happened to them", ["state"], registry=r)
         self.events_sent = events.labels("sent")
         self.events_spooled = events.labels("spooled")
@@ -92,3 +99,62 @@ class EdgeMetrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+_HEAD_TIMEOUT_S = 5.0
+_NOT_FOUND = (
+    b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 10\r\nconnection: close\r\n\r\nnot found\n"
+)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; raises ``OSError`` (port taken) before anything else starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(16)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class MetricsServer:
+    """``GET /metrics`` on a socket of its own, one request per connection (Prometheus scrapes)."""
+
+    def __init__(self, render: Callable[[], bytes], sock: socket.socket) -> None:
+        self.render = render
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, sock=self.sock)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
+            method, target, *_ = head.split(b"\r\n", 1)[0].split(b" ") + [b"", b""]
+            if method in (b"GET", b"HEAD") and target.split(b"?", 1)[0] == b"/metrics":
+                body = self.render()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE.encode() + b"\r\ncontent-length: "
+                    + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + (body if method == b"GET" else b"")
+                )  # fmt: skip
+            else:
+                writer.write(_NOT_FOUND)
+            await asyncio.wait_for(writer.drain(), _HEAD_TIMEOUT_S)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass  # a scraper that went away or sent junk: nothing to answer
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.sock.close()

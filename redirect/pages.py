@@ -25,7 +25,8 @@ NOT_FOUND = _page("Link not found", "<p>This short link does not exist, or it wa
 EXPIRED = _page("Link expired", "<p>This short link has expired and no longer leads anywhere.</p>")
 BAD_REQUEST = _page("Bad request", "<p>This address is not a valid short link.</p>")
 TOO_LONG = _page("Address too long", "<p>This address is longer than any short link.</p>")
-TOO_MANY = _page("Too many attempts", "<p>Too many wrong passwords for this link. Try again later.</p>")
+TOO_MANY = _page("Too many attempts", "<p>Too many password attempts for this link. Try again later.</p>")
+BUSY = _page("Server busy", "<p>Too many passwords are being checked right now. Try again in a moment.</p>")
 UNAVAILABLE = _page("Temporarily unavailable", "<p>This link cannot be looked up right now. Try again shortly.</p>")
 NOT_ALLOWED = _page("Method not allowed", "<p>Short links answer GET and HEAD.</p>")
 
@@ -58,7 +59,7 @@ def blocked_page(url: str) -> bytes:
 
 
 def preview_page(*, title: str, description: str, image: str, url: str, canonical: str) -> bytes:
-    """Open Graph and Twitter card tags for link-preview fetchers."""
+    """Open Graph and Twitter card tags for link-preview fetchers; ``url`` "" (a locked link) shows no destination."""
     tags = [
         ("property", "og:title", title),
         ("property", "og:description", description),
@@ -76,5 +77,6 @@ def preview_page(*, title: str, description: str, image: str, url: str, canonica
         f"<title>{escape(title)}</title>{meta}"
         f'<meta name="description" content="{escape(description)}"></head>'
         f"<body><h1>{escape(title)}</h1><p>{escape(description)}</p>"
-        f'<p><a href="{escape(url)}">{escape(url)}</a></p></body></html>'
+        + (f'<p><a href="{escape(url)}">{escape(url)}</a></p>' if url else "")
+        + "</body></html>"
     ).encode()

@@ -90,6 +90,13 @@ class ClickProducer:
         """The broker acknowledged something recently (readiness)."""
         return self._kafka is not None and time.monotonic() - self._last_ack < 10.0
 
+    async def broker_reachable(self) -> bool:
+        """Readiness: a recent acknowledgement, else a metadata request answered now.
+
+        ``connected`` alone goes false after 10 s without clicks: an idle edge is not a broken one.
+        """
+        return self.connected or (self._kafka is not None and await self._probe())
+
     def emit(self, click: Click) -> None:
         """Hand over one click (``Click``'s fields); never blocks, never raises."""
         if len(self._queue) >= self.bound:

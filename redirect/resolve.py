@@ -22,15 +22,20 @@ from redis.exceptions import RedisError
 from redirect import record as rec
 from redirect.cache import MISSING, Record, RecordCache
 from redirect.metrics import EdgeMetrics
+from redirect.misses import MissBudget
 
 log = logging.getLogger("h0p.redirect")
 
+LINK_PREFIX = rec.link_key("", "")[:-1]  # "h0p:l:"
+DOMAIN_PREFIX = rec.domain_key("")
 RETRY_AFTER_S = 1.0  # after a failure, skip a dependency this long instead of waiting on it per request
 FILL_TTL_S = 86_400  # records the edge writes back to Redis expire; the API's own writes are authoritative
 OUTAGE_TTL_S = 5.0  # LRU TTL for answers read while Redis (and its invalidations) is down
 MAX_BATCH = 512
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 POSTGRES_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# DOMAIN_QUERY's condition, for every domain at once (redirect.domains)
+VERIFIED_HOSTS_QUERY = "SELECT hostname FROM domains WHERE verified_at IS NOT NULL"
 
 
 class Unavailable(Exception):
@@ -130,6 +135,21 @@ class PostgresReader:
         row = await pool.fetchrow(rec.DOMAIN_QUERY, key[len("h0p:d:") :], timeout=2.0)
         return None if row is None else rec.domain_record_from_row(row)
 
+    async def reachable(self) -> bool:
+        """Whether Postgres answers a trivial query within a second."""
+        try:
+            pool = await self._get_pool()
+            await pool.fetchval("SELECT 1", timeout=1.0)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    async def verified_hosts(self) -> list[str]:
+        """Every verified custom domain's host name."""
+        pool = await self._get_pool()
+        rows = await pool.fetch(VERIFIED_HOSTS_QUERY, timeout=10.0)
+        return [row["hostname"] for row in rows]
+
     async def close(self) -> None:
         if self._pool is not None:
             await asyncio.wait_for(self._pool.close(), 5.0)
@@ -140,9 +160,11 @@ class Resolver:
     """Looks records up through the three layers; the LRU itself is read by the caller first."""
 
     def __init__(
-        self, cache: RecordCache, redis: aioredis.Redis, postgres: PostgresReader, metrics: EdgeMetrics
-    ) -> None:
+        self, cache: RecordCache, redis: aioredis.Redis, postgres: PostgresReader, metrics: EdgeMetrics,
+        misses: MissBudget | None = None,
+    ) -> None:  # fmt: skip
         self.cache = cache
+        self.misses = misses if misses is not None else MissBudget(0, 0)
         self.redis = redis
         self.batcher = RedisBatcher(redis)
         self.postgres = postgres
@@ -156,10 +178,11 @@ class Resolver:
     def redis_ok(self) -> bool:
         return time.monotonic() >= self._redis_down_until
 
-    async def lookup(self, key: str, *, redis_missed: bool = False) -> Record | None:
+    async def lookup(self, key: str, *, redis_missed: bool = False, client_ip: str = "") -> Record | None:
         """The record for ``key`` (``None``: does not exist); raises ``Unavailable``.
 
         ``redis_missed``: the caller found the key in neither the LRU nor Redis; go on from Postgres.
+        ``client_ip``: who asks, for the miss budget (``redirect.misses``).
         """
         if not redis_missed:
             value = self.cache.get(key)
@@ -172,7 +195,7 @@ class Resolver:
             future = asyncio.get_running_loop().create_future()
             self._inflight[key] = future
             try:
-                future.set_result(await self._load(key, ask_redis=not redis_missed))
+                future.set_result(await self._load(key, ask_redis=not redis_missed, client_ip=client_ip))
             except asyncio.CancelledError:
                 future.cancel()
                 raise
@@ -198,7 +221,7 @@ class Resolver:
         self.metrics.redis_miss.inc()
         return MISSING
 
-    async def _load(self, key: str, *, ask_redis: bool = True) -> Record | None:
+    async def _load(self, key: str, *, ask_redis: bool = True, client_ip: str = "") -> Record | None:
         generation = self.cache.generation
         redis_answered = not ask_redis  # the caller asked Redis, which answered without a record
         if ask_redis and self.redis_ok:
@@ -211,7 +234,15 @@ class Resolver:
                 value = self.from_redis(key, raw, generation)
                 if value is not MISSING:
                     return value  # type: ignore[return-value]
+        # a link's budget is its domain's; every domain record shares one
+        domain = key[: key.find("/")] if key.startswith(LINK_PREFIX) else DOMAIN_PREFIX
+        client = self.misses.take(domain, client_ip)
+        if client is None:
+            self.metrics.lookups_refused.inc()
+            raise Unavailable(key)  # not a Postgres failure: the breaker stays as it is
         found = await self._from_postgres(key)
+        if found is not None:
+            self.misses.give_back(domain, client)
         if redis_answered:
             await self._fill(key, found)
             self.cache.put(key, found, generation)

@@ -1,23 +1,22 @@
 """Which destination a visitor gets: routing rules in order, then the A/B split, then UTM/query merge.
 
 Everything about the visitor is computed lazily (UA parsing, geo lookup, Accept-Language, query
-parsing), so a link without rules pays for none of it.
+parsing), so a link without rules pays for none of it; the rules' values were normalised and
+indexed once, when the record was built (``redirect.record.RuleTable``), never per click.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import ipaddress
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from redirect.agent import Agent, normalise_browser, normalise_os, parse_agent
+from redirect.agent import Agent, parse_agent
 from redirect.client import Address, parse_address
 from redirect.geo import UNKNOWN, Place
-from redirect.record import Condition, LinkRecord, SplitTarget
+from redirect.record import QUERY_SEPARATOR, LinkRecord, RuleTable, SplitTarget, mask_int, prefix_bits
 
 Locate = Callable[[str], Place]
 
@@ -119,32 +118,6 @@ def preferred_language(header: str) -> str:
     return best
 
 
-@lru_cache(maxsize=4096)
-def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    try:
-        return ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        return None
-
-
-@lru_cache(maxsize=4096)
-def _instant(text: str) -> float | None:
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _values(condition: Condition) -> tuple[str, ...]:
-    value = condition.value
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else value
-
-
 def _referrer_host(referer: str) -> str:
     try:
         return (urlsplit(referer).hostname or "").rstrip(".")
@@ -152,58 +125,103 @@ def _referrer_host(referer: str) -> str:
         return ""
 
 
-def _test(condition: Condition, visitor: Visitor) -> bool:
-    kind = condition.type
-    values = _values(condition)
-    if kind == "query":
-        present = visitor.query.get(condition.key or "")
-        if present is None:
-            return False
-        return not values or any(v in present for v in values)
-    if kind == "device":
-        return visitor.agent.device in {v.lower() for v in values}
-    if kind == "os":
-        return visitor.agent.os in {normalise_os(v) for v in values}
-    if kind == "browser":
-        return visitor.agent.browser in {normalise_browser(v) for v in values}
-    if kind == "country":
-        country = visitor.place.country
-        return bool(country) and country in {v.upper() for v in values}
-    if kind == "city":
-        city = visitor.place.city.lower()
-        return bool(city) and city in {v.lower() for v in values}
-    if kind == "language":
+def _host_suffixes(host: str) -> list[str]:
+    """``a.b.c`` -> ``a.b.c``, ``b.c``, ``c``: a referrer value matches the host or a parent of it.
+
+    Only suffixes a rule value could be (at most 253 characters), so a long Referer costs little.
+    """
+    out = [host] if len(host) <= 253 else []
+    start = host.find(".")
+    while start >= 0:
+        if len(host) - start - 1 <= 253:
+            out.append(host[start + 1 :])
+        start = host.find(".", start + 1)
+    return out
+
+
+def _fact_values(fact: str, visitor: Visitor) -> Iterable[str]:
+    """How the visitor's ``fact`` is spelled in a RuleTable (see ``redirect.record._NORMALISE``)."""
+    if fact == "device":
+        return (visitor.agent.device,)
+    if fact == "os":
+        return (visitor.agent.os,)
+    if fact == "browser":
+        return (visitor.agent.browser,)
+    if fact == "country":
+        return (visitor.place.country,) if visitor.place.country else ()
+    if fact == "city":
+        return (visitor.place.city.lower(),) if visitor.place.city else ()
+    if fact == "language":
         tag = visitor.language
-        primary = tag.split("-", 1)[0]
-        # "fr" matches any French; "fr-CA" only Canadian French
-        return bool(tag) and any(v.lower() == tag or v.lower() == primary for v in values)
-    if kind == "referrer":
+        primary = tag.split("-", 1)[0]  # "fr" matches any French; "fr-CA" only Canadian French
+        return (tag, primary) if tag and primary != tag else (tag,) if tag else ()
+    if fact == "referrer":
         host = _referrer_host(visitor.referer)
-        return bool(host) and any(host == v.lower() or host.endswith("." + v.lower()) for v in values)
-    if kind == "ip":
+        return _host_suffixes(host) if host else ()
+    return ()
+
+
+def _held(fact: str, table: RuleTable, visitor: Visitor) -> int:
+    """The conditions reading ``fact`` that the visitor's value makes hold (before negation), as a mask."""
+    held = 0
+    if fact == "time":
+        now = visitor.now
+        # "before t" holds while now < t: the later instants; "after t" once now >= t: the earlier ones
+        k = bisect.bisect_right(table.before_at, now)
+        held = ((1 << (len(table.before_at) - k)) - 1) << (table.before_first + k)
+        return held | ((1 << bisect.bisect_right(table.after_at, now)) - 1) << table.after_first
+    if fact == "query":
+        present, pairs = table.facts.get("query", {}), table.facts.get("query=", {})
+        for key, values in visitor.query.items():
+            if (mask := present.get(key)) is not None:
+                held |= int.from_bytes(mask[1], "little") << mask[0]
+            if pairs:
+                for value in values:
+                    if (mask := pairs.get(key + QUERY_SEPARATOR + value)) is not None:
+                        held |= int.from_bytes(mask[1], "little") << mask[0]
+        return held
+    if fact == "ip":
         address = visitor.address
-        if address is None:
-            return False
-        networks = (_network(v) for v in values)
-        return any(net is not None and net.version == address.version and address in net for net in networks)
-    if kind in ("before", "after"):
-        moments = [m for m in (_instant(v) for v in values) if m is not None]
-        if not moments:
-            return False
-        return visitor.now < moments[0] if kind == "before" else visitor.now >= moments[0]
-    return False  # an unknown condition type never matches: the rule is skipped, not the link
-
-
-def matches(condition: Condition, visitor: Visitor) -> bool:
-    """One condition, with ``negate`` applied."""
-    return _test(condition, visitor) != condition.negate
+        networks = table.facts.get(f"ip{address.version}") if address is not None else None
+        if networks:
+            # one probe per prefix length in the table (at most 33 or 129): bits[:p] is the network key
+            bits = prefix_bits(address)  # type: ignore[arg-type]
+            prefixes = table.ip4_prefixes if address.version == 4 else table.ip6_prefixes  # type: ignore[union-attr]
+            get = networks.get
+            for mask in [get(bits[:p]) for p in prefixes]:
+                if mask is not None:
+                    held |= int.from_bytes(mask[1], "little") << mask[0]
+        return held
+    by_value = table.facts.get(fact)
+    if by_value:
+        for value in _fact_values(fact, visitor):
+            if (mask := by_value.get(value)) is not None:
+                held |= int.from_bytes(mask[1], "little") << mask[0]
+    return held
 
 
 def choose_rule(record: LinkRecord, visitor: Visitor) -> tuple[str, str] | None:
-    """(url, "rule:N") of the first rule whose conditions all hold, else None."""
+    """(url, "rule:N") of the first rule whose conditions all hold, else None.
+
+    The values were normalised and indexed when the record was built (``RuleTable``): a click
+    computes each visitor fact at most once, when the first rule reading it is reached, and
+    tests a rule with one mask, whatever the number of its conditions and values.
+    """
+    table = record.rule_table
+    if table is None:
+        return None
+    holding = mask_int(table.negated)  # a negated condition holds until the visitor's fact says otherwise
+    failing = ~holding
     for index, rule in enumerate(record.rules):
-        if all(matches(c, visitor) for c in rule.conditions):
-            return rule.url, f"rule:{index}"
+        if rule.facts:
+            for fact in rule.facts:
+                holding ^= _held(fact, table, visitor)
+            failing = ~holding
+        if (failing >> rule.first) & ((1 << rule.count) - 1):
+            continue
+        if rule.timed[1] and mask_int(rule.timed) & failing:
+            continue
+        return rule.url, f"rule:{index}"
     return None
 
 

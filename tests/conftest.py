@@ -52,9 +52,10 @@ def settings(broker: Broker, redis_server: RedisServer, tmp_path_factory: pytest
             "H0P_KAFKA_GROUP": f"ingest-{suffix}",
             "H0P_SPOOL_DIR": str(Path(tmp) / "spool"),
             "H0P_FILES_DIR": str(Path(tmp) / "files"),
-            "H0P_SECRET_KEY": "test-secret",
+            "H0P_SECRET_KEY": "test-secret-of-the-test-session-0123456789",
             "H0P_EVENT_LINGER_MS": "5",
             "H0P_INGEST_LINGER_MS": "50",
+            "H0P_EDGE_METRICS_PORT": "0",  # edges of a session run side by side; a test gives its own port
         }
     )
     asyncio.run(db.migrate(s.database_url))

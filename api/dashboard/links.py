@@ -192,7 +192,7 @@ def _qr_params(view: View) -> dict[str, str]:
 async def _detail(view: View) -> Response:
     link = await links.get_link(view.ctx, view.workspace_id, view.request.path_params["id"])
     clicks_query = analytics_query.parse_query({"linkId": link.id, "interval": "90d"})
-    recent = await analytics.list_events(view.ctx, view.workspace_id, clicks_query, 0, 10)
+    recent = await analytics.list_events(view.ctx, view.workspace_id, clicks_query, limit=10)
     choices = await _choices(view)
     qr_params = _qr_params(view)
     return view.render(

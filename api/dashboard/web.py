@@ -8,7 +8,6 @@ domain errors as pages. Handlers call ``api/services`` and render templates, not
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -69,7 +68,6 @@ def _htmx_sri() -> str:
 
 
 templates.globals["htmx_sri"] = _htmx_sri()
-templates.globals["webhooks_enabled"] = importlib.util.find_spec("api.services.webhooks") is not None
 
 
 class SecurityHeaders:

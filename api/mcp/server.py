@@ -3,7 +3,8 @@
 Both transports (Streamable HTTP at ``/mcp`` and stdio for ``h0p mcp``) build their server
 here; they differ only in how a call finds its caller (``CallerSource``). Every tool call
 goes through the same gate as an HTTP route (``api/endpoints.py``): the caller's key is
-resolved, one request is charged to the key's rate limit, the key's scope is checked, the
+resolved, one request is charged to the key's rate limit (here over stdio; by ``/mcp`` for
+every HTTP request, ``initialize`` and ``tools/list`` included), the key's scope is checked, the
 arguments are decoded with the msgspec schema the route decodes with, and the service runs. Any ``H0pError``
 comes back as a tool error (``isError``) carrying the API's code and message; anything else
 is logged here and reported as ``INTERNAL_ERROR`` without a trace.
@@ -23,7 +24,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from api import auth, ratelimit
-from api.errors import H0pError, InternalError, RateLimited, error_body, from_msgspec
+from api.errors import H0pError, InternalError, RateLimited, error_body, from_msgspec, status_and_code
 from api.mcp.spec import ImageResult, ToolSpec
 from api.mcp.tools import TOOLS
 from api.services.context import ServiceContext
@@ -105,10 +106,10 @@ def success_result(value: object) -> types.CallToolResult:
 
 
 async def call_tool(spec: ToolSpec, ctx: ServiceContext, principal: Principal, arguments: dict[str, Any]) -> object:
-    """Run one tool for ``principal`` in the order a route does (api/endpoints.py): rate limit, scope, decode, call."""
-    # One tool call is one API request of the key: HTTP and MCP share the key's windows. The MCP
-    # handshake and tools/list are not charged, or an agent would spend its budget on set-up.
-    await ratelimit.charge(ctx, principal)
+    """Run one tool for ``principal`` in the order a route does (api/endpoints.py): scope, decode, call.
+
+    The rate limit is charged before (by ``on_call_tool`` or the HTTP endpoint), ahead of even the name lookup.
+    """
     auth.require_scope(principal, spec.scope)
     try:
         # Through JSON bytes on purpose: the route decodes the request body with this same call,
@@ -126,25 +127,44 @@ def _version() -> str:
         return ""
 
 
-def build_server(caller_of: CallerSource, version: str | None = None) -> Server[Any]:
-    """The MCP server for one process; ``caller_of`` is asked on every tool call."""
+def build_server(caller_of: CallerSource, version: str | None = None, charge_messages: bool = True) -> Server[Any]:
+    """The MCP server for one process; ``caller_of`` is asked on every tool call and listing.
+
+    ``charge_messages``: charge each ``tools/call`` and ``tools/list`` to the key's rate limit
+    here (stdio); False where the transport charges every request itself (``/mcp``).
+    """
     tools = {spec.name: spec for spec in TOOLS}
     listing = types.ListToolsResult(tools=[_tool_definition(spec) for spec in TOOLS])
 
     async def on_list_tools(
         rctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        if charge_messages:
+            # Listing is a request like any other: a loop of tools/list must hit the limit too.
+            try:
+                ctx, principal = await caller_of(rctx)
+                await ratelimit.charge(ctx, principal)
+            except H0pError as exc:  # a listing has no error result: a protocol error carrying the API's code
+                _, code = status_and_code(exc)
+                raise MCPError(code=types.INVALID_REQUEST, message=f"{code}: {exc.message}") from None
         return listing
 
     async def on_call_tool(
         rctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        try:
+            ctx, principal = await caller_of(rctx)
+            # One tool call is one API request of the key (HTTP and MCP share its windows), charged
+            # before the name is looked up: calls of unknown tools are not free either.
+            if charge_messages:
+                await ratelimit.charge(ctx, principal)
+        except H0pError as exc:
+            return error_result(exc)
         spec = tools.get(params.name)
         if spec is None:
             # The spec's answer to an unknown tool is a protocol error, not a tool result.
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {params.name!r}; see tools/list")
         try:
-            ctx, principal = await caller_of(rctx)
             value = await call_tool(spec, ctx, principal, params.arguments or {})
         except H0pError as exc:
             return error_result(exc)

@@ -17,11 +17,26 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from api.errors import field_error
 from api.services.context import ServiceContext
 from api.services.keys import Principal
 
-# Ids as the routes take them in a path (longer ones are NOT_FOUND there, refused here)
-Id = Annotated[str, Meta(min_length=1, max_length=100)]
+# Ids as the routes take them in a path (longer ones, or with a NUL, are NOT_FOUND there, refused here)
+Id = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]
+
+
+def refuse_nul(node: object, path: str = "") -> None:
+    """VALIDATION_ERROR naming the first text holding a NUL, which Postgres text cannot store (as the routes)."""
+    if isinstance(node, str):
+        if "\x00" in node:
+            raise field_error(path, "text must not contain NUL characters")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            refuse_nul(item, f"{path}[{i}]")
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            refuse_nul(key, path)
+            refuse_nul(item, f"{path}.{key}" if path else str(key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +82,15 @@ class ToolSpec:
     output_schema: dict[str, Any] | None = field(init=False)
 
     def __post_init__(self) -> None:
+        # Every tool's arguments are checked for NUL before its body runs, whichever Struct they
+        # decode to: the routes refuse NUL in paths, queries and bodies alike, and so do the tools.
+        run = self.run
+
+        async def run_checked(ctx: ServiceContext, who: Principal, args: Any) -> object:
+            refuse_nul(msgspec.to_builtins(args))
+            return await run(ctx, who, args)
+
+        object.__setattr__(self, "run", run_checked)
         # The examples go into the schema too: some clients show schema examples, not descriptions.
         examples = [json.loads(e) for e in self.example.split(" or ")]
         object.__setattr__(self, "input_schema", {**json_schema(self.args), "examples": examples})

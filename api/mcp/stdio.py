@@ -4,7 +4,9 @@ The process opens its own Postgres/Redis connections and runs the same server as
 The key is checked once at start-up (a desktop client shows stderr: a wrong key should be
 said there, not discovered at the first tool call) and again on every call, like an HTTP
 request, so a revoked key stops working at once and its scopes and plan stay current.
-stdout carries only MCP messages; logs go to stderr.
+stdout carries only MCP messages; logs go to stderr: one INFO line at start-up saying whom the
+server acts for and what its short URLs look like (the settings a client config most often
+gets wrong), and nothing per call.
 """
 
 from __future__ import annotations
@@ -23,14 +25,23 @@ from api.errors import Unauthorized
 from api.mcp.server import build_server
 from api.services.context import ServiceContext, close_context, open_context
 from api.services.keys import Principal, authenticate
+from api.services.workspaces import get_workspace
 from h0p_settings import Settings
+
+log = logging.getLogger("h0p.mcp")
 
 
 async def serve_stdio(settings: Settings) -> None:
     """Serve MCP on stdin/stdout until the client closes stdin; Unauthorized if the key is not valid."""
     ctx = await open_context(settings, pool_size=4)
     try:
-        await authenticate(ctx, settings.api_key)
+        principal = await authenticate(ctx, settings.api_key)
+        workspace = await get_workspace(ctx, principal.workspace_id)
+        log.info(
+            "serving MCP on stdio for workspace %r with key %s (scopes: %s); short URLs look like %s",
+            workspace.name, principal.key_id, ", ".join(sorted(principal.scopes)),
+            settings.short_url(settings.default_domain, "<slug>"),
+        )  # fmt: skip
 
         async def caller_of(rctx: ServerRequestContext[Any, Any]) -> tuple[ServiceContext, Principal]:
             return ctx, await authenticate(ctx, settings.api_key)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from api.endpoints import Call, Endpoint
-from api.errors import ValidationFailed, from_msgspec
+from api.errors import QueryTimedOut, ValidationFailed, from_msgspec
 from api.routes.files import RawEndpoint, openapi_paths
 from api.services import analytics
+from api.services.analytics_export import FORMATS, RETRY_AFTER_S, ClickExport
 from api.services.analytics_query import GROUP_BYS, parse_query
 from api.services.context import ServiceContext
 from api.services.keys import Principal
+
+log = logging.getLogger("h0p.api")
 
 SCOPE = "analytics:read"
 Text = Annotated[str, Meta(max_length=2048)]
@@ -57,8 +63,12 @@ class AnalyticsQueryParams(AnalyticsFilters, kw_only=True):
 
 
 class EventsQuery(AnalyticsFilters, kw_only=True):
-    page: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    cursor: Annotated[str, Meta(max_length=200, description="`nextCursor` of the previous page")] | None = None
+    page: Annotated[int, Meta(ge=0, le=1_000_000, description="offset paging; page × limit at most 10000")] = 0
     limit: Annotated[int, Meta(ge=1, le=50)] = 10
+
+
+Unknown = str | None  # null when ingest could not tell (no referrer, no geolocation, …), as in /analytics
 
 
 class ClickEventOut(msgspec.Struct, kw_only=True):
@@ -68,32 +78,32 @@ class ClickEventOut(msgspec.Struct, kw_only=True):
     domain: str
     slug: str
     url: str | None
-    country: str
-    region: str
-    city: str
-    continent: str
+    country: Unknown
+    region: Unknown
+    city: Unknown
+    continent: Unknown
     latitude: float | None
     longitude: float | None
-    device: str
-    deviceBrand: str
-    deviceModel: str
-    browser: str
-    browserVersion: str
-    os: str
-    osVersion: str
-    referer: str
-    refererUrl: str
-    utmSource: str
-    utmMedium: str
-    utmCampaign: str
-    utmTerm: str
-    utmContent: str
+    device: Unknown
+    deviceBrand: Unknown
+    deviceModel: Unknown
+    browser: Unknown
+    browserVersion: Unknown
+    os: Unknown
+    osVersion: Unknown
+    referer: Unknown
+    refererUrl: Unknown
+    utm_source: Unknown
+    utm_medium: Unknown
+    utm_campaign: Unknown
+    utm_term: Unknown
+    utm_content: Unknown
     bot: bool
     qr: bool
     visitor: str
     ip: str | None
     method: str
-    ua: str
+    ua: Unknown
 
 
 class EventList(msgspec.Struct, kw_only=True):
@@ -101,6 +111,9 @@ class EventList(msgspec.Struct, kw_only=True):
     page: int
     limit: int
     total: int
+    nextCursor: Annotated[
+        str | None, Meta(description="pass as `cursor` for the next (older) page; null on the last page")
+    ]
 
 
 AnalyticsResult = dict[str, Any] | list[dict[str, Any]]
@@ -119,29 +132,52 @@ async def get_analytics(call: Call) -> AnalyticsResult:
 async def list_events(call: Call) -> EventList:
     params = _params(call.query)
     # read from the struct: to_builtins leaves out fields at their default (page 0, limit 10)
-    params.pop("page", None)
-    params.pop("limit", None)
-    page, limit = call.query.page, call.query.limit
-    out = await analytics.list_events(call.ctx, call.principal.workspace_id, parse_query(params), page, limit)
+    for name in ("page", "limit", "cursor"):
+        params.pop(name, None)
+    q = call.query
+    out = await analytics.list_events(
+        call.ctx, call.principal.workspace_id, parse_query(params), q.limit, page=q.page, cursor=q.cursor
+    )
     return msgspec.convert(out, EventList)
+
+
+class ExportResponse(StreamingResponse):
+    """An export's stream, cut after ``max_s``: a reader that stalls cannot keep its connection forever.
+
+    A cut export ends without HTTP's last chunk, so the client sees it incomplete, not short.
+    """
+
+    def __init__(self, export: ClickExport, fmt: str, max_s: float) -> None:
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        disposition = {"Content-Disposition": f'attachment; filename="clicks.{fmt}"'}
+        super().__init__(export.chunks(fmt), media_type=media, headers=disposition)
+        self.export, self.max_s = export, max_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with asyncio.timeout(self.max_s):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            log.warning("export cut after %.0f s (H0P_EXPORT_MAX_S)", self.max_s)
+        except QueryTimedOut:  # the status went out with the first bytes: the stream ends incomplete
+            log.warning("export cut: a fetch ran past H0P_ANALYTICS_STATEMENT_TIMEOUT_MS")
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # our chunks() generator
+            await self.export.close()
 
 
 async def export(ctx: ServiceContext, principal: Principal, request: Request) -> Response:
     params = dict(request.query_params)
     fmt = params.pop("format", "csv")
-    if fmt not in ("csv", "ndjson"):
+    if fmt not in FORMATS:
         raise ValidationFailed([{"path": "format", "message": "format must be csv or ndjson"}])
     try:
         filters = msgspec.convert(params, AnalyticsFilters, strict=False)
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
     q = parse_query(_params(filters))
-    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
-    return StreamingResponse(
-        analytics.export_events(ctx, principal.workspace_id, q, fmt),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="clicks.{fmt}"'},
-    )
+    running = await ClickExport.open(request.app.state.export_pool, ctx.settings, principal.workspace_id, q)
+    return ExportResponse(running, fmt, ctx.settings.export_max_s)
 
 
 _DESCRIPTION = (
@@ -151,8 +187,11 @@ _DESCRIPTION = (
     "`[{city, country, clicks}]`, `[{linkId, domain, slug, url, clicks}]`. `unique=true` adds `visitors` "
     "(a salted hash of day, IP and user agent; the IP itself is not stored). Bots (crawlers, link-preview "
     "fetchers, scripts, HEAD requests) are left out unless `includeBots=true`. Unknown values are `null`. "
+    "UTM values are named as on links: `[{utm_source, clicks}]`. "
     "Hits on slugs that do not exist (orphans) count in the totals and dimensions, not in `top_links`. "
-    "Default range: the last 24 hours."
+    "Default range: the last 24 hours, at most from 2000-01-01 (earlier starts are clamped); a time series of "
+    "more than 2000 buckets is refused (VALIDATION_ERROR). A query running longer than "
+    "H0P_ANALYTICS_STATEMENT_TIMEOUT_MS is cut: 503 QUERY_TIMEOUT."
 )
 _EXAMPLE_EXPORT_PARAMS: list[dict[str, Any]] = [
     {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["csv", "ndjson"],
@@ -169,19 +208,30 @@ EXPORT = RawEndpoint(
         "application/x-ndjson": {"schema": {"type": "string"},
                                  "example": '{"id":"0193…","timestamp":"2025-03-31T10:00:00+00:00","country":"US"}\n'},
     }}},
-    description="For BI tools: streamed through a database cursor, so any range can be exported.",
+    description=(
+        "For BI tools: streamed through a database cursor, so any range can be exported. Exports have their own "
+        f"small connection pool and run one at a time per workspace: a second one meanwhile, or one when every "
+        f"export slot is busy, is 429 RATE_LIMITED with Retry-After ({RETRY_AFTER_S} s). An export that runs longer "
+        "than H0P_EXPORT_MAX_S is cut (the response ends without its last chunk). Unknown values are empty, "
+        "booleans `true`/`false`; a CSV cell starting with =, +, -, @, tab or CR is prefixed with `'` so that "
+        "spreadsheets show it as text (NDJSON keeps values as stored, unknown ones `null`)."
+    ),
 )  # fmt: skip
 
 ENDPOINTS = [
     Endpoint(
         "GET", "/analytics", get_analytics, "Click analytics", "Analytics", scope=SCOPE, query=AnalyticsQueryParams,
         response=AnalyticsResult, operation_id="getAnalytics", description=_DESCRIPTION,
-        example=None,
+        example=None, errors=(503,),
     ),
     Endpoint(
         "GET", "/analytics/events", list_events, "Raw click events, newest first", "Analytics", scope=SCOPE,
-        query=EventsQuery, response=EventList, operation_id="listAnalyticsEvents",
-        description="Enriched clicks of the range, newest first, paginated (`page` from 0, `limit` up to 50).",
+        query=EventsQuery, response=EventList, operation_id="listAnalyticsEvents", errors=(503,),
+        description=(
+            "Enriched clicks of the range, newest first, `limit` up to 50 a page. Follow `nextCursor` (pass it as "
+            "`cursor`): keyset paging, stable while clicks arrive. `page` (from 0, offset paging) still works for "
+            "the first 10000 rows. Unknown values are `null`."
+        ),
     ),
 ]  # fmt: skip
 

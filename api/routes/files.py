@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.endpoints import Call, Endpoint, admit, error_response, query_params
-from api.errors import H0pError, InternalError, NotFound, ValidationFailed, field_error
+from api.errors import H0pError, InternalError, NotFound, field_error
 from api.schemas import Deleted, PageQuery
 from api.services import files
 from api.services.context import ServiceContext
@@ -194,9 +194,10 @@ ENDPOINTS = [
     ),
     Endpoint(
         "DELETE", "/files/{id}", delete, "Delete a file", "Files", scope="files:write", response=Deleted,
-        operation_id="deleteFile",
+        operation_id="deleteFile", errors=(503,),
         description="Its public `url` stops working; QR codes asking for it as `logo` get 400; links that use it "
-        "as `ogImage` keep the id but their preview loses the image.",
+        "as `ogImage` keep the id but their preview loses the image. 503 STORAGE_UNAVAILABLE (nothing deleted) if "
+        "the file storage cannot be reached.",
     ),
 ]  # fmt: skip
 
@@ -271,7 +272,7 @@ async def serve_content(request: Request) -> Response:
     try:
         check_params(request)
         info, data = await files.read_public_file(ctx, request.path_params["id"], signature)
-    except (NotFound, ValidationFailed) as exc:
+    except H0pError as exc:  # NotFound, or StorageUnavailable (503) when the object store is down
         return error_response(exc)
     # The id's bytes never change (a new upload is a new id): cacheable by anyone, forever.
     return _content_response(request, info, data, "public, max-age=31536000, immutable")
@@ -286,7 +287,8 @@ UPLOAD = RawEndpoint(
     description="PNG, JPEG, WebP or GIF, decoded to prove it is one (the declared type is not trusted), at most "
     "`H0P_FILE_MAX_BYTES` (5 MiB by default) and 25 megapixels; re-encoded without metadata (EXIF orientation "
     "applied; animations keep their first frame). SVG is refused. Counts against the workspace's storage quota "
-    "(403 PLAN_LIMIT_REACHED).",
+    "(403 PLAN_LIMIT_REACHED). 503 STORAGE_UNAVAILABLE (nothing stored) if the file storage cannot be reached.",
+    errors=(400, 401, 403, 429, 500, 503),
     request_body={
         "required": True,
         "content": {
@@ -303,7 +305,7 @@ CONTENT = RawEndpoint(
                                                                           "image/gif")}},
         "304": {"description": "Not modified (If-None-Match)"},
     },
-    errors=(400, 401, 403, 404, 429, 500),
+    errors=(400, 401, 403, 404, 429, 500, 503),
     parameters=[{
         "name": "sig", "in": "query", "required": False, "schema": {"type": "string"},
         "description": "The signature in the file's public `url`: with it no API key is needed.",

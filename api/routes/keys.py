@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from api.auth import require_scope
 from api.endpoints import Call, Endpoint
 from api.schemas import Deleted, KeyCreate, PageQuery
 from api.services import keys
@@ -11,12 +10,8 @@ from api.services.keys import ALL_SCOPES, ApiKeyList, CreatedApiKey
 
 async def create(call: Call) -> CreatedApiKey:
     data: KeyCreate = call.body
-    # A key cannot mint a key stronger than itself.
-    scopes = data.scopes if data.scopes is not None else [s for s in ALL_SCOPES if call.principal.allows(s)]
-    for scope in scopes:
-        if scope in ALL_SCOPES:
-            require_scope(call.principal, scope)
-    key, secret = await keys.create_key(call.ctx, call.principal.workspace_id, data.name, scopes)
+    # A key cannot mint a key stronger than itself (checked by the service: by=the caller).
+    key, secret = await keys.create_key(call.ctx, call.principal.workspace_id, data.name, data.scopes, call.principal)
     return CreatedApiKey(**{f: getattr(key, f) for f in key.__struct_fields__}, key=secret)
 
 
@@ -26,7 +21,7 @@ async def list_(call: Call) -> ApiKeyList:
 
 
 async def delete(call: Call) -> Deleted:
-    await keys.delete_key(call.ctx, call.principal.workspace_id, call.path["id"])
+    await keys.delete_key(call.ctx, call.principal.workspace_id, call.path["id"], call.principal)
     return Deleted(id=call.path["id"])
 
 
@@ -36,7 +31,9 @@ ENDPOINTS = [
         response=CreatedApiKey, status=201, errors=(400,), operation_id="createKey",
         example={"name": "CMS plugin", "scopes": ["links:read", "links:write"]},
         description="`key` (the secret) is returned once, here. Scopes: " + ", ".join(f"`{s}`" for s in ALL_SCOPES)
-        + ". A write scope includes the matching read scope; a key can only grant scopes it has.",
+        + ". A write scope includes the matching read scope. A key can only grant scopes it has (403"
+        " `ACTION_NOT_ALLOWED`); without `scopes` the new key gets all of the caller's. A workspace holds"
+        " at most `H0P_MAX_KEYS_PER_WORKSPACE` keys (403 `PLAN_LIMIT_REACHED`).",
     ),
     Endpoint(
         "GET", "/keys", list_, "List API keys", "API keys", scope="keys:read", query=PageQuery, response=ApiKeyList,
@@ -45,5 +42,6 @@ ENDPOINTS = [
     Endpoint(
         "DELETE", "/keys/{id}", delete, "Revoke an API key", "API keys", scope="keys:write", response=Deleted,
         operation_id="deleteKey",
+        description="A key can only revoke keys whose scopes it has itself (403 `ACTION_NOT_ALLOWED`).",
     ),
 ]  # fmt: skip

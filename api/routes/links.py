@@ -90,7 +90,8 @@ ENDPOINTS = [
         "400 VALIDATION_ERROR with the item's path (`[3].statusCode`) and creates nothing. Otherwise each item "
         "is created in its own transaction: the result has, in order, the link or "
         "`{\"error\": {\"code\", \"message\"}}` for an item that was not created (a slug taken, an unsafe "
-        "destination, a missing tag: nothing of it written).",
+        "destination, a missing tag: nothing of it written). At most `H0P_BULK_PASSWORDS_MAX` items (default 10) "
+        "may set a `password`: more is 400, nothing created.",
     ),
     Endpoint(
         "PUT", "/links/upsert", upsert, "Create or replace a link by externalId", "Links", scope="links:write",

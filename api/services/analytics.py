@@ -11,15 +11,24 @@ answer is the same either way, only faster. Everything else reads ``clicks`` thr
 
 from __future__ import annotations
 
+import base64
+import binascii
+import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from api.services.analytics_query import AnalyticsQuery, bucket_starts, parse_query
+import asyncpg
+
+from api.errors import QueryTimedOut, field_error
+from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
 
-__all__ = ["AnalyticsQuery", "analytics", "export_events", "list_events", "parse_query"]
+__all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
+# Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
+MAX_OFFSET = 10_000
 
 # groupBy → (column in clicks, rollup dim, output key)
 DIMENSIONS: dict[str, tuple[str, str, str]] = {
@@ -33,11 +42,12 @@ DIMENSIONS: dict[str, tuple[str, str, str]] = {
     "referers": ("referer", "referer", "referer"),
     "referer_urls": ("referer_url", "referer_url", "refererUrl"),
     "top_links": ("coalesce(link_id, '')", "link", "linkId"),
-    "utm_sources": ("utm_source", "utm_source", "utmSource"),
-    "utm_mediums": ("utm_medium", "utm_medium", "utmMedium"),
-    "utm_campaigns": ("utm_campaign", "utm_campaign", "utmCampaign"),
-    "utm_terms": ("utm_term", "utm_term", "utmTerm"),
-    "utm_contents": ("utm_content", "utm_content", "utmContent"),
+    # snake_case like the links' own utm_* fields and the utm_* filters: one name per field in the API
+    "utm_sources": ("utm_source", "utm_source", "utm_source"),
+    "utm_mediums": ("utm_medium", "utm_medium", "utm_medium"),
+    "utm_campaigns": ("utm_campaign", "utm_campaign", "utm_campaign"),
+    "utm_terms": ("utm_term", "utm_term", "utm_term"),
+    "utm_contents": ("utm_content", "utm_content", "utm_content"),
 }
 
 EVENT_COLUMNS = (
@@ -48,12 +58,16 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
+def _event_key(column: str) -> str:
+    if column in ("event_id", "ts"):
+        return "id" if column == "event_id" else "timestamp"
+    if column.startswith("utm_"):  # as links and the filters spell them
+        return column
+    head, *rest = column.split("_")
     return head + "".join(p.title() for p in rest)
 
 
-_EVENT_KEYS = tuple("id" if c == "event_id" else "timestamp" if c == "ts" else _camel(c) for c in EVENT_COLUMNS)
+EVENT_KEYS = tuple(_event_key(c) for c in EVENT_COLUMNS)
 
 
 @dataclass
@@ -128,29 +142,44 @@ def _grouped_sql(
     return f"SELECT key, sum(clicks)::bigint AS clicks FROM ({union}) AS parts GROUP BY 1", sql.args
 
 
+@asynccontextmanager
+async def reading(pool: asyncpg.Pool, timeout_ms: int) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a read-only transaction whose every statement Postgres cuts at ``timeout_ms``.
+
+    A cut statement is ``QueryTimedOut``: a slow query frees its connection instead of holding it.
+    """
+    try:
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            yield conn
+    except asyncpg.QueryCanceledError:
+        raise QueryTimedOut(f"the query ran longer than {timeout_ms} ms: give a shorter range or filters") from None
+
+
 async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery) -> Any:
     """The answer to ``GET /analytics``: a count object, a zero-filled series, or a ranked list."""
-    if q.needs_first_click:
-        first = await ctx.pool.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
-        q = q.with_start(first or q.end)
-    if q.group_by == "count":
-        text, args = _grouped_sql(workspace_id, q, "0", "0", "count")
-        row = await ctx.pool.fetchrow(text, *args)
-        out: dict[str, Any] = {"clicks": int(row["clicks"]) if row else 0}
-        if q.unique:
-            out["visitors"] = int(row["visitors"]) if row else 0
-        return out
-    if q.group_by == "timeseries":
-        return await _timeseries(ctx, workspace_id, q)
-    return await _ranked(ctx, workspace_id, q)
+    async with reading(ctx.pool, ctx.settings.analytics_statement_timeout_ms) as conn:
+        if q.needs_first_click:
+            first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
+            q = q.with_start(first or q.end)
+        if q.group_by == "count":
+            text, args = _grouped_sql(workspace_id, q, "0", "0", "count")
+            row = await conn.fetchrow(text, *args)
+            out: dict[str, Any] = {"clicks": int(row["clicks"]) if row else 0}
+            if q.unique:
+                out["visitors"] = int(row["visitors"]) if row else 0
+            return out
+        if q.group_by == "timeseries":
+            return await _timeseries(conn, workspace_id, q)
+        return await _ranked(conn, workspace_id, q)
 
 
-async def _timeseries(ctx: ServiceContext, ws: str, q: AnalyticsQuery) -> list[dict[str, Any]]:
+async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> list[dict[str, Any]]:
     unit = q.bucket  # one of four fixed words; the zone is a parameter ($1)
     text, args = _grouped_sql(
         ws, q, f"date_trunc('{unit}', ts, $1)", f"date_trunc('{unit}', hour, $1)", "count", (q.timezone,)
     )
-    counts = {r["key"].timestamp(): r for r in await ctx.pool.fetch(text, *args)}
+    counts = {r["key"].timestamp(): r for r in await conn.fetch(text, *args)}
     series = []
     for start in bucket_starts(q.start, q.end, unit, q.zone):
         r = counts.get(start.timestamp())
@@ -161,12 +190,12 @@ async def _timeseries(ctx: ServiceContext, ws: str, q: AnalyticsQuery) -> list[d
     return series
 
 
-async def _ranked(ctx: ServiceContext, ws: str, q: AnalyticsQuery) -> list[dict[str, Any]]:
+async def _ranked(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> list[dict[str, Any]]:
     column, dim, key = DIMENSIONS[q.group_by]
     text, args = _grouped_sql(ws, q, column, "value", dim)
     exclude_orphans = "WHERE key <> ''" if q.group_by == "top_links" else ""
     text = f"SELECT * FROM ({text}) AS g {exclude_orphans} ORDER BY clicks DESC, key LIMIT {int(q.limit)}"
-    rows = await ctx.pool.fetch(text, *args)
+    rows = await conn.fetch(text, *args)
     out = []
     for r in rows:
         value: str = r["key"]
@@ -181,7 +210,7 @@ async def _ranked(ctx: ServiceContext, ws: str, q: AnalyticsQuery) -> list[dict[
             item["visitors"] = int(r["visitors"])
         out.append(item)
     if q.group_by == "top_links" and out:
-        links = await ctx.pool.fetch(
+        links = await conn.fetch(
             "SELECT id, domain, slug, url FROM links WHERE workspace_id = $1 AND id = ANY($2::text[])",
             ws, [i["linkId"] for i in out],
         )  # fmt: skip
@@ -196,8 +225,11 @@ async def _ranked(ctx: ServiceContext, ws: str, q: AnalyticsQuery) -> list[dict[
     return out
 
 
-def _event(record: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(zip(_EVENT_KEYS, (record[c] for c in EVENT_COLUMNS), strict=True))
+def event_dict(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored click as the API shows it; unknown values are None (JSON null), as in /analytics."""
+    out: dict[str, Any] = {
+        k: None if v == "" else v for k, v in zip(EVENT_KEYS, (record[c] for c in EVENT_COLUMNS), strict=True)
+    }
     out["id"] = str(out["id"])
     out["timestamp"] = out["timestamp"].astimezone(UTC).isoformat()
     out["ip"] = str(out["ip"]) if out["ip"] is not None else None
@@ -205,62 +237,55 @@ def _event(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def encode_cursor(ts: datetime, event_id: uuid.UUID) -> str:
+    """The opaque position after the click (ts, event_id) in the newest-first order."""
+    micros = (ts - MIN_INSTANT) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}.{event_id.hex}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """``encode_cursor``'s position back; VALIDATION_ERROR (path cursor) for anything it did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        micros, _, hex_id = raw.partition(".")
+        ts = MIN_INSTANT + timedelta(microseconds=int(micros))
+        return ts, uuid.UUID(hex=hex_id)
+    except (ValueError, binascii.Error, OverflowError, UnicodeDecodeError):
+        raise field_error("cursor", "not a cursor this API returned (use nextCursor as given)") from None
+
+
 async def list_events(
-    ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, page: int, limit: int
+    ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, limit: int, page: int = 0, cursor: str | None = None
 ) -> dict[str, Any]:
-    """Raw enriched clicks, newest first: ``{"data", "page", "limit", "total"}``."""
-    if q.needs_first_click:
-        q = q.with_start(datetime(2000, 1, 1, tzinfo=UTC))
-    sql = _Sql()
-    where = _raw_where(sql, workspace_id, q, q.start, q.end)
-    total = await ctx.pool.fetchval(f"SELECT count(*) FROM clicks WHERE {where}", *sql.args)
-    rows = await ctx.pool.fetch(
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM clicks WHERE {where}"
-        f" ORDER BY ts DESC, event_id DESC LIMIT {sql.p(limit)} OFFSET {sql.p(page * limit)}",
-        *sql.args,
-    )
-    return {"data": [_event(r) for r in rows], "page": page, "limit": limit, "total": int(total)}
+    """Raw enriched clicks, newest first: ``{"data", "page", "limit", "total", "nextCursor"}``.
 
-
-async def export_events(
-    ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, fmt: str, chunk_rows: int = 1000
-) -> AsyncIterator[bytes]:
-    """Every matching click, oldest first, as CSV (with a header) or NDJSON, in chunks of bytes.
-
-    Streams through a server-side cursor: memory stays bounded whatever the range.
+    ``cursor`` (the previous answer's ``nextCursor``) continues after the last click shown, by
+    keyset: clicks stored meanwhile neither repeat nor shift a row. ``page`` (OFFSET) is kept for
+    the first ``MAX_OFFSET`` rows.
     """
-    import csv
-    import io
-
-    import orjson
-
-    if fmt not in ("csv", "ndjson"):
-        from api.errors import ValidationFailed
-
-        raise ValidationFailed([{"path": "format", "message": "format must be csv or ndjson"}])
+    if cursor is not None and page:
+        raise field_error("cursor", "give either cursor or page, not both")
+    if page * limit > MAX_OFFSET:
+        raise field_error("page", f"page × limit may not pass {MAX_OFFSET} rows: follow nextCursor instead")
     if q.needs_first_click:
-        q = q.with_start(datetime(2000, 1, 1, tzinfo=UTC))
+        q = q.with_start(MIN_INSTANT)
     sql = _Sql()
     where = _raw_where(sql, workspace_id, q, q.start, q.end)
-    text = f"SELECT {', '.join(EVENT_COLUMNS)} FROM clicks WHERE {where} ORDER BY ts, event_id"
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    if fmt == "csv":
-        writer.writerow(_EVENT_KEYS)
-        yield buf.getvalue().encode()
-    async with ctx.pool.acquire() as conn, conn.transaction(readonly=True):
-        chunk: list[bytes] = []
-        async for record in conn.cursor(text, *sql.args, prefetch=chunk_rows):
-            event = _event(record)
-            if fmt == "ndjson":
-                chunk.append(orjson.dumps(event) + b"\n")
-            else:
-                buf.seek(0)
-                buf.truncate()
-                writer.writerow(["" if v is None else v for v in event.values()])
-                chunk.append(buf.getvalue().encode())
-            if len(chunk) >= chunk_rows:
-                yield b"".join(chunk)
-                chunk.clear()
-        if chunk:
-            yield b"".join(chunk)
+    total_args = list(sql.args)
+    if cursor is not None:
+        ts, event_id = decode_cursor(cursor)
+        # ts <= first, so that the (workspace_id, ts) index bounds the scan; the tie on ts by id after
+        after = f"ts <= {sql.p(ts)} AND (ts < {sql.p(ts)} OR event_id < {sql.p(event_id)})"
+        rows_where = f"{where} AND {after}"
+    else:
+        rows_where = where
+    async with reading(ctx.pool, ctx.settings.analytics_statement_timeout_ms) as conn:
+        total = await conn.fetchval(f"SELECT count(*) FROM clicks WHERE {where}", *total_args)
+        rows = await conn.fetch(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM clicks WHERE {rows_where}"
+            f" ORDER BY ts DESC, event_id DESC LIMIT {sql.p(limit)} OFFSET {sql.p(page * limit)}",
+            *sql.args,
+        )
+    next_cursor = encode_cursor(rows[-1]["ts"], rows[-1]["event_id"]) if len(rows) == limit else None
+    data = [event_dict(r) for r in rows]
+    return {"data": data, "page": page, "limit": limit, "total": int(total), "nextCursor": next_cursor}

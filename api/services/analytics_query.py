@@ -10,9 +10,9 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from api.errors import ValidationFailed
 
@@ -34,6 +34,18 @@ FILTERS = {
     "utm_term": "utm_term", "utm_content": "utm_content",
 }  # fmt: skip
 MAX_LIMIT = 1000
+# Ranges are clamped to the years a click can have: no click predates 2000, and the far end
+# leaves room for any UTC offset before datetime's year 9999 runs out.
+MIN_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)
+# A time series longer than this is refused rather than built (and zero-filled) in memory.
+MAX_BUCKETS = 2000
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    # The IANA names both Python and Postgres know; a file name that merely loads (posixrules) is not one.
+    return frozenset(available_timezones())
 
 
 def _fail(path: str, message: str) -> ValidationFailed:
@@ -67,7 +79,19 @@ def _instant(params: Mapping[str, Any], name: str, zone: ZoneInfo) -> datetime |
             raise _fail(name, f"{name} must be an ISO 8601 date or date-time") from None
     if parsed.tzinfo is None:  # a wall-clock time in the requested time zone
         parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
+    try:
+        instant = parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted past datetime's range by the offset
+        return MIN_INSTANT if parsed.year < 2000 else MAX_INSTANT
+    return min(max(instant, MIN_INSTANT), MAX_INSTANT)
+
+
+def _bucket_count(start: datetime, end: datetime, unit: str) -> int:
+    """How many ``unit`` buckets [start, end) spans, give or take one (bucket_starts gives them)."""
+    if unit == "month":
+        return (end.year - start.year) * 12 + end.month - start.month + 1
+    step = {"minute": 60, "hour": 3600, "day": 86400}[unit]
+    return int((end - start).total_seconds() // step) + 2
 
 
 @dataclass(frozen=True)
@@ -90,7 +114,21 @@ class AnalyticsQuery:
         return ZoneInfo(self.timezone)
 
     def with_start(self, start: datetime) -> AnalyticsQuery:
-        return dataclasses.replace(self, start=min(start, self.end), needs_first_click=False)
+        """The query from ``start`` (the first click of interval=all), its bucket count checked again."""
+        start = min(max(start, MIN_INSTANT), self.end)
+        return dataclasses.replace(self, start=start, needs_first_click=False).checked()
+
+    def checked(self) -> AnalyticsQuery:
+        """This query, or VALIDATION_ERROR if its time series would hold more than MAX_BUCKETS buckets."""
+        if self.group_by == "timeseries" and not self.needs_first_click:
+            count = _bucket_count(self.start, self.end, self.bucket)
+            if count > MAX_BUCKETS:
+                message = (
+                    f"the range holds about {count} {self.bucket} buckets, more than {MAX_BUCKETS}: "
+                    "give a shorter range"
+                )
+                raise _fail("end", message)
+        return self
 
     @cached_property
     def bucket(self) -> str:
@@ -122,11 +160,10 @@ def parse_query(params: Mapping[str, Any], now: datetime | None = None) -> Analy
     if group_by not in GROUP_BYS:
         raise _fail("groupBy", f"groupBy must be one of {', '.join(GROUP_BYS)}")
     tz_name = str(params.get("timezone") or "UTC")
-    try:
-        zone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if tz_name not in _zone_names():
         message = f"unknown time zone {tz_name[:64]!r} (expected an IANA name like Europe/Paris)"
-        raise _fail("timezone", message) from None
+        raise _fail("timezone", message)
+    zone = ZoneInfo(tz_name)
     now = (now or datetime.now(UTC)).astimezone(UTC)
     start = _instant(params, "start", zone)
     end = _instant(params, "end", zone) or now
@@ -145,6 +182,7 @@ def parse_query(params: Mapping[str, Any], now: datetime | None = None) -> Analy
             start = local_now.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
         else:
             start, needs_first = end, True
+        start = max(start, MIN_INSTANT)
     elif interval:
         raise _fail("interval", "give either interval or start/end, not both")
     if start > end:
@@ -175,7 +213,7 @@ def parse_query(params: Mapping[str, Any], now: datetime | None = None) -> Analy
         include_bots=bool(_bool(params, "includeBots")),
         limit=limit,
         needs_first_click=needs_first,
-    )
+    ).checked()
 
 
 def _add_month(d: datetime) -> datetime:

@@ -5,6 +5,12 @@ content type and the file name are never trusted. SVG is refused (it can carry s
 sanitiser is installed). The re-encoded bytes are stored by their sha256 in the file storage;
 a row in ``files`` is one workspace's handle on them.
 
+Storage: local disk under ``H0P_FILES_DIR``, or an S3-compatible bucket when ``H0P_FILES_URL`` is
+``s3://bucket/prefix`` (``storage_for``), so every API replica serves every file. Bytes are always
+served through the API (never presigned bucket URLs): the signed URL stays the API's, the bucket
+stays private, and deleting the file ends the URL at once. A store that cannot be reached is
+``StorageUnavailable`` (503), and the upload or delete that hit it changed nothing.
+
 Public content URLs: link previews are fetched by Facebook, Slack, … without an API key, so
 ``public_content_url`` signs the file id with the secret key (HMAC-SHA256, 128 bits). The API
 serves ``GET /files/{id}/content?sig=…`` without a key when the signature matches; without
@@ -17,6 +23,7 @@ import asyncio
 import hashlib
 import hmac
 import io
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +32,8 @@ from datetime import datetime
 import asyncpg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from api.errors import NotFound, PlanLimitReached, field_error
+from api import file_storage
+from api.errors import NotFound, PlanLimitReached, StorageUnavailable, field_error
 from api.file_storage import BlobMissing, FileStorage, LocalFileStorage, content_key
 from api.ids import new_id
 from api.services.context import ServiceContext
@@ -33,6 +41,7 @@ from api.services.plans import require_feature
 from api.services.workspaces import workspace_plan
 from h0p_settings import Settings
 
+log = logging.getLogger("h0p.api")
 FILE_ID_PREFIX = "file"
 # Decoded size, checked before the pixels are read: 25 megapixels is ~100 MB as RGBA, more
 # than any logo or preview image needs, and it keeps a "decompression bomb" from eating memory.
@@ -67,8 +76,27 @@ class CleanImage:
 
 
 def storage_for(settings: Settings) -> FileStorage:
-    """The file storage the settings name (the local filesystem under ``files_dir``)."""
+    """The file storage the settings name: the bucket of ``files_url``, else the directory ``files_dir``."""
+    if settings.files_url:
+        return file_storage.s3_storage(
+            settings.files_url,
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            settings.s3_access_key_id,
+            settings.s3_secret_access_key,
+            settings.s3_timeout_s,
+        )
     return LocalFileStorage(settings.files_dir)
+
+
+@asynccontextmanager
+async def _storage_call() -> AsyncIterator[None]:
+    # The store's own failure becomes the API's 503; the cause goes to the log (no credentials in it).
+    try:
+        yield
+    except file_storage.StorageUnavailable as exc:
+        log.warning("file storage unavailable: %s", exc)
+        raise StorageUnavailable() from None
 
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF")
@@ -199,7 +227,8 @@ async def upload_file(ctx: ServiceContext, workspace_id: str, data: bytes, name:
             image.height,
         )
         # Inside the transaction: if storing fails, no row points at missing bytes.
-        await storage.put(key, image.data)
+        async with _storage_call():
+            await storage.put(key, image.data)
     return _row_to_info(row)
 
 
@@ -239,7 +268,8 @@ async def read_file(ctx: ServiceContext, workspace_id: str, file_id: str) -> tup
 
 async def read_public_file(ctx: ServiceContext, file_id: str, signature: str) -> tuple[FileInfo, bytes]:
     """The file behind a public content URL; NotFound if the signature is wrong or the file is gone."""
-    if not hmac.compare_digest(signature.encode(), content_signature(ctx.settings, file_id).encode()):
+    expected = (content_signature(ctx.settings, file_id), _legacy_content_signature(ctx.settings, file_id))
+    if not any(hmac.compare_digest(signature.encode(), e.encode()) for e in expected):
         raise NotFound(f"file {file_id} not found")
     row = await ctx.pool.fetchrow("SELECT * FROM files WHERE id = $1", file_id.replace("\x00", ""))
     if row is None:
@@ -250,7 +280,8 @@ async def read_public_file(ctx: ServiceContext, file_id: str, signature: str) ->
 
 async def _read_blob(ctx: ServiceContext, info: FileInfo) -> bytes:
     try:
-        return await storage_for(ctx.settings).get(info.sha256)
+        async with _storage_call():
+            return await storage_for(ctx.settings).get(info.sha256)
     except BlobMissing:
         raise NotFound(f"the content of file {info.id} is missing from the file storage") from None
 
@@ -266,8 +297,10 @@ async def delete_file(ctx: ServiceContext, workspace_id: str, file_id: str) -> N
             if deleted is None:  # deleted concurrently
                 raise NotFound(f"file {file_id} not found")
             in_use = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = $1)", info.sha256)
-        if not in_use:
-            await storage_for(ctx.settings).delete(info.sha256)
+            if not in_use:
+                # Inside the transaction: if the store is down the row stays, and a retry deletes both.
+                async with _storage_call():
+                    await storage_for(ctx.settings).delete(info.sha256)
 
 
 async def load_logo(ctx: ServiceContext, workspace_id: str, file_id: str) -> tuple[FileInfo, bytes]:
@@ -279,7 +312,14 @@ async def load_logo(ctx: ServiceContext, workspace_id: str, file_id: str) -> tup
 
 
 def content_signature(settings: Settings, file_id: str) -> str:
-    """The ``sig`` of a file's public content URL (HMAC-SHA256 of the id under the secret key, 128 bits)."""
+    """The ``sig`` of a file's public content URL (HMAC-SHA256 of the id under the file-URL key, 128 bits)."""
+    mac = hmac.new(settings.derived_key("file-urls"), f"h0p-file-content:{file_id}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def _legacy_content_signature(settings: Settings, file_id: str) -> str:
+    # Before per-purpose keys, URLs were signed with H0P_SECRET_KEY itself, and links store their
+    # ogImage URL: still verified (never issued) so those previews keep working after an upgrade.
     mac = hmac.new(settings.secret_key.encode(), f"h0p-file-content:{file_id}".encode(), hashlib.sha256)
     return mac.hexdigest()[:32]
 

@@ -1,8 +1,12 @@
 """API keys: created with scopes, shown once, stored as a sha256 hash, checked on every request.
 
 Scopes are ``<resource>:read`` / ``<resource>:write``; a write scope includes the read scope
-of the same resource. A key is 256 random bits, so a fast hash is enough (no brute force is
-possible) and lets every request be authenticated with one indexed lookup.
+of the same resource. A key acting on keys (``by``) may create or revoke only keys whose
+scopes it holds itself, so ``keys:write`` is never a way to a stronger key. A workspace holds
+at most ``max_keys_per_workspace`` keys (or its plan's ``keys``, if lower).
+
+A key is 256 random bits, so a fast hash is enough (no brute force is possible) and lets
+every request be authenticated with one indexed lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 
-from api.errors import NotFound, Unauthorized, field_error
+from api.errors import ActionNotAllowed, NotFound, PlanLimitReached, Unauthorized, field_error
 from api.ids import new_id
 from api.schemas import Timestamp
 from api.services.context import ServiceContext
@@ -66,6 +70,15 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _require_within(by: Principal | None, scopes: Sequence[str], doing: str) -> None:
+    """ActionNotAllowed unless ``by`` (None: an operator, e.g. the CLI) holds every scope in ``scopes``."""
+    if by is None:
+        return
+    missing = sorted(s for s in scopes if not by.allows(s))
+    if missing:
+        raise ActionNotAllowed(f"this API key cannot {doing} a key with scopes it does not have: {', '.join(missing)}")
+
+
 def _check_scopes(scopes: Sequence[str]) -> list[str]:
     unknown = [s for s in scopes if s not in ALL_SCOPES]
     if unknown:
@@ -85,23 +98,37 @@ def _key_from_row(r: asyncpg.Record) -> ApiKey:
 
 
 async def create_key(
-    ctx: ServiceContext, workspace_id: str, name: str, scopes: Sequence[str] | None = None
+    ctx: ServiceContext,
+    workspace_id: str,
+    name: str,
+    scopes: Sequence[str] | None = None,
+    by: Principal | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key (all scopes when ``scopes`` is None); returns it and the secret, shown once."""
+    """Create a key (``scopes`` None: all ``by`` holds, or all); returns it and the secret, shown once.
+
+    ActionNotAllowed if ``by`` lacks a requested scope; PlanLimitReached at the workspace's key cap.
+    """
     if len(name) > 100:
         raise field_error("name", "a key name is at most 100 characters")
-    checked = list(ALL_SCOPES) if scopes is None else _check_scopes(scopes)
+    if scopes is None:
+        checked = [s for s in ALL_SCOPES if by is None or by.allows(s)]
+    else:
+        checked = _check_scopes(scopes)
     if not checked:
         raise field_error("scopes", "a key needs at least one scope")
+    _require_within(by, checked, "create")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     async with ctx.pool.acquire() as conn, conn.transaction():
         plan_name = await conn.fetchval("SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE", workspace_id)
         if plan_name is None:
             raise NotFound("workspace not found")
         plan = get_plan(ctx.settings, plan_name)
-        if plan.keys is not None:
-            used = await conn.fetchval("SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace_id)
-            require_below(plan, "API keys", plan.keys, used)
+        # The row lock above serialises creations of this workspace: the count cannot be overtaken.
+        used = await conn.fetchval("SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace_id)
+        require_below(plan, "API keys", plan.keys, used)
+        cap = ctx.settings.max_keys_per_workspace
+        if used >= cap:
+            raise PlanLimitReached(f"a workspace holds at most {cap} API keys; {used} exist: revoke one first")
         row = await conn.fetchrow(
             "INSERT INTO api_keys (id, workspace_id, name, key_hash, hint, scopes) VALUES ($1, $2, $3, $4, $5, $6)"
             " RETURNING id, name, scopes, hint, created_at, last_used_at",
@@ -140,13 +167,16 @@ async def list_keys_page(ctx: ServiceContext, workspace_id: str, page: int = 0, 
     return ApiKeyList(data=[_key_from_row(r) for r in rows], page=page, limit=limit, total=total)
 
 
-async def delete_key(ctx: ServiceContext, workspace_id: str, key_id: str) -> None:
-    """Revoke a key: the next request made with it is 401."""
-    deleted = await ctx.pool.fetchval(
-        "DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 RETURNING id", key_id, workspace_id
-    )
-    if deleted is None:
-        raise NotFound("API key not found")
+async def delete_key(ctx: ServiceContext, workspace_id: str, key_id: str, by: Principal | None = None) -> None:
+    """Revoke a key: the next request made with it is 401. ActionNotAllowed if ``by`` lacks one of its scopes."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        scopes = await conn.fetchval(
+            "SELECT scopes FROM api_keys WHERE id = $1 AND workspace_id = $2 FOR UPDATE", key_id, workspace_id
+        )
+        if scopes is None:
+            raise NotFound("API key not found")
+        _require_within(by, scopes, "revoke")
+        await conn.execute("DELETE FROM api_keys WHERE id = $1", key_id)
 
 
 async def authenticate(ctx: ServiceContext, secret: str | None) -> Principal:

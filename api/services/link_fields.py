@@ -9,8 +9,10 @@ problem with its JSON field path. Database checks (slug taken, folder exists) ar
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
@@ -20,8 +22,9 @@ import asyncpg
 from api.errors import ValidationFailed
 from api.link_rules import Problem, check_rules, check_split, rules_json, split_json
 from api.schemas import LinkCreate, LinkUpdate
+from api.services.domains import live_claim
 from api.services.plans import Plan, require_feature
-from api.urls import destination_problem, normalise_domain, slug_problem
+from api.urls import UnsafeUrl, check_destination, normalise_domain, slug_problem
 from h0p_settings import Settings
 
 # Python attribute -> JSON name, for field paths in errors
@@ -37,9 +40,15 @@ _FILE_ID = re.compile(r"^file_[0-9A-Za-z]{10,40}$")
 _hasher = argon2.PasswordHasher()
 
 
-def _check_url(problems: list[dict[str, str]], name: str, value: str | None, settings: Settings) -> None:
-    if value is not None and (why := destination_problem(value, settings)):
-        problems.append({"path": JSON_NAMES[name], "message": why})
+def _check_url(problems: list[dict[str, str]], name: str, value: str | None, settings: Settings) -> str | None:
+    """The URL to store (its host in the ASCII form it was checked in), or the problem recorded."""
+    if value is None:
+        return None
+    try:
+        return check_destination(value, settings)
+    except UnsafeUrl as exc:
+        problems.append({"path": JSON_NAMES[name], "message": str(exc)})
+        return value
 
 
 def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
@@ -52,8 +61,7 @@ def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any
     out: dict[str, Any] = {}
     for name, value in fields.items():
         if name in ("url", "expired_url"):
-            _check_url(problems, name, value, settings)
-            out[name] = value
+            out[name] = _check_url(problems, name, value, settings)
         elif name == "slug":
             if value is not None and (why := slug_problem(value)):
                 problems.append({"path": "slug", "message": why})
@@ -61,9 +69,7 @@ def link_columns(fields: Mapping[str, Any], settings: Settings) -> dict[str, Any
         elif name == "domain":
             out[name] = normalise_domain(value) if value else None
         elif name == "og_image":
-            if value is not None and not _FILE_ID.match(value):
-                _check_url(problems, name, value, settings)
-            out[name] = value
+            out[name] = value if value is None or _FILE_ID.match(value) else _check_url(problems, name, value, settings)
         elif name == "expires_at":
             if value is not None and value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)  # a time without an offset is read as UTC
@@ -103,9 +109,18 @@ def require_features(plan: Plan, columns: Mapping[str, Any], default_domain: str
         require_feature(plan, "custom_domains")
 
 
-async def hash_password(password: str) -> str:
-    """argon2id hash of a link password (computed off the event loop: it costs ~50 ms of CPU)."""
-    return await asyncio.to_thread(_hasher.hash, password)
+@functools.cache
+def _hash_pool(threads: int) -> ThreadPoolExecutor:
+    # One pool per process (settings are built once): at most ``threads`` hashes run at once, each
+    # ~50 ms of CPU and 64 MiB; more wait their turn here instead of taking the default executor
+    # (shared with DNS look-ups and file I/O) and every core with them.
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="h0p-password-hash")
+
+
+async def hash_password(password: str, settings: Settings) -> str:
+    """argon2id hash of a link password, computed in the bounded hashing pool (off the event loop)."""
+    pool = _hash_pool(settings.password_hash_threads)
+    return await asyncio.get_running_loop().run_in_executor(pool, _hasher.hash, password)
 
 
 async def check_references(conn: asyncpg.Connection, workspace_id: str, columns: Mapping[str, Any]) -> None:
@@ -143,6 +158,12 @@ async def check_domain(conn: asyncpg.Connection, workspace_id: str, domain: str,
     """ValidationFailed unless ``domain`` is the default domain or one of the workspace's domains."""
     if domain == settings.default_domain:
         return
-    found = await conn.fetchval("SELECT 1 FROM domains WHERE hostname = $1 AND workspace_id = $2", domain, workspace_id)
+    # FOR SHARE: a verification by another workspace, which drops this claim and its links, waits
+    # for this link's transaction and then drops the link too.
+    found = await conn.fetchval(
+        f"SELECT 1 FROM domains d WHERE hostname = $1 AND workspace_id = $2 AND {live_claim('d', settings)} FOR SHARE",
+        domain,
+        workspace_id,
+    )
     if not found:
         raise ValidationFailed([{"path": "domain", "message": f"{domain!r} is not a domain of this workspace"}])

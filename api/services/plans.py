@@ -3,7 +3,9 @@
 Built-in plans are ``self-hosted`` (the default: no limits, every feature), ``pro`` and
 ``free``; ``H0P_PLANS`` (JSON, camelCase keys) overrides or adds plans, e.g.
 ``{"team": {"linksPerMonth": 5000, "domains": 10, "keys": 20, "features": ["custom_domains"]}}``.
-A limit of ``null`` is unlimited. Rate limits left ``null`` use the global settings.
+A limit of ``null`` is unlimited. Rate limits left ``null`` use the global settings; the
+per-key ones are ``rateLimitPerSecond``/``PerMinute``, the bucket all keys of a workspace share
+``workspaceRateLimitPerSecond``/``PerMinute``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True, rename="camel", forbid_unk
     features: frozenset[str] = frozenset(FEATURES)
     rate_limit_per_second: int | None = None
     rate_limit_per_minute: int | None = None
+    # The bucket all keys of a workspace share (null: the settings' workspace limits).
+    workspace_rate_limit_per_second: int | None = None
+    workspace_rate_limit_per_minute: int | None = None
 
 
 BUILTIN_PLANS: dict[str, Plan] = {

@@ -62,6 +62,14 @@ async def ensure_workspace(ctx: ServiceContext, name: str) -> tuple[Workspace, b
     return Workspace(id=row["id"], name=row["name"], plan=row["plan"]), created
 
 
+async def get_workspace_by_name(ctx: ServiceContext, name: str) -> Workspace:
+    """The workspace called ``name``; NotFound otherwise (never creates one)."""
+    row = await ctx.pool.fetchrow("SELECT id, name, plan FROM workspaces WHERE name = $1", name.strip())
+    if row is None:
+        raise NotFound(f"no workspace named {name.strip()!r}")
+    return Workspace(id=row["id"], name=row["name"], plan=row["plan"])
+
+
 async def get_workspace(ctx: ServiceContext, workspace_id: str) -> Workspace:
     """The workspace with this id; NotFound otherwise."""
     row = await ctx.pool.fetchrow("SELECT id, name, plan FROM workspaces WHERE id = $1", workspace_id)

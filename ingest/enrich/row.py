@@ -88,8 +88,7 @@ class Enricher:
         self.geo = GeoLocator(settings.geoip_path)
         self.agents = AgentParser()
         self.links = links
-        key = hashlib.sha256(b"h0p-visitor:" + settings.secret_key.encode()).digest()[:32]
-        self._visitor_hash = hashlib.blake2b(key=key, digest_size=8)
+        self._visitor_hash = hashlib.blake2b(key=settings.derived_key("visitor-hash"), digest_size=8)
         self._store_ip = settings.store_raw_ip
         self._referers: dict[str, tuple[str, str]] = {}
         self._queries: dict[str, Utm] = {}

@@ -20,6 +20,7 @@ from api.services.keys import create_key
 from api.services.workspaces import Workspace, get_or_create_workspace
 from h0p_settings import Settings
 from tests.api.dns_server import LoopbackDns
+from tests.moto_server import MotoServer
 
 _names = itertools.count()
 
@@ -43,6 +44,27 @@ def dns_server() -> Iterator[LoopbackDns]:
     server = LoopbackDns().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A real S3-protocol server (moto) on loopback, for the files on object storage."""
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+def s3_settings(settings: Settings, moto: MotoServer, bucket: str | None = None) -> Settings:
+    """``settings`` with the uploaded files in a new bucket (or ``bucket``) of ``moto``, under the prefix ``files``."""
+    return dataclasses.replace(
+        settings,
+        files_url=f"s3://{bucket or moto.new_bucket()}/files",
+        s3_endpoint_url=moto.endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="test-key-id",
+        s3_secret_access_key="test-secret-access-key",
+        s3_timeout_s=5.0,
+    )
 
 
 @pytest.fixture(scope="session")

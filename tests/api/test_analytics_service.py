@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,9 +12,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from api.errors import ValidationFailed
+from api.errors import QueryTimedOut, ValidationFailed
 from api.services import analytics
-from api.services.analytics_query import parse_query
+from api.services.analytics_export import ClickExport
+from api.services.analytics_query import AnalyticsQuery, parse_query
 from api.services.context import ServiceContext
 from h0p_settings import Settings
 from ingest.enrich.row import Enricher
@@ -153,14 +155,14 @@ async def test_utm_groups_take_the_landing_query_then_the_links_fields(
 ) -> None:
     ws = world["ws"]
     assert await ask(ctx, ws, groupBy="utm_sources") == [
-        {"utmSource": None, "clicks": 4},
-        {"utmSource": "news", "clicks": 1},
+        {"utm_source": None, "clicks": 4},
+        {"utm_source": "news", "clicks": 1},
     ]
     assert await ask(ctx, ws, groupBy="utm_mediums") == [
-        {"utmMedium": "email", "clicks": 4},
-        {"utmMedium": None, "clicks": 1},
+        {"utm_medium": "email", "clicks": 4},
+        {"utm_medium": None, "clicks": 1},
     ]
-    for group, key in (("utm_campaigns", "utmCampaign"), ("utm_terms", "utmTerm"), ("utm_contents", "utmContent")):
+    for group, key in (("utm_campaigns", "utm_campaign"), ("utm_terms", "utm_term"), ("utm_contents", "utm_content")):
         assert await ask(ctx, ws, groupBy=group) == [{key: None, "clicks": 5}]
 
 
@@ -271,6 +273,13 @@ async def test_day_buckets_follow_the_requested_time_zone(
     assert sum(by_start.values()) == 2
 
 
+def test_ranges_are_clamped_to_the_years_clicks_can_have() -> None:
+    q = parse_query({"start": "0001-01-01T00:00:00+05:00", "end": "9999-12-31T23:59:59-05:00"}, now=NOW)
+    assert q.start == datetime(2000, 1, 1, tzinfo=UTC) and q.end == datetime(9999, 1, 1, tzinfo=UTC)
+    month = parse_query({"groupBy": "timeseries", "start": "1900-01-01", "end": "2100-01-01"}, now=NOW)
+    assert month.bucket == "month" and month.start.year == 2000
+
+
 @pytest.mark.parametrize(
     ("params", "path"),
     [
@@ -281,6 +290,8 @@ async def test_day_buckets_follow_the_requested_time_zone(
         ({"start": "2025-03-02", "end": "2025-03-01"}, "start"),
         ({"unique": "maybe"}, "unique"),
         ({"limit": "0"}, "limit"),
+        ({"groupBy": "timeseries", "start": "2020-01-01", "end": "9999-06-01"}, "end"),  # ~96,000 months
+        ({"timezone": "posixrules"}, "timezone"),  # a file zoneinfo loads, not an IANA zone name
     ],
 )
 def test_invalid_parameters_are_rejected_with_their_name(params: dict[str, str], path: str) -> None:
@@ -297,18 +308,50 @@ async def test_events_are_listed_newest_first_and_paginated(ctx: ServiceContext,
     times = [e["timestamp"] for e in first["data"] + second["data"]]
     assert times == sorted(times, reverse=True) and len(times) == 6
     event = first["data"][0]
-    assert event["country"] == "US" and event["utmSource"] == "news" and event["ip"] is None
+    assert event["country"] == "US" and event["utm_source"] == "news" and event["ip"] is None
     assert event["linkId"] == world["a"]["id"] and len(event["visitor"]) == 16
+
+
+async def _export(ctx: ServiceContext, ws: str, q: AnalyticsQuery, fmt: str, chunk_rows: int) -> list[bytes]:
+    export = await ClickExport.open(ctx.pool, ctx.settings, ws, q)
+    try:
+        return [c async for c in export.chunks(fmt, chunk_rows=chunk_rows)]
+    finally:
+        await export.close()
 
 
 async def test_export_streams_csv_and_ndjson(ctx: ServiceContext, world: dict[str, Any]) -> None:
     q = parse_query({"interval": "30d", "includeBots": "true"}, now=NOW)
-    csv_bytes = b"".join([c async for c in analytics.export_events(ctx, world["ws"], q, "csv", chunk_rows=2)])
+    csv_bytes = b"".join(await _export(ctx, world["ws"], q, "csv", chunk_rows=2))
     lines = csv_bytes.decode().splitlines()
     assert lines[0].startswith("id,timestamp,linkId,domain,slug")
     assert len(lines) == 1 + 8
-    nd = [c async for c in analytics.export_events(ctx, world["ws"], q, "ndjson", chunk_rows=3)]
+    nd = await _export(ctx, world["ws"], q, "ndjson", chunk_rows=3)
     assert len(nd) == 3  # 8 rows in chunks of 3
     rows = [json.loads(line) for line in b"".join(nd).splitlines()]
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
     assert sum(r["bot"] for r in rows) == 1
+
+
+async def test_an_export_fetch_past_the_statement_timeout_is_cut_and_frees_the_connection(
+    settings: Settings, ctx: ServiceContext, pool: asyncpg.Pool, world: dict[str, Any]
+) -> None:
+    quick = dataclasses.replace(settings, analytics_statement_timeout_ms=200)
+    q = parse_query({"interval": "30d"}, now=NOW)
+    export = await ClickExport.open(ctx.pool, quick, world["ws"], q)
+    async with pool.acquire() as blocker:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE clicks IN ACCESS EXCLUSIVE MODE")  # stands in for a slow fetch
+        try:
+            with pytest.raises(QueryTimedOut):
+                async for _ in export.chunks("ndjson"):
+                    pass
+        finally:
+            await locked.rollback()
+            await export.close()
+    again = await ClickExport.open(ctx.pool, quick, world["ws"], q)  # the workspace's lock went with it
+    try:
+        assert len(b"".join([c async for c in again.chunks("ndjson")]).splitlines()) == 7
+    finally:
+        await again.close()

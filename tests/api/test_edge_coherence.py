@@ -34,6 +34,7 @@ async def edge(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory)
         "H0P_KAFKA_BOOTSTRAP": api_settings.kafka_bootstrap,
         "H0P_SPOOL_DIR": str(Path(tmp_path_factory.mktemp("edge")) / "spool"),
         "H0P_CLICK_EVENTS": "false",
+        "H0P_EDGE_METRICS_PORT": "0",
         "H0P_LOG_LEVEL": "warning",
     }
     code = (

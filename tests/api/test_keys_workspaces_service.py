@@ -53,8 +53,9 @@ async def test_a_deleted_key_no_longer_authenticates(ctx: ServiceContext, worksp
 
 
 async def test_unknown_scopes_are_refused(ctx: ServiceContext, workspace: Workspace) -> None:
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as caught:
         await create_key(ctx, workspace.id, "bad", ["links:destroy"])
+    assert [d["path"] for d in caught.value.details or []] == ["scopes"]
 
 
 async def test_the_free_plan_limits_keys(ctx: ServiceContext, workspace: Workspace) -> None:

@@ -7,11 +7,12 @@ of ``python -m api.mcp`` over stdio; the links it makes are checked on a running
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import MCPError
+from mcp import ClientSession, MCPError
 
 from api.services.context import ServiceContext
 from api.services.workspaces import Workspace, set_plan
@@ -114,6 +115,27 @@ async def test_invalid_arguments_are_validation_errors_with_field_paths(
     assert too_many["details"][0]["path"] == "limit"
 
 
+async def test_nul_and_overlong_arguments_are_validation_errors_naming_the_argument(
+    transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
+) -> None:
+    # The routes refuse these (400 or 404) before any SQL; a NUL reaching Postgres was an internal error.
+    key = await new_key(ctx, workspace)
+    async with mcp_session(transport, key, settings, api_server) as session:
+        calls = [
+            ("get_link", {"id": "link_\x00x"}, "id"),
+            ("get_link", {"slug": "spring\x00"}, "slug"),
+            ("delete_link", {"id": "\x00"}, "id"),
+            ("update_link", {"id": "link_\x00", "title": "x"}, "id"),
+            ("get_analytics", {"utm_source": "news\x00letter"}, "utm_source"),
+            ("get_analytics", {"linkId": "l" * 2049}, "linkId"),
+            ("get_link", {"id": "l" * 101}, "id"),
+        ]
+        results = [(error(await session.call_tool(name, args)), path) for name, args, path in calls]
+    for err, path in results:
+        assert err["code"] == "VALIDATION_ERROR", err
+        assert err["details"][0]["path"] == path, err
+
+
 async def test_unknown_ids_are_not_found(
     transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
 ) -> None:
@@ -159,6 +181,7 @@ async def test_plan_limits_tools_like_routes_feature_outside_plan_is_refused(
     key = await new_key(ctx, workspace)
     rule = {"conditions": [{"type": "os", "value": "iOS"}], "url": "https://apps.apple.com/app/id1"}
     async with mcp_session(transport, key, settings, api_server) as session:
+        await past_the_handshake(session)
         refused = error(await session.call_tool("create_link", {"url": "https://example.com", "rules": [rule]}))
     assert refused["code"] == "FEATURE_NOT_AVAILABLE"
 
@@ -200,12 +223,21 @@ async def poll_location(edge: httpx2.AsyncClient, slug: str, expected: str, with
         await asyncio.sleep(0.02)
 
 
+async def past_the_handshake(session: ClientSession) -> None:
+    """List the tools (the client caches them) and wait for a new one-second window: the handshake
+    and the listing are charged like any request, and a 2/s plan spends a second on each."""
+    await asyncio.sleep(1 - time.time() % 1 + 0.02)
+    await session.list_tools()
+    await asyncio.sleep(1 - time.time() % 1 + 0.02)
+
+
 async def test_tool_calls_count_against_the_keys_rate_limit(
     transport: str, ctx: ServiceContext, workspace: Workspace, settings: Settings, api_server: ApiServer
 ) -> None:
     await set_plan(ctx, workspace.id, "free")  # 2 requests per second
     key = await new_key(ctx, workspace)
     async with mcp_session(transport, key, settings, api_server) as session:
+        await past_the_handshake(session)
         results = [await session.call_tool("list_links", {}) for _ in range(5)]
     assert not results[0].is_error and not results[1].is_error
     refused = [error(r) for r in results if r.is_error]

@@ -136,7 +136,7 @@ async def test_agent_reads_the_clicks_of_its_link_through_the_whole_pipeline(
     assert total == 4
     assert devices["data"] == [{"device": "desktop", "clicks": 2}, {"device": "mobile", "clicks": 2}]  # ties by name
     assert scans == {"clicks": 1}
-    assert campaigns["data"] == [{"utmCampaign": "spring", "clicks": 4}]
+    assert campaigns["data"] == [{"utm_campaign": "spring", "clicks": 4}]
     assert bad["code"] == "VALIDATION_ERROR" and bad["details"][0]["path"] == "groupBy"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from starlette.applications import Starlette
 
 from api.app import all_endpoints, raw_openapi_paths
@@ -34,22 +36,96 @@ async def test_doc_is_openapi_3_with_every_route_and_error(api: httpx.AsyncClien
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert documented == served
     create = doc["paths"]["/links"]["post"]
-    assert create["security"] == [{"apiKey": []}] and "example" in create["requestBody"]["content"]["application/json"]
+    assert "example" in create["requestBody"]["content"]["application/json"]
     assert {"201", "400", "401", "403", "409", "429", "500"} <= set(create["responses"])
     assert "X-RateLimit-Remaining" in create["responses"]["201"]["headers"]
     link = doc["components"]["schemas"]["Link"]["properties"]
     assert {"shortUrl", "utm_source", "tagIds", "expiresAt"} <= set(link)
-    assert doc["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+
+
+async def test_doc_declares_both_ways_of_sending_the_key_on_every_operation(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/doc")).json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert schemes["bearerAuth"]["type"] == "http" and schemes["bearerAuth"]["scheme"] == "bearer"
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            assert op["security"] == [{"apiKey": []}, {"bearerAuth": []}], (method, path)
+    assert "Authorization: Bearer" in doc["info"]["description"]
+
+
+async def test_doc_states_slug_case_sensitivity_reserved_slugs_and_split_rules(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/doc")).json()
+    for schema in ("LinkCreate", "LinkUpdate", "Link"):
+        props = doc["components"]["schemas"][schema]["properties"]
+        slug, split = props["slug"]["description"], props["split"]["description"]
+        assert "Case-sensitive" in slug and all(f"`{s}`" in slug for s in ("healthz", "ui", "doc", "links"))
+        assert "2 to 4" in split and "sum to 100" in split
+    info = [p for p in doc["paths"]["/links/info"]["get"]["parameters"] if p["name"] == "slug"][0]
+    assert "Case-sensitive" in info["description"]
+
+
+async def test_a_slug_differing_only_in_case_is_another_link(api: httpx.AsyncClient) -> None:
+    lower = await api.post("/links", json={"url": "https://example.com/a", "slug": "case-sale"})
+    upper = await api.post("/links", json={"url": "https://example.com/b", "slug": "Case-Sale"})
+    assert (lower.status_code, upper.status_code) == (201, 201), upper.text
+    found = await api.get("/links/info", params={"slug": "Case-Sale"})
+    assert found.json()["url"] == "https://example.com/b"
+    reserved = await api.post("/links", json={"url": "https://example.com/", "slug": "HealthZ"})
+    assert reserved.status_code == 400 and reserved.json()["error"]["details"][0]["path"] == "slug"
+
+
+def _asset_urls(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="(/ui/[^"]+)"', page)
 
 
 async def test_swagger_ui_is_served_with_local_assets(api: httpx.AsyncClient) -> None:
     page = await api.get("/ui")
     assert page.status_code == 200 and "swagger-ui" in page.text
     assert "://" not in page.text  # no CDN: every asset comes from this server
-    for asset in ("/ui/assets/swagger-ui-bundle.js", "/ui/assets/swagger-ui.css", "/ui/init.js"):
+    assets = _asset_urls(page.text)
+    assert {a.rsplit("/", 1)[1] for a in assets} == {
+        "swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "init.js"
+    }  # fmt: skip
+    for asset in assets:
         r = await api.get(asset)
         assert r.status_code == 200 and len(r.content) > 100, asset
     assert "/doc" in (await api.get("/ui/init.js")).text
+
+
+async def test_swagger_assets_are_gzipped_under_a_versioned_url_cached_for_a_year(api: httpx.AsyncClient) -> None:
+    bundle = next(a for a in _asset_urls((await api.get("/ui")).text) if a.endswith("swagger-ui-bundle.js"))
+    assert re.fullmatch(r"/ui/assets/swagger-ui-\d+\.\d+\.\d+/swagger-ui-bundle\.js", bundle)
+    on_disk = (Path(swagger_ui_bundle.swagger_ui_path) / "swagger-ui-bundle.js").read_bytes()
+
+    async with api.stream("GET", bundle, headers={"accept-encoding": "gzip"}) as gzipped:
+        wire = b"".join([chunk async for chunk in gzipped.aiter_raw()])
+    assert gzipped.status_code == 200
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert gzipped.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert gzip.decompress(wire) == on_disk and len(wire) < len(on_disk) // 2
+
+    assert int(gzipped.headers["content-length"]) == len(wire)
+
+    plain = await api.get(bundle, headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == on_disk
+    assert plain.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert plain.headers["content-type"].startswith("text/javascript")
+
+    folder = bundle.rsplit("/", 1)[0]
+    for missing in (f"{folder}/nope.js", f"{folder}/..%2F..%2F__init__.py", "/ui/assets/swagger-ui-bundle.js"):
+        gone = await api.get(missing)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "NOT_FOUND", missing
+
+
+async def test_the_root_points_api_clients_to_doc_and_sends_browsers_to_the_dashboard(api_app: Starlette) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api_app), base_url="http://t") as client:
+        as_client = await client.get("/")
+        as_browser = await client.get("/", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert as_client.status_code == 200 and as_client.headers["content-type"] == "application/json"
+    assert as_client.json()["doc"] == "/doc" and as_client.json()["ui"] == "/ui"
+    assert as_client.json()["dashboard"] == "/app/"
+    assert as_browser.status_code == 303 and as_browser.headers["location"] == "/app/"
 
 
 async def test_healthz_needs_no_key(api_app: Starlette) -> None:

@@ -54,8 +54,9 @@ async def test_logo_of_another_workspace_is_a_validation_error_on_logo(
 async def test_deleted_logo_is_a_validation_error(ctx: ServiceContext, workspace: Workspace) -> None:
     logo = await files.upload_file(ctx, workspace.id, sample_logo())
     await files.delete_file(ctx, workspace.id, logo.id)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as caught:
         await qr.generate_qr(ctx, workspace.id, qr.qr_options(URL, logo=logo.id))
+    assert [d["path"] for d in caught.value.details or []] == ["logo"]
 
 
 async def test_link_code_encodes_its_short_url_with_the_qr_marker(ctx: ServiceContext, workspace: Workspace) -> None:

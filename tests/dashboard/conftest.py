@@ -43,7 +43,7 @@ class Stack:
         """A user made with the real CLI (password from H0P_USER_PASSWORD); returns the email."""
         run = subprocess.run(
             [sys.executable, "-m", "api.cli", "users", "create", email, "--workspace", workspace or self.workspace,
-             "--role", role],
+             "--role", role, "--create-workspace"],
             env={**self.env, "H0P_USER_PASSWORD": PASSWORD}, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr
@@ -84,7 +84,7 @@ def stack(settings: Settings, dashboard_dns: LoopbackDns) -> Iterator[Stack]:
         "H0P_DNS_RESOLVER": dashboard_dns.address,
         "H0P_FILES_DIR": settings.files_dir,
         "H0P_SPOOL_DIR": settings.spool_dir,
-        "H0P_SECRET_KEY": "test-secret",
+        "H0P_SECRET_KEY": settings.secret_key,
         "H0P_LOG_LEVEL": "warning",
         "H0P_SIGNIN_ATTEMPTS_PER_ACCOUNT": str(ACCOUNT_ATTEMPTS),
         "H0P_SIGNIN_ATTEMPTS_PER_CLIENT": "1000",

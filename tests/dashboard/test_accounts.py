@@ -153,7 +153,7 @@ def test_root_sends_a_browser_to_the_dashboard_and_a_client_to_the_docs(stack: S
     r = httpx.get(f"{stack.api}/", headers={"accept": "text/html,application/xhtml+xml"})
     assert r.status_code == 303 and r.headers["location"] == "/app/"
     r = httpx.get(f"{stack.api}/", headers={"accept": "application/json"})
-    assert r.status_code == 200 and r.json()["openapi"] == "/doc"
+    assert r.status_code == 200 and r.json()["doc"] == "/doc" and r.json()["dashboard"] == "/app/"
 
 
 def test_pages_carry_a_strict_content_security_policy(stack: Stack) -> None:

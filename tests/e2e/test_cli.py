@@ -43,6 +43,7 @@ def env_for(settings: Settings, **overrides: str) -> dict[str, str]:
         H0P_SECRET_KEY=settings.secret_key,
         H0P_DEFAULT_DOMAIN=settings.default_domain,
         H0P_REDIRECT_PORT=str(settings.redirect_port),
+        H0P_EDGE_METRICS_PORT="0",
     )
     env.update(overrides)
     return env
@@ -88,7 +89,9 @@ async def test_migrate_creates_the_database_and_is_safe_to_run_twice(settings: S
 
 async def test_keys_create_prints_only_a_key_that_is_stored_hashed(env: dict[str, str], pool: asyncpg.Pool) -> None:
     workspace = f"cli-keys-{random.randrange(10**9)}"
-    result = await h0p("keys", "create", "--workspace", workspace, "--scopes", "links:read,links:write", env=env)
+    result = await h0p(
+        "keys", "create", "--workspace", workspace, "--create-workspace", "--scopes", "links:read,links:write", env=env
+    )
 
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -116,7 +119,9 @@ async def test_keys_create_if_new_workspace_prints_a_key_only_the_first_time(env
 
 
 async def test_keys_create_with_an_unknown_scope_fails_with_one_line(env: dict[str, str]) -> None:
-    result = await h0p("keys", "create", "--workspace", "cli-bad-scope", "--scopes", "links:fly", env=env)
+    result = await h0p(
+        "keys", "create", "--workspace", "cli-bad-scope", "--create-workspace", "--scopes", "links:fly", env=env
+    )
 
     assert result.code == 1
     assert result.stdout == ""
@@ -128,7 +133,9 @@ async def test_links_create_prints_a_short_url_that_the_edge_redirects(settings:
     port = free_port()
     env = env_for(settings, H0P_REDIRECT_PORT=str(port), H0P_DEFAULT_DOMAIN="localhost")
     slug = f"cli-{random.randrange(10**9)}"
-    result = await h0p("links", "create", "https://example.com/from-the-cli", "--slug", slug, env=env)
+    result = await h0p(
+        "links", "create", "https://example.com/from-the-cli", "--slug", slug, "--create-workspace", env=env
+    )
 
     assert result.code == 0, result.stderr
     assert result.stdout == f"http://localhost:{port}/{slug}\n"
@@ -148,7 +155,7 @@ async def test_links_create_prints_a_short_url_that_the_edge_redirects(settings:
 
 async def test_links_create_with_a_taken_slug_fails_with_one_line(env: dict[str, str]) -> None:
     slug = f"cli-dup-{random.randrange(10**9)}"
-    first = await h0p("links", "create", "https://example.com/a", "--slug", slug, env=env)
+    first = await h0p("links", "create", "https://example.com/a", "--slug", slug, "--create-workspace", env=env)
     second = await h0p("links", "create", "https://example.com/b", "--slug", slug, env=env)
 
     assert first.code == 0, first.stderr
@@ -159,11 +166,87 @@ async def test_links_create_with_a_taken_slug_fails_with_one_line(env: dict[str,
 
 
 async def test_links_create_refuses_a_destination_that_is_not_http(env: dict[str, str]) -> None:
-    result = await h0p("links", "create", "javascript:alert(1)", env=env)
+    result = await h0p("links", "create", "javascript:alert(1)", "--create-workspace", env=env)
 
     assert result.code == 1
     assert result.stdout == ""
     assert "VALIDATION_ERROR" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["keys", "create"], ["links", "create", "https://example.com/typo"]])
+async def test_an_unknown_workspace_is_refused_unless_asked_to_create_it(
+    env: dict[str, str], pool: asyncpg.Pool, command: list[str]
+) -> None:
+    typo = f"cli-typo-{random.randrange(10**9)}"
+    refused = await h0p(*command, "--workspace", typo, env=env)
+
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr.strip() == f"h0p: no workspace named {typo!r}; pass --create-workspace to create it"
+    assert await pool.fetchval("SELECT count(*) FROM workspaces WHERE name = $1", typo) == 0
+
+    created = await h0p(*command, "--workspace", typo, "--create-workspace", env=env)
+    assert created.code == 0, created.stderr
+    assert await pool.fetchval("SELECT count(*) FROM workspaces WHERE name = $1", typo) == 1
+    again = await h0p(*command, "--workspace", typo, env=env)  # it exists now: no flag needed
+    assert again.code == 0, again.stderr
+
+
+async def test_links_create_refuses_a_domain_that_is_not_verified(env: dict[str, str], pool: asyncpg.Pool) -> None:
+    workspace = f"cli-domains-{random.randrange(10**9)}"
+    made = await h0p("keys", "create", "--workspace", workspace, "--create-workspace", env=env)
+    assert made.code == 0, made.stderr
+    ws_id = await pool.fetchval("SELECT id FROM workspaces WHERE name = $1", workspace)
+    host = f"cli-{random.randrange(10**9)}.example.com"
+    await pool.execute(
+        "INSERT INTO domains (id, workspace_id, hostname, verification_token) VALUES ($1, $2, $3, 'token')",
+        f"dom_cli{random.randrange(10**9)}",
+        ws_id,
+        host,
+    )
+    args = ("links", "create", "https://example.com/", "--workspace", workspace, "--domain", host, "--slug", "d")
+
+    pending = await h0p(*args, env=env)
+    assert pending.code == 1 and pending.stdout == ""
+    assert pending.stderr.startswith("h0p: VALIDATION_ERROR: domain: ") and "not verified" in pending.stderr
+    assert await pool.fetchval("SELECT count(*) FROM links WHERE domain = $1", host) == 0
+    unknown = await h0p(*args[:-4], "--domain", f"not-mine-{host}", env=env)
+    assert unknown.code == 1 and "not a domain of this workspace" in unknown.stderr
+
+    await pool.execute("UPDATE domains SET verified_at = now() WHERE hostname = $1", host)
+    verified = await h0p(*args, env=env)
+    assert verified.code == 0, verified.stderr
+    assert verified.stdout.startswith(f"http://{host}/d")
+
+
+async def test_h0p_ingest_says_at_info_where_it_consumes_from_and_when_it_stops(settings: Settings) -> None:
+    password = f"pw-{random.randrange(10**9)}"
+    database = settings.database_url.replace("postgres@", f"postgres:{password}@", 1)  # trust auth ignores it
+    group = f"cli-ingest-{random.randrange(10**9)}"
+    env = env_for(settings, H0P_DATABASE_URL=database, H0P_KAFKA_GROUP=group, H0P_INGEST_METRICS_PORT="0")
+    proc = await asyncio.create_subprocess_exec(
+        str(H0P), "ingest", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+
+    async def read_until(text: str) -> None:
+        while not any(text in line for line in lines):
+            line = (await proc.stderr.readline()).decode()  # type: ignore[union-attr]
+            assert line, f"h0p ingest exited before saying {text!r}: {lines}"
+            lines.append(line)
+
+    try:
+        await asyncio.wait_for(read_until(f"ingest consuming {settings.kafka_topic} as group {group}"), 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    _, rest = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    starting = next(line for line in lines if "ingest starting" in line)
+    assert " INFO " in starting and settings.kafka_bootstrap in starting and group in starting
+    assert "PostgreSQL 127.0.0.1:5432/" in starting
+    everything = "".join(lines) + rest.decode()
+    assert password not in everything
+    assert "INFO h0p.ingest: ingest stopped: " in everything
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,7 @@ def stack_env(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, s
         H0P_REDIRECT_PORT=str(free_port()),
         H0P_API_PORT=str(free_port()),
         H0P_INGEST_METRICS_PORT=str(free_port()),
+        H0P_EDGE_METRICS_PORT=str(free_port()),
         H0P_SPOOL_DIR=str(tmp_path / "spool"),
         H0P_FILES_DIR=str(tmp_path / "files"),
         H0P_DEFAULT_DOMAIN="localhost",

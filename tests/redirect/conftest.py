@@ -38,7 +38,11 @@ def unique(prefix: str) -> str:
 
 def edge_settings(settings: Settings, tmp_path: Path, **changes: Any) -> Settings:
     """The session settings with this test's own topic and spool (events of tests never mix)."""
-    base: dict[str, Any] = {"kafka_topic": unique("clicks-edge-"), "spool_dir": str(tmp_path / "spool")}
+    base: dict[str, Any] = {
+        "kafka_topic": unique("clicks-edge-"),
+        "spool_dir": str(tmp_path / "spool"),
+        "edge_metrics_port": 0,  # tests that want metrics give a free port: edges of a session run side by side
+    }
     return dataclasses.replace(settings, **(base | changes))
 
 

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import httpx
+import msgspec
 import pytest
+import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from api.schemas import LinkCreate, LinkUpdate
+from api.services.context import ServiceContext
+from api.services.links import create_link, update_link
+from api.services.workspaces import get_or_create_workspace
 from h0p_settings import Settings
+from redirect.agent import FETCHER_TOKENS
 from redirect.app import EdgeApp
 from redirect.request import BadRequest, parse_slug
-from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, unique
+from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, served, unique
+from tests.redirect.test_resolution import eventually
 
 Edge = tuple[EdgeApp, httpx.AsyncClient]
 HASH = PasswordHasher().hash("open sesame")
@@ -202,3 +212,83 @@ async def test_hostile_paths_and_headers_never_cause_a_server_error(
     await app(scope, receive, send)  # type: ignore[arg-type]
     status = sent[0]["status"]
     assert isinstance(status, int) and status < 500
+
+
+def fetcher_agents() -> list[str]:
+    """A User-Agent for every fetcher the edge knows (its tokens), and the real strings above."""
+    return [f"Mozilla/5.0 (compatible; {token}/1.0; +https://fetcher.example)" for token in FETCHER_TOKENS] + FETCHERS
+
+
+async def test_preview_of_a_protected_link_carries_og_tags_and_never_the_destination(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    """The attack: a fetcher User-Agent on a password-protected link used to get a page linking the destination."""
+    slug = unique("pwog")
+    await make_link(
+        "https://secret.example/hidden-path?token=s3cr3t",
+        slug=slug,
+        password_hash=HASH,
+        og_title="A protected card",
+        og_description="Members only",
+        og_image="https://cdn.example.com/card.png",
+    )
+    leaks, no_card = [], []
+    async with served(edge_settings(settings, tmp_path)) as (_, base), httpx.AsyncClient(base_url=base) as client:
+        for agent in fetcher_agents():
+            for method in ("GET", "HEAD"):
+                r = await client.request(method, f"/{slug}", headers={"user-agent": agent})
+                if "secret.example" in r.text or "s3cr3t" in r.text or "location" in r.headers or r.status_code != 200:
+                    leaks.append((method, agent, r.status_code))
+            r = await client.get(f"/{slug}", headers={"user-agent": agent})
+            if '<meta property="og:title" content="A protected card">' not in r.text:
+                no_card.append(agent)
+        # a browser still gets the password form, and the right password still opens it
+        browser = await client.get(f"/{slug}", headers={"user-agent": BROWSERS[0]})
+        assert browser.status_code == 200 and '<form method="post">' in browser.text
+    assert leaks == []
+    assert no_card == []
+
+
+async def test_preview_of_a_blocked_destination_is_the_warning_not_the_card(
+    settings: Settings, tmp_path: Path, make_link: LinkMaker
+) -> None:
+    slug = unique("blog")
+    await make_link("https://evil.example/phish", slug=slug, og_title="Totally safe", og_image="https://cdn.example/x")
+    local = edge_settings(settings, tmp_path, blocked_hosts=("evil.example",))
+    async with served(local) as (_, base), httpx.AsyncClient(base_url=base) as client:
+        answers = {agent: (await client.get(f"/{slug}", headers={"user-agent": agent})) for agent in fetcher_agents()}
+    wrong = [(a, r.status_code) for a, r in answers.items() if r.status_code != 403 or "og:title" in r.text]
+    assert wrong == []
+
+
+async def test_unlock_cookie_stops_working_once_the_password_changes(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """Unlock, change the password through the API's service, and the old cookie shows the form again."""
+    ctx = ServiceContext(settings=settings, pool=pool, redis=redis)
+    workspace = await get_or_create_workspace(ctx, unique("pw-ws-"))
+    slug = unique("pwc")
+    link = await create_link(
+        ctx,
+        workspace.id,
+        msgspec.convert({"url": "https://example.com/members", "slug": slug, "password": "first pass"}, LinkCreate),
+    )
+    async with served(edge_settings(settings, tmp_path)) as (app, base), httpx.AsyncClient(base_url=base) as client:
+        await eventually(lambda: asyncio.sleep(0, app.subscriber.connected.is_set()), 5)
+        assert (await client.post(f"/{slug}", data={"password": "first pass"})).status_code == 303
+        assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/members"  # cached now
+        old_cookies = dict(client.cookies.items())
+        heard = app.metrics.invalidations._value.get()
+
+        await update_link(ctx, workspace.id, link.id, msgspec.convert({"password": "second pass"}, LinkUpdate))
+        await eventually(lambda: asyncio.sleep(0, app.metrics.invalidations._value.get() > heard), 5)
+
+        client.cookies.clear()
+        for name, value in old_cookies.items():
+            client.cookies.set(name, value)
+        again = await client.get(f"/{slug}")
+        assert again.status_code == 200 and '<form method="post">' in again.text and "location" not in again.headers
+        client.cookies.clear()
+        assert (await client.post(f"/{slug}", data={"password": "first pass"})).status_code == 403
+        assert (await client.post(f"/{slug}", data={"password": "second pass"})).status_code == 303
+        assert (await client.get(f"/{slug}")).headers["location"] == "https://example.com/members"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -13,7 +17,9 @@ import redis.asyncio as aioredis
 
 from h0p_settings import Settings
 from redirect.app import EdgeApp
-from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, unique, write_domain, write_link
+from tests.redirect.conftest import LinkMaker, edge_client, edge_settings, served, unique, write_domain, write_link
+from tests.redirect.test_resolution import eventually
+from tests.services import free_port
 
 Edge = tuple[EdgeApp, httpx.AsyncClient]
 
@@ -183,15 +189,58 @@ async def test_blocked_destination_shows_a_warning_instead_of_redirecting(
     assert r2.status_code == 403
 
 
-async def test_reserved_endpoints_answer(edge: Edge) -> None:
-    _, client = edge
-    assert (await client.get("/healthz")).text == "ok"
-    assert (await client.get("/missing-for-metrics")).status_code == 404
-    metrics = await client.get("/metrics")
-    assert 'h0p_edge_requests_total{outcome="not_found"} 1.0' in metrics.text
-    assert "h0p_edge_cache_lookups_total" in metrics.text and "h0p_edge_events_total" in metrics.text
-    ready = await client.get("/readyz")
-    assert ready.status_code in (200, 503)
+async def test_metrics_are_served_on_their_own_loopback_port_and_not_on_the_public_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    local = edge_settings(settings, tmp_path, edge_metrics_port=metrics_port)
+    async with served(local) as (app, base), httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/healthz")).text == "ok"
+        assert (await client.get("/missing-for-metrics")).status_code == 404
+        public = await client.get("/metrics")
+        assert public.status_code == 404 and "h0p_edge" not in public.text
+        assert app.metrics_server is not None and app.metrics_server.sock.getsockname()[0] == "127.0.0.1"
+        metrics = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert metrics.status_code == 200
+        assert 'h0p_edge_requests_total{outcome="not_found"} 1.0' in metrics.text
+        assert "h0p_edge_cache_lookups_total" in metrics.text and "h0p_edge_events_total" in metrics.text
+        assert (await client.get(f"http://127.0.0.1:{metrics_port}/")).status_code == 404
+    off = edge_settings(settings, tmp_path, edge_metrics_port=0)
+    async with served(off) as (app, base), httpx.AsyncClient(base_url=base) as client:
+        assert app.metrics_server is None and (await client.get("/metrics")).status_code == 404
+
+
+async def test_a_second_edge_on_a_taken_metrics_port_stops_with_one_line(settings: Settings, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")} | {
+            "H0P_DATABASE_URL": settings.database_url,
+            "H0P_REDIS_URL": settings.redis_url,
+            "H0P_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "H0P_REDIRECT_PORT": str(free_port()),
+            "H0P_SPOOL_DIR": str(tmp_path / "spool"),
+            "H0P_EDGE_METRICS_PORT": str(port),
+        }
+        code = "from redirect.app import serve; from h0p_settings import load_settings_or_exit as s; serve(s())"
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"127.0.0.1:{port}" in lines[0] and "H0P_EDGE_METRICS_PORT" in lines[0]
+
+
+async def test_readyz_is_200_on_a_healthy_edge_that_has_sent_no_click(settings: Settings, tmp_path: Path) -> None:
+    """What the k8s readiness probe sees: Redis and the broker up, no traffic yet (or for a while)."""
+    async with served(edge_settings(settings, tmp_path)) as (app, base), httpx.AsyncClient(base_url=base) as client:
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, within=10)
+        assert app.metrics.events_sent._value.get() == 0  # ready without a click having reached the broker
 
 
 async def test_other_methods_are_refused(edge: Edge, make_link: LinkMaker) -> None:

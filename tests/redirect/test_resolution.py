@@ -134,7 +134,8 @@ async def test_redis_outage_falls_back_to_postgres_and_recovers(
                 r1 = await client.get(f"/{slug}")
                 assert r1.status_code == 302 and r1.headers["location"] == "https://example.com/r"
             assert (await client.get("/never-existed-slug")).status_code == 404
-            assert (await client.get("/readyz")).status_code == 503
+            ready = await client.get("/readyz")  # Postgres answers: still ready, and says why degraded
+            assert ready.status_code == 200 and "redis unreachable" in ready.text
             start_redis()  # empty: the edge refills it from Postgres
 
             async def redis_used_again() -> bool:
@@ -189,3 +190,18 @@ async def test_stop_returns_even_when_a_background_task_ignores_its_cancellation
     release.set()
     task.cancel()
     await task
+
+
+@pytest.mark.chaos
+async def test_readyz_is_503_only_when_neither_redis_nor_postgres_can_look_a_link_up(
+    settings: Settings, tmp_path: Path, pool: asyncpg.Pool, workspace_id: str
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/h0p"  # nothing listens: Postgres is gone too
+    link = own_redis_with_link(settings, tmp_path, pool, workspace_id, "https://example.com/r", database_url=nowhere)
+    async with link as (s, slug, stop_redis, start_redis), edge_client(s) as (_, client):
+        assert (await client.get("/readyz")).status_code == 200
+        stop_redis()
+        gone = await client.get("/readyz")
+        assert gone.status_code == 503 and "no link can be looked up" in gone.text
+        start_redis()
+        assert (await client.get("/readyz")).status_code == 200

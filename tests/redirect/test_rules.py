@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from h0p_settings import Settings
@@ -239,3 +240,125 @@ async def test_split_cookie_keeps_a_visitor_on_one_variant(
             client.cookies.clear()
             seen.add((await client.get(f"/{slug}")).headers["location"])
         assert seen == {"https://example.com/a", "https://example.com/b"}
+
+
+# -- the indexed evaluation decides exactly what testing every condition one by one decides ------
+
+
+def _reference(rules: list[dict[str, Any]], visitor: Visitor) -> tuple[str, str] | None:
+    """Rule choice the plain way (each condition against each of its values), as the edge did before."""
+    import ipaddress
+    from datetime import UTC, datetime
+
+    from redirect.record import normalise_browser, normalise_os
+
+    def holds(c: dict[str, Any]) -> bool:
+        kind, value = c["type"], c.get("value")
+        values = [] if value is None else [value] if isinstance(value, str) else list(value)
+        if kind == "query":
+            present = visitor.query.get(c.get("key") or "")
+            return present is not None and (not values or any(v in present for v in values))
+        if kind == "device":
+            return visitor.agent.device in {v.lower() for v in values}
+        if kind == "os":
+            return visitor.agent.os in {normalise_os(v) for v in values}
+        if kind == "browser":
+            return visitor.agent.browser in {normalise_browser(v) for v in values}
+        if kind == "language":
+            tag = visitor.language
+            return bool(tag) and any(v.lower() in (tag, tag.split("-", 1)[0]) for v in values)
+        if kind == "referrer":
+            from urllib.parse import urlsplit
+
+            host = (urlsplit(visitor.referer).hostname or "").rstrip(".")
+            return bool(host) and any(host == v.lower() or host.endswith("." + v.lower()) for v in values)
+        if kind == "ip":
+            address = visitor.address
+            nets = [ipaddress.ip_network(v, strict=False) for v in values]
+            return address is not None and any(n.version == address.version and address in n for n in nets)
+        if kind in ("before", "after"):
+            moment = datetime.fromisoformat(values[0])
+            at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+            return visitor.now < at if kind == "before" else visitor.now >= at
+        return False
+
+    for index, rule in enumerate(rules):
+        if all(holds(c) != bool(c.get("not", False)) for c in rule["conditions"]):
+            return rule["url"], f"rule:{index}"
+    return None
+
+
+_AGENTS = [IPHONE, IPAD, ANDROID_PHONE, WINDOWS_CHROME, MAC_FIREFOX, GOOGLEBOT, ""]
+_conditions = st.one_of(
+    st.builds(
+        lambda kind, values: {"type": kind, "value": values},
+        st.sampled_from(["device", "os", "browser"]),
+        st.lists(
+            st.sampled_from(
+                [
+                    "mobile",
+                    "Desktop",
+                    "tablet",
+                    "bot",
+                    "iOS",
+                    "Mac OS X",
+                    "Windows",
+                    "android",
+                    "Chrome",
+                    "Mobile Safari",
+                    "firefox",
+                    "x",
+                ]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+    st.builds(
+        lambda v: {"type": "language", "value": v},
+        st.lists(st.sampled_from(["fr", "fr-CA", "EN", "de"]), min_size=1, max_size=2),
+    ),
+    st.builds(
+        lambda v: {"type": "referrer", "value": v}, st.sampled_from(["news.example", "example", "a.news.example"])
+    ),
+    st.builds(
+        lambda k, v: {"type": "query", "key": k, **({"value": v} if v else {})},
+        st.sampled_from(["a", "b"]),
+        st.lists(st.sampled_from(["1", "2", ""]), max_size=2),
+    ),
+    st.builds(
+        lambda v: {"type": "ip", "value": v},
+        st.lists(
+            st.sampled_from(
+                ["198.51.100.0/24", "198.51.100.7", "198.0.0.0/8", "0.0.0.0/0", "2001:db8::/32", "::/0", "2001:db8::1"]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+    st.builds(
+        lambda kind, v: {"type": kind, "value": v},
+        st.sampled_from(["before", "after"]),
+        st.sampled_from(["2020-01-01T00:00:00Z", "2030-01-01", "2026-06-01T12:00:00+02:00"]),
+    ),
+).flatmap(lambda c: st.sampled_from([c, {**c, "not": True}]))
+_rules = st.lists(
+    st.builds(lambda cs, i: {"conditions": cs, "url": f"https://x.example/{i}"},
+              st.lists(_conditions, min_size=1, max_size=4), st.integers(0, 99)),
+    min_size=1, max_size=6,
+)  # fmt: skip
+_visitors = st.builds(
+    Visitor,
+    user_agent=st.sampled_from(_AGENTS),
+    accept_language=st.sampled_from(["", "fr-CA,fr;q=0.9", "en", "de-AT"]),
+    referer=st.sampled_from(["", "https://www.news.example/x", "https://example/", "https://a.news.example."]),
+    query_string=st.sampled_from(["", "a=1", "a=2&b=", "b=1&a=1&a=1"]),
+    ip=st.sampled_from(["", "198.51.100.7", "203.0.113.1", "2001:db8::1", "::ffff:198.51.100.7"]),
+    now=st.sampled_from([1.5e9, 1.8e9, 1.78e9, 2e9]),
+)
+
+
+@given(_rules, _visitors)
+@hypothesis_settings(max_examples=400, deadline=None)
+def test_indexed_rules_choose_what_testing_each_condition_would(rules: list[dict[str, Any]], visitor: Visitor) -> None:
+    assert choose_rule(record(rules), visitor) == _reference(rules, visitor)
