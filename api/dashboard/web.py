@@ -33,8 +33,10 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # No inline script or style anywhere: every script and stylesheet is a file served from /app/static.
+# Images may come from anywhere on the web: the social preview card shows the link's og:image
+# where it is hosted (uploaded ones are served from the API's public URL, maybe another origin).
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https: http:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 SECURITY_HEADERS = [

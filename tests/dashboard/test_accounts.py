@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from playwright.sync_api import Browser, BrowserContext, expect
 
@@ -161,3 +163,27 @@ def test_pages_carry_a_strict_content_security_policy(stack: Stack) -> None:
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "same-origin"
+
+
+def _http_sign_in(client: httpx.Client, email: str) -> httpx.Response:
+    form = client.get("/app/signin", follow_redirects=False)
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    return client.post("/app/signin", data={"csrf": token.group(1), "email": email, "password": PASSWORD})
+
+
+def test_signing_in_replaces_a_session_token_the_browser_already_had(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.api) as first:
+        assert _http_sign_in(first, stack.owner).status_code == 303
+        planted = first.cookies["h0p_session"]
+    with httpx.Client(base_url=stack.api) as victim:
+        form = victim.get("/app/signin")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        victim.cookies.set("h0p_session", planted, path="/app")
+        r = victim.post("/app/signin", data={"csrf": token.group(1), "email": stack.owner, "password": PASSWORD})
+        assert r.status_code == 303
+        fresh = r.cookies["h0p_session"]
+    assert fresh != planted
+    gone = httpx.get(f"{stack.api}/app/links", cookies={"h0p_session": planted})
+    assert gone.status_code == 303 and "/app/signin" in gone.headers["location"]

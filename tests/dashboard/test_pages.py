@@ -9,7 +9,7 @@ import httpx
 from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.api.dns_server import LoopbackDns
-from tests.api.qr_decode import decode
+from tests.api.qr_decode import decode, decode_level, sample_logo
 from tests.dashboard.conftest import PASSWORD, Stack, new_page, sign_in, signed_in
 
 
@@ -125,6 +125,16 @@ def test_the_link_page_shows_a_qr_code_that_decodes_to_the_link_and_downloads_pn
         page.get_by_role("link", name="Download SVG").click()
     text = Path(svg.value.path()).read_text()
     assert "<svg" in text and "#14a" in text.lower()  # segno writes #1144aa as #14a
+    # a logo, uploaded from the designer: the code keeps decoding to the link, now at level H
+    page.get_by_label("Logo image").set_input_files(
+        files=[{"name": "logo.png", "mimeType": "image/png", "buffer": sample_logo()}]
+    )
+    page.get_by_role("button", name="Upload logo").click()
+    page.wait_for_url("**logo=file_*")
+    with page.expect_download() as with_logo:
+        page.get_by_role("link", name="Download PNG").click()
+    data = Path(with_logo.value.path()).read_bytes()
+    assert decode(data, "image/png")[0].startswith(short_url) and decode_level(data, "image/png") == "H"
 
 
 def test_a_member_manages_links_but_not_keys_or_members(
