@@ -77,9 +77,20 @@ async def _links(view: View) -> Response:
         tag_names={t.id: t for t in choices["tags"]},
         folder_names={f.id: f.name for f in choices["folders"]},
         created=view.request.query_params.get("created", ""),
-        done=view.request.query_params.get("done", ""),
+        done=_done_message(view.request.query_params.get("done", "")),
         **choices,
     )
+
+
+_DONE = {"delete": "deleted", "archive": "archived", "unarchive": "unarchived", "move": "moved", "tag": "tagged"}
+
+
+def _done_message(raw: str) -> str:
+    # `done=3 archive` after a bulk action: "3 links archived."
+    count, _, action = raw.partition(" ")
+    if not count.isdigit() or action not in _DONE:
+        return ""
+    return f"{count} link{'' if count == '1' else 's'} {_DONE[action]}."
 
 
 async def _bulk(view: View) -> Response:

@@ -66,6 +66,19 @@ def test_a_link_made_with_rules_utm_and_a_password_works_on_the_edge(
     assert target.startswith("https://apps.example.com/ios")
     assert query["utm_source"] == ["newsletter"] and query["utm_campaign"] == ["spring sale"]
 
+    # Editing only the title keeps the rule, the UTM values and the password.
+    page.get_by_role("link", name="Edit").click()
+    expect(page.get_by_label("Conditions")).to_have_value("os: iOS")
+    page.get_by_label("Title", exact=True).fill("Spring, edited")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Changes saved.")
+    expect(page.get_by_text("1 routing rule(s)")).to_be_visible()
+    expect(page.get_by_text("Password protected")).to_be_visible()
+    with httpx.Client(headers={"user-agent": IPHONE}) as visitor:
+        assert "This link is protected" in visitor.get(edge).text
+        visitor.post(edge, data={"password": "open sesame"})
+        assert visitor.get(edge).headers["location"] == target
+
 
 def test_a_taken_slug_is_said_as_you_type_and_the_api_error_shows_beside_the_field(
     browser: Browser, stack: Stack, contexts: list[BrowserContext]
@@ -165,6 +178,7 @@ def test_bulk_archive_move_tag_and_delete(browser: Browser, stack: Stack, contex
     page.goto(f"/app/links?search=bulk-{marker}")
     page.get_by_label(f"Select http://localhost:{stack.edge_port}/{slugs[2]}", exact=True).check()
     page.get_by_role("button", name="Archive", exact=True).click()
+    expect(page.get_by_role("status")).to_have_text("1 link archived.")
     expect(page.locator("tbody tr")).to_have_count(2)  # archived links leave the default (active) view
     page.get_by_label("Archived").select_option(label="Archived")
     expect(page.locator("tbody tr")).to_have_count(1)
