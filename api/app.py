@@ -11,6 +11,8 @@ import asyncio
 import importlib
 import logging
 import os
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -30,11 +32,13 @@ from api.dashboard import dashboard_mount
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
+from api.metrics import MetricsServer
 from api.openapi import SWAGGER_INIT, openapi_document, swagger_page
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
 from api.static_assets import VersionedAssets
 from h0p_settings import Settings
+from h0p_workers import Supervisor, Worker, check_port_free, die_with_parent, reuseport_socket, worker_command
 
 log = logging.getLogger("h0p.api")
 
@@ -49,6 +53,7 @@ ROUTE_MODULES = (
     "api.routes.files",
     "api.routes.qr",
     "api.routes.analytics",
+    "api.routes.webhooks",
 )
 
 
@@ -117,6 +122,9 @@ def create_app(settings: Settings) -> Starlette:
         # Exports (GET /analytics/export) read at the client's pace: a pool of their own, so that
         # slow readers can never take the connections every other request needs.
         app.state.export_pool = await db.create_pool(settings.database_url, 0, settings.export_pool_size)
+        # /metrics (read replica lag) on its own address, never the API's public port; 0: not served
+        metrics = MetricsServer(ctx.read_pool, settings.edge_metrics_host, settings.api_metrics_port) if (
+            settings.api_metrics_port) else None  # fmt: skip
         stop = asyncio.Event()
         outbox = asyncio.create_task(cache_sync.run_outbox_loop(ctx, stop), name="h0p-cache-outbox")
         try:
@@ -129,6 +137,8 @@ def create_app(settings: Settings) -> Starlette:
             except TimeoutError:
                 log.warning("cache outbox loop did not finish in time; the next start retries it")
             app.state.export_pool.terminate()  # exports still streaming are cut: the client sees them incomplete
+            if metrics is not None:
+                metrics.close()
             await close_context(ctx)
 
     async def healthz(request: Request) -> Response:
@@ -181,8 +191,15 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-def serve(settings: Settings) -> None:
-    """Run the API on settings.bind_host:settings.api_port until SIGINT/SIGTERM, then drain."""
+def serve(settings: Settings, workers: int | None = None, worker: Worker | None = None) -> None:
+    """Run the API on settings.bind_host:settings.api_port until SIGINT/SIGTERM, then drain.
+
+    ``workers`` (default ``H0P_API_WORKERS``) above 1: a supervisor (``h0p_workers``) runs that
+    many processes sharing the port; ``worker``: this process is one of them.
+    """
+    count = settings.api_workers if workers is None else workers
+    if worker is None and count > 1:
+        raise SystemExit(_supervise(settings, count))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(
         create_app(settings),
@@ -192,6 +209,29 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    uvicorn.Server(config).run()
+    sockets: list[socket.socket] | None = None
+    if worker is not None:
+        die_with_parent(worker)
+        try:
+            sockets = [reuseport_socket(settings.bind_host, settings.api_port)]
+        except OSError as exc:  # exit 1: the supervisor tries again
+            print(f"h0p api: worker {worker.index} cannot listen on port {settings.api_port} ({exc})", file=sys.stderr)
+            raise SystemExit(1) from None
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+GRACEFUL_SHUTDOWN_S = 10
+
+
+def _supervise(settings: Settings, count: int) -> int:
+    host, port = settings.bind_host, settings.api_port
+    try:
+        check_port_free(host, port)
+    except OSError as exc:
+        print(f"h0p api: cannot listen on {host}:{port} ({exc.strerror})", file=sys.stderr)
+        return 1
+    # requests drain for GRACEFUL_SHUTDOWN_S, then the lifespan's outbox pass gets up to 10 s
+    supervisor = Supervisor("api", count, lambda w: worker_command("api", w), stop_timeout_s=GRACEFUL_SHUTDOWN_S + 15)
+    return supervisor.run()

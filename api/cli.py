@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -82,6 +83,25 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"applied {name}", file=sys.stderr)
     if not applied:
         print("database schema is up to date", file=sys.stderr)
+    if args.skip_topics:
+        return 0
+    from api.topics import TopicsFailed, ensure_topics
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker away is our one line, not its log
+    try:
+        results = asyncio.run(ensure_topics(settings))
+    except TopicsFailed as exc:
+        raise CommandFailed(f"{exc} (the database is migrated; run again, or pass --skip-topics)") from None
+    for result in results:
+        if result.created:
+            replication, insync = settings.kafka_replication, min(settings.kafka_min_insync, settings.kafka_replication)
+            print(
+                f"created topic {result.topic} ({result.partitions} partitions, replication {replication},"
+                f" min.insync.replicas {insync})",
+                file=sys.stderr,
+            )
+        else:
+            print(result.warning or f"topic {result.topic} exists ({result.partitions} partitions)", file=sys.stderr)
     return 0
 
 
@@ -185,8 +205,16 @@ def _serve(service: str, module: str) -> Callable[[Settings, argparse.Namespace]
                 print(f"h0p: configuration error: {exc}", file=sys.stderr)
                 return 2
 
-        serve: Callable[[Settings], None] = importlib.import_module(module).serve
-        serve(settings)
+        serve: Callable[..., None] = importlib.import_module(module).serve
+        if service in SCALED:
+            worker = None
+            if args.worker_index is not None:
+                from h0p_workers import Worker
+
+                worker = Worker(args.worker_index, args.worker_dir, args.supervisor_pid)
+            serve(settings, workers=args.workers, worker=worker)
+        else:
+            serve(settings)
         return 0
 
     return run
@@ -198,14 +226,32 @@ SERVICES: dict[str, tuple[str, str]] = {
     "api": ("api.app", "run the management API (port H0P_API_PORT)"),
     "ingest": ("ingest.consumer", "run the click consumer (topic H0P_KAFKA_TOPIC)"),
     "mcp": ("api.mcp.stdio", "run the MCP server on stdin/stdout, acting with H0P_API_KEY"),
+    "webhooks": ("webhooks.dispatcher", "run a webhook delivery process (any number may run at once)"),
 }
+
+
+# Services that run as several processes sharing their port (`--workers`, h0p_workers).
+SCALED = {"redirect": "H0P_EDGE_WORKERS", "api": "H0P_API_WORKERS"}
+
+
+def _workers(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a number from 1 to 1024")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="h0p", description="H0p link management: operator commands and services.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", help="create the database if missing and apply pending migrations")
+    p = sub.add_parser(
+        "migrate", help="create the database if missing, apply pending migrations, create the Kafka topics"
+    )
+    p.add_argument("--skip-topics", action="store_true", help="leave the Kafka topics alone (made some other way)")
     p.set_defaults(func=cmd_migrate)
 
     keys_p = sub.add_parser("keys", help="API keys")
@@ -248,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SERVICES.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=_serve(name, module))
+        if name in SCALED:
+            p.add_argument(
+                "--workers",
+                type=_workers,
+                metavar="N",
+                help=f"processes sharing the port under one supervisor (default: {SCALED[name]}; 1: a single process)",
+            )
+            # Set by the supervisor on the workers it starts; not for operators.
+            p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+            p.add_argument("--worker-dir", help=argparse.SUPPRESS)
+            p.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     return parser
 
 

@@ -45,7 +45,11 @@ ConditionValue = Annotated[str, Meta(pattern=TEXT, max_length=CONDITION_VALUE_MA
 
 
 class RuleCondition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    """One test; ``not: true`` negates it (a query condition without ``value`` means "present")."""
+    """One test; ``not: true`` negates it (a query condition without ``value`` means "present").
+
+    ``device``: desktop, mobile (or phone), tablet, tv, console, bot, other: the classes analytics
+    stores. ``os`` and ``browser`` compare loosely: "iOS", "ios" and "iPadOS" match an iPhone or iPad.
+    """
 
     type: ConditionType
     value: ConditionValue | Annotated[list[ConditionValue], Meta(min_length=1, max_length=50)] | None = None

@@ -35,7 +35,9 @@ from h0p_settings import Settings, SettingsError, load_settings  # noqa: E402
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BIN = Path(sys.executable).parent
-STOP_TIMEOUT_S = 15.0
+# The edge's supervisor waits up to 30 s for its workers to drain (redirect.app.supervise); the stack
+# waits a little longer, so that a slow drain ends in the supervisor's own words, not a SIGKILL here.
+STOP_TIMEOUT_S = 35.0
 READY_TIMEOUT_S = 60.0
 
 
@@ -211,6 +213,9 @@ class Stack:
             say(f"the broker at {first} does not answer; the edge spools click events until it does")
             return
         tansu = tansu_binary()
+        # One local broker holds one copy of each topic (`h0p migrate` creates them): ask for no more.
+        self.env.setdefault("H0P_KAFKA_REPLICATION", "1")
+        self.env.setdefault("H0P_KAFKA_MIN_INSYNC", "1")
         url = f"tcp://127.0.0.1:{port}"
         env = {**self.env, "RUST_LOG": self.env.get("RUST_LOG", "warn")}
         with self.recording():
@@ -277,13 +282,14 @@ class Stack:
             ("H0P_API_PORT", s.api_port),
             ("H0P_INGEST_METRICS_PORT", s.ingest_metrics_port),
             ("H0P_EDGE_METRICS_PORT", s.edge_metrics_port),
+            ("H0P_WEBHOOK_METRICS_PORT", s.webhook_metrics_port),
         )
         for name, port in ports:
             if port and is_listening(s.bind_host if s.bind_host != "0.0.0.0" else "127.0.0.1", port):
                 fail(f"port {port} ({name}) is already in use: another stack? choose another port with {name}")
 
     def start_services(self) -> None:
-        for name in ("redirect", "api", "ingest"):
+        for name in ("redirect", "api", "ingest", "webhooks"):
             with self.recording():
                 self.services.append(Child(name, [*self.h0p(), name], self.env))
 
@@ -292,6 +298,8 @@ class Stack:
         s = self.settings
         host = "127.0.0.1" if s.bind_host in ("0.0.0.0", "::") else s.bind_host
         pending = {"redirect": s.redirect_port, "api": s.api_port}
+        # `make run` passes no --workers: H0P_EDGE_WORKERS (one per core) and H0P_API_WORKERS (1) apply.
+        workers = {"redirect": s.edge_workers, "api": s.api_workers}
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self.stopping:
             for child in [*self.services, *([self.broker] if self.broker else [])]:
@@ -302,7 +310,7 @@ class Stack:
                     return 1
             for name, port in list(pending.items()):
                 if is_listening(host, port, timeout=0.2):
-                    say(f"{name} ready on http://{host}:{port}")
+                    say(f"{name} ready on http://{host}:{port} ({workers[name]} worker(s))")
                     del pending[name]
                     if not pending:
                         say("running; Ctrl-C stops everything started here")
@@ -314,8 +322,8 @@ class Stack:
 
     def stop(self) -> None:
         self.stopping = True
-        # The edge and the API first (they drain requests and flush events to the broker),
-        # then ingest (it commits what it has), then the broker they all talk to.
+        # The edge, the API and the webhook sender first (they drain requests, flush events to the
+        # broker, record attempts in flight), then ingest (it commits what it has), then the broker.
         front = [c for c in self.services if c.name != "ingest"]
         threads = [threading.Thread(target=c.stop) for c in front]
         for t in threads:

@@ -34,6 +34,7 @@ from ingest.enrich.row import Enricher, InvalidEvent, check_event, decode_event
 from ingest.links import LinkDirectory
 from ingest.metrics import MetricsServer
 from ingest.store import TRANSIENT_ERRORS, ClickStore
+from ingest.webhook_clicks import ClickSubscriptions
 from redirect.events import ClickEvent, UnknownVersion
 
 log = logging.getLogger("h0p.ingest")
@@ -81,6 +82,7 @@ class IngestConsumer:
         self._links = LinkDirectory()
         self._enricher = Enricher(settings, self._links)
         self._store = ClickStore(settings.database_url)
+        self._subscriptions = ClickSubscriptions()  # workspaces that want link.clicked webhooks
         self._dead = DeadLetters(settings)
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(
             settings.kafka_topic,
@@ -190,6 +192,7 @@ class IngestConsumer:
 
     async def _load_links(self, pending: list[_Pending]) -> None:
         conn = await self._store.lookup_connection()
+        await self._subscriptions.refresh(conn)
         await self._links.load(
             conn,
             (p.event.link_id for p in pending if p.event.link_id is not None),
@@ -244,7 +247,7 @@ class IngestConsumer:
         # A row Postgres rejects (data error) would block the partition forever: split the
         # batch until the bad event is alone, dead-letter it, store the rest.
         try:
-            return await self._store.write([p.row for p in pending if p.row is not None])
+            return await self._store.write([p.row for p in pending if p.row is not None], self._subscriptions)
         except asyncpg.DataError as exc:  # a value the driver cannot encode (before TRANSIENT: a subclass)
             error: Exception = exc
         except TRANSIENT_ERRORS:

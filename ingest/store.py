@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from ingest.enrich.row import COLUMNS
+from ingest.webhook_clicks import ClickSubscriptions, write_click_events
 
 log = logging.getLogger("h0p.ingest")
 
@@ -247,13 +248,14 @@ class ClickStore:
                 self._months.add(month)
             month = (month + timedelta(days=32)).replace(day=1)
 
-    async def write(self, rows: Sequence[tuple[Any, ...]]) -> int:
+    async def write(self, rows: Sequence[tuple[Any, ...]], subscriptions: ClickSubscriptions | None = None) -> int:
         """Store the rows in one transaction; returns how many were new (the rest were duplicates).
 
         Fast path: COPY straight into ``clicks``; the unique key (event_id, ts) refuses the whole
         COPY if any event is already stored (a redelivery), and then the batch goes through the
         temp table and ``INSERT … ON CONFLICT DO NOTHING RETURNING``. Either way the rollup and
-        the link counters are computed from exactly the rows inserted, in the same transaction.
+        the link counters are computed from exactly the rows inserted, in the same transaction, and
+        so are the ``link.clicked`` webhook events of ``subscriptions``.
         """
         if not rows:
             return 0
@@ -266,6 +268,7 @@ class ClickStore:
                 async with conn.transaction():
                     await conn.copy_records_to_table("clicks", records=rows, columns=COLUMNS)
                     await self._write_aggregates(conn, rows)
+                    await write_click_events(conn, subscriptions, rows)
                 return len(rows)
             except asyncpg.UniqueViolationError:
                 # redeliveries come in runs (a restart replays up to a batch per partition)
@@ -282,6 +285,7 @@ class ClickStore:
                     new.discard(key)  # an event twice in the batch is inserted (and counted) once
                     inserted.append(r)
             await self._write_aggregates(conn, inserted)
+            await write_click_events(conn, subscriptions, inserted)
         return len(inserted)
 
     async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

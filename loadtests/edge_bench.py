@@ -193,6 +193,7 @@ def base_env(site: Site, broker: Broker, redis_db: int, topic: str, **extra: str
     """The environment of an ``h0p`` process of this run (no H0P_* variable of the caller's leaks in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")}
     env["H0P_EDGE_METRICS_PORT"] = "0"  # several edges on one host: the default port fits one (``extra`` may set one)
+    env["H0P_EDGE_WORKERS"] = "1"  # one process pinned to one core, as in every figure so far (not one per core)
     env.update(
         H0P_DATABASE_URL=site.database_url,
         H0P_REDIS_URL=f"{REDIS_BASE}/{redis_db}",

@@ -1,4 +1,8 @@
-"""What a User-Agent says: device type, OS and browser for routing rules; preview fetchers."""
+"""What a User-Agent says to routing rules: the contract's classification, cached, with names compared loosely.
+
+The classification itself is ``redirect.visitor_agent`` (the same one ingest stores in analytics), so a
+rule ``device=tablet`` and the analytics filter ``device=tablet`` agree on every visitor.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,17 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
-import ua_parser
-
 from redirect.events import PREVIEW_FETCHERS
 
 # One spelling for a rule's value (normalised when the record is built) and the visitor's fact
-from redirect.record import normalise_browser, normalise_os
+from redirect.record import normalise_browser, normalise_device, normalise_os
+from redirect.visitor_agent import classify
 
-__all__ = ["Agent", "is_preview_fetcher", "normalise_browser", "normalise_os", "parse_agent"]
+__all__ = ["Agent", "is_preview_fetcher", "normalise_browser", "normalise_device", "normalise_os", "parse_agent"]
 
 
 class Agent(NamedTuple):
-    device: str  # desktop | mobile | tablet | bot
+    device: str  # one of visitor_agent.DEVICE_CLASSES: desktop | mobile | tablet | tv | console | bot | other
     os: str  # lower-case family with spaces removed: "ios", "android", "windows", "macos", "linux"
     browser: str  # lower-case family without "mobile"/"ios"/"webview": "chrome", "safari", "firefox"
 
@@ -27,7 +30,6 @@ class Agent(NamedTuple):
 # "facebookexternalhit" and "Twitterbot".
 FETCHER_TOKENS = (*PREVIEW_FETCHERS, "googlebot", "bingbot", "yandexbot")
 _FETCHER = re.compile("|".join(re.escape(t) for t in FETCHER_TOKENS))
-_BOT = re.compile(r"bot\b|bot/|crawler|spider|crawl|slurp|preview|externalhit|headless|curl/|wget/", re.IGNORECASE)
 
 
 def is_preview_fetcher(user_agent: str) -> bool:
@@ -38,19 +40,5 @@ def is_preview_fetcher(user_agent: str) -> bool:
 @lru_cache(maxsize=16384)
 def parse_agent(user_agent: str) -> Agent:
     """Classify a User-Agent (cached by string: the same few thousand UAs make most traffic)."""
-    result = ua_parser.parse(user_agent[:512])
-    os_family = result.os.family if result.os else ""
-    browser = result.user_agent.family if result.user_agent else ""
-    device_family = result.device.family if result.device else ""
-    brand = (result.device.brand or "") if result.device else ""
-    if device_family == "Spider" or (user_agent and _BOT.search(user_agent)) or not user_agent:
-        device = "bot"
-    elif device_family == "iPad" or "tablet" in brand.lower() or "tablet" in device_family.lower():
-        device = "tablet"
-    elif os_family == "Android" and "Mobile" not in user_agent:
-        device = "tablet"  # Android tablets drop "Mobile" from the UA, per Google's guidance
-    elif os_family in ("iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS") or "Mobi" in user_agent:
-        device = "mobile"
-    else:
-        device = "desktop"
-    return Agent(device=device, os=normalise_os(os_family), browser=normalise_browser(browser))
+    agent = classify(user_agent[:1024])
+    return Agent(device=agent.device, os=normalise_os(agent.os), browser=normalise_browser(agent.browser))

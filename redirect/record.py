@@ -176,11 +176,23 @@ FACTS = {
 }  # fmt: skip
 QUERY_SEPARATOR = "\x00"  # between a query key and value in facts["query="] (API input cannot hold NUL)
 _BROWSER_NOISE = re.compile(r"\b(mobile|ios|webview)\b")
-_OS_ALIASES = {"macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows"}
+# "ipados": uap-core (and so analytics) reports iPads as iOS; "web0s": uap-core's spelling of webOS,
+# kept for rules written against it
+_OS_ALIASES = {
+    "macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows", "ipados": "ios",
+    "web0s": "webos",
+}  # fmt: skip
+_DEVICE_ALIASES = {"phone": "mobile", "smartphone": "mobile", "phablet": "mobile", "television": "tv", "pc": "desktop"}
+
+
+def normalise_device(name: str) -> str:
+    """A device class as a rule or filter may spell it: "Phone", "smartphone" and "mobile" are one."""
+    key = name.strip().lower()
+    return _DEVICE_ALIASES.get(key, key)
 
 
 def normalise_os(name: str) -> str:
-    """Compare OS names loosely: "Mac OS X", "macOS" and "macos" are one."""
+    """Compare OS names loosely: "Mac OS X", "macOS" and "macos" are one; "iOS" and "ios" too."""
     key = name.lower().replace(" ", "").replace("_", "")
     return _OS_ALIASES.get(key, key)
 
@@ -269,7 +281,7 @@ def _referrer(value: str) -> str:
 
 # How each type's values are spelled in the table: the spelling of the visitor's fact
 _NORMALISE: dict[str, Callable[[str], str]] = {
-    "device": str.lower, "os": normalise_os, "browser": normalise_browser, "country": str.upper,
+    "device": normalise_device, "os": normalise_os, "browser": normalise_browser, "country": str.upper,
     "city": str.lower, "language": str.lower, "referrer": _referrer,
 }  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 Concurrent misses for one key share one lookup; concurrent misses for different keys share
 one Redis round trip (an MGET of every key waiting while the previous one was in flight).
+Reads may go to replicas (``H0P_EDGE_REDIS_URL``, ``H0P_READ_DATABASE_URL``); the refill of a
+missed record is a write, so it goes to the primary Redis (a replica is read-only).
 Redis down: Postgres answers (still correct), and Redis is retried after a short pause, so the
 edge recovers by itself. Both down: a key not in the LRU raises ``Unavailable`` (503).
 """
@@ -30,6 +32,9 @@ LINK_PREFIX = rec.link_key("", "")[:-1]  # "h0p:l:"
 DOMAIN_PREFIX = rec.domain_key("")
 RETRY_AFTER_S = 1.0  # after a failure, skip a dependency this long instead of waiting on it per request
 FILL_TTL_S = 86_400  # records the edge writes back to Redis expire; the API's own writes are authoritative
+# A record read from a lagging Postgres replica may predate a change the API already pushed and
+# whose negative marker has expired: refilled, it would be served all day. Kept this long instead.
+REPLICA_FILL_TTL_S = 300
 OUTAGE_TTL_S = 5.0  # LRU TTL for answers read while Redis (and its invalidations) is down
 MAX_BATCH = 512
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
@@ -161,12 +166,13 @@ class Resolver:
 
     def __init__(
         self, cache: RecordCache, redis: aioredis.Redis, postgres: PostgresReader, metrics: EdgeMetrics,
-        misses: MissBudget | None = None,
+        misses: MissBudget | None = None, reader: aioredis.Redis | None = None, fill_ttl_s: int = FILL_TTL_S,
     ) -> None:  # fmt: skip
         self.cache = cache
         self.misses = misses if misses is not None else MissBudget(0, 0)
-        self.redis = redis
-        self.batcher = RedisBatcher(redis)
+        self.redis = redis  # the primary: refills are written here
+        self.batcher = RedisBatcher(reader if reader is not None else redis)  # reads: a replica, if given
+        self.fill_ttl_s = fill_ttl_s
         self.postgres = postgres
         self.metrics = metrics
         self.negative_ttl_s = cache.negative_ttl_s
@@ -266,7 +272,7 @@ class Resolver:
     async def _fill(self, key: str, found: Record | None) -> None:
         # NX: never overwrite what the API wrote meanwhile (its write is newer than our read).
         value = rec.NEGATIVE if found is None else rec.encode(found)
-        ttl = max(1, round(self.negative_ttl_s)) if found is None else FILL_TTL_S
+        ttl = max(1, round(self.negative_ttl_s)) if found is None else self.fill_ttl_s
         try:
             await self.redis.set(key, value, nx=True, ex=ttl)
         except REDIS_ERRORS as exc:

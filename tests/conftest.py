@@ -56,6 +56,10 @@ def settings(broker: Broker, redis_server: RedisServer, tmp_path_factory: pytest
             "H0P_EVENT_LINGER_MS": "5",
             "H0P_INGEST_LINGER_MS": "50",
             "H0P_EDGE_METRICS_PORT": "0",  # edges of a session run side by side; a test gives its own port
+            # One Tansu broker: one copy of each topic; 4 partitions, as its auto-creation makes them.
+            "H0P_KAFKA_PARTITIONS": "4",
+            "H0P_KAFKA_REPLICATION": "1",
+            "H0P_KAFKA_MIN_INSYNC": "1",
         }
     )
     asyncio.run(db.migrate(s.database_url))

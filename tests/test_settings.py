@@ -29,6 +29,9 @@ def test_defaults_point_at_the_local_services() -> None:
         ("H0P_MAX_KEYS_PER_WORKSPACE", "0", "from 1 to"),
         ("H0P_BULK_PASSWORDS_MAX", "101", "from 0 to 100"),
         ("H0P_PASSWORD_HASH_THREADS", "0", "from 1 to"),
+        ("H0P_WEBHOOK_RETRY_SCHEDULE_S", "5,soon", "comma-separated seconds"),
+        ("H0P_WEBHOOK_RETRY_SCHEDULE_S", "5,-1", "non-negative seconds"),
+        ("H0P_WEBHOOK_TIMEOUT_S", "0", "at least 0.1"),
     ],
 )
 def test_a_wrong_value_is_named_in_a_one_line_error(name: str, value: str, fragment: str) -> None:
@@ -117,3 +120,41 @@ def test_each_purpose_gets_its_own_key_and_all_follow_the_secret() -> None:
 
 def test_the_secret_is_never_printed_with_the_settings() -> None:
     assert _STRONG not in repr(load_settings({"H0P_SECRET_KEY": _STRONG}))
+
+
+def test_the_webhook_retry_schedule_is_comma_separated_seconds_defaulting_to_svixs() -> None:
+    assert load_settings({}).webhook_retry_schedule_s == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert load_settings({"H0P_WEBHOOK_RETRY_SCHEDULE_S": "0.5, 1,2"}).webhook_retry_schedule_s == (0.5, 1.0, 2.0)
+
+
+def test_replicas_default_to_the_primaries_and_are_read_from_only() -> None:
+    s = load_settings({})
+    assert (s.edge_read_redis_url, s.read_url) == (s.redis_url, s.database_url)
+    assert (s.kafka_partitions, s.kafka_replication, s.kafka_min_insync, s.api_metrics_port) == (12, 3, 2, 0)
+    r = load_settings(
+        {
+            "H0P_EDGE_REDIS_URL": "redis://replica.local:6379/0",
+            "H0P_READ_DATABASE_URL": "postgresql://reader@standby.local/h0p",
+        }
+    )
+    assert r.edge_read_redis_url == "redis://replica.local:6379/0" and r.redis_url == "redis://127.0.0.1:6379/0"
+    assert r.read_url == "postgresql://reader@standby.local/h0p" and r.database_url.endswith("127.0.0.1:5432/h0p")
+    # Empty means "no replica", as when unset.
+    assert load_settings({"H0P_EDGE_REDIS_URL": "", "H0P_READ_DATABASE_URL": ""}).read_url == s.database_url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("H0P_EDGE_REDIS_URL", "http://replica:6379", "redis://"),
+        ("H0P_READ_DATABASE_URL", "mysql://standby/h0p", "postgresql://"),
+        ("H0P_KAFKA_PARTITIONS", "0", "from 1 to"),
+        ("H0P_KAFKA_REPLICATION", "three", "expected a whole number"),
+        ("H0P_KAFKA_MIN_INSYNC", "0", "from 1 to"),
+        ("H0P_API_METRICS_PORT", "70000", "from 0 to 65535"),
+    ],
+)
+def test_a_wrong_replica_or_topic_setting_is_named(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({name: value})
+    assert name in str(raised.value) and fragment in str(raised.value)

@@ -26,6 +26,7 @@ PAGE_MODULES = (
     "api.dashboard.links",
     "api.dashboard.organize",
     "api.dashboard.keys",
+    "api.dashboard.webhooks",
     "api.dashboard.settings_page",
 )
 

@@ -158,7 +158,7 @@ async def reading(pool: asyncpg.Pool, timeout_ms: int) -> AsyncIterator[asyncpg.
 
 async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery) -> Any:
     """The answer to ``GET /analytics``: a count object, a zero-filled series, or a ranked list."""
-    async with reading(ctx.pool, ctx.settings.analytics_statement_timeout_ms) as conn:
+    async with reading(ctx.reader, ctx.settings.analytics_statement_timeout_ms) as conn:
         if q.needs_first_click:
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
@@ -279,7 +279,7 @@ async def list_events(
         rows_where = f"{where} AND {after}"
     else:
         rows_where = where
-    async with reading(ctx.pool, ctx.settings.analytics_statement_timeout_ms) as conn:
+    async with reading(ctx.reader, ctx.settings.analytics_statement_timeout_ms) as conn:
         total = await conn.fetchval(f"SELECT count(*) FROM clicks WHERE {where}", *total_args)
         rows = await conn.fetch(
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM clicks WHERE {rows_where}"

@@ -28,6 +28,7 @@ from api import cache_sync
 from api.errors import AlreadyExists, Forbidden, NotFound, ValidationFailed, field_error
 from api.ids import new_id
 from api.schemas import DnsRecord, Domain, DomainCreate, DomainList, DomainUpdate, DomainVerification, PageQuery
+from api.services import webhooks
 from api.services.context import ServiceContext
 from api.services.plans import require_below, require_feature
 from api.services.workspaces import workspace_plan
@@ -267,7 +268,10 @@ async def verify_domain(ctx: ServiceContext, workspace_id: str, domain_id: str) 
         # otherwise serve them on this workspace's domain).
         outbox = await _drop_claims(conn, host, "d.workspace_id <> $2", workspace_id)
         outbox.append(await cache_sync.enqueue_domain(conn, host))
+        newly = row["verified_at"] is None  # read under the host's lock, before this verification
         row = await _fetch(conn, ctx.settings, workspace_id, domain_id)
+        if newly:
+            await webhooks.record_event(conn, workspace_id, "domain.verified", _domain(row, ctx.settings))
     await cache_sync.push(ctx, outbox)
     return DomainVerification(verified=True, problem=None, domain=_domain(row, ctx.settings))
 

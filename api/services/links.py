@@ -18,7 +18,7 @@ from api.errors import AlreadyExists, H0pError, NotFound, ValidationFailed, fiel
 from api.ids import new_id, random_slug
 from api.link_rules import rules_from_json, split_from_json
 from api.schemas import BulkItemError, BulkItemFailure, Link, LinkCreate, LinkUpdate
-from api.services import files
+from api.services import files, webhooks
 from api.services.context import ServiceContext
 from api.services.link_fields import (
     PLAIN_COLUMNS,
@@ -158,7 +158,9 @@ async def _insert(
             "INSERT INTO link_tags (link_id, tag_id) SELECT $1, unnest($2::text[])", link_id, columns["tag_ids"]
         )
     outbox_id = await cache_sync.enqueue_link(conn, domain, values["slug"])
-    return await _fetch(ctx, conn, workspace_id, link_id), outbox_id
+    link = await _fetch(ctx, conn, workspace_id, link_id)
+    await webhooks.record_event(conn, workspace_id, "link.created", link, link.id)
+    return link, outbox_id
 
 
 async def _plan(ctx: ServiceContext, conn: asyncpg.Connection, workspace_id: str) -> Plan:
@@ -232,6 +234,7 @@ async def _update(
             "INSERT INTO link_tags (link_id, tag_id) SELECT $1, unnest($2::text[])", link_id, columns["tag_ids"]
         )
     link = await _fetch(ctx, conn, workspace_id, link_id)
+    await webhooks.record_event(conn, workspace_id, "link.updated", link, link.id)
     outbox = [await cache_sync.enqueue_link(conn, link.domain, link.slug)]
     if (link.domain, link.slug) != (current["domain"], current["slug"]):
         outbox.append(await cache_sync.enqueue_link(conn, current["domain"], current["slug"]))  # the old key goes
@@ -257,11 +260,13 @@ async def delete_link(ctx: ServiceContext, workspace_id: str, link_id: str) -> N
     """Delete a link; the edge answers 404 for it as soon as the record is replaced."""
     async with ctx.pool.acquire() as conn:
         async with conn.transaction():
+            link = await _fetch(ctx, conn, workspace_id, link_id)  # the link.deleted event carries it
             row = await conn.fetchrow(
                 "DELETE FROM links WHERE id = $1 AND workspace_id = $2 RETURNING domain, slug", link_id, workspace_id
             )
             if row is None:
                 raise NotFound(f"link {link_id!r} not found")
+            await webhooks.record_event(conn, workspace_id, "link.deleted", link, link.id)
             outbox_id = await cache_sync.enqueue_link(conn, row["domain"], row["slug"])
         await cache_sync.push(ctx, [outbox_id], conn)
 

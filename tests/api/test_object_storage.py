@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import io
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -35,9 +36,11 @@ from tests.moto_server import MotoServer
 from tests.services import free_port, wait_for_port
 
 
-def png(color: tuple[int, int, int] = (20, 140, 60), size: tuple[int, int] = (32, 24)) -> bytes:
+def png(color: tuple[int, int, int] | None = None, size: tuple[int, int] = (32, 24)) -> bytes:
+    # bytes of their own by default: files are stored by content, and the session's other tests
+    # (and other workspaces) may hold the same image, which would keep its object or file alive
     out = io.BytesIO()
-    Image.new("RGB", size, color).save(out, format="PNG")
+    Image.new("RGB", size, color or tuple(secrets.randbelow(256) for _ in range(3))).save(out, format="PNG")
     return out.getvalue()
 
 

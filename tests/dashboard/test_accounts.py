@@ -16,7 +16,7 @@ def test_sign_in_shows_the_links_page_with_the_navigation(
     page = signed_in(browser, stack, contexts, stack.owner)
     expect(page.get_by_role("heading", name="Links")).to_be_visible()
     nav = page.get_by_role("navigation", name="Main")
-    for name in ("Links", "Analytics", "Domains", "Folders", "Tags", "API Keys", "Settings"):
+    for name in ("Links", "Analytics", "Domains", "Folders", "Tags", "Webhooks", "API Keys", "Settings"):
         expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
     expect(nav.get_by_text("Developer Tools")).to_be_visible()
     cookie = next(c for c in page.context.cookies() if c["name"] == "h0p_session")

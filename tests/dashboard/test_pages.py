@@ -143,6 +143,7 @@ def test_a_member_manages_links_but_not_keys_or_members(
     page = signed_in(browser, stack, contexts, stack.member)
     nav = page.get_by_role("navigation", name="Main")
     expect(nav.get_by_role("link", name="API Keys")).to_have_count(0)
+    expect(nav.get_by_role("link", name="Webhooks")).to_have_count(0)
     expect(nav.get_by_role("link", name="Links")).to_be_visible()
     page.goto("/app/keys")
     expect(page.get_by_role("heading", name="Owners only")).to_be_visible()
@@ -212,3 +213,35 @@ def test_a_new_user_sets_a_password_on_the_invitation_page(
     fresh = new_page(browser, stack, contexts)
     sign_in(fresh, email, "a long enough password")
     fresh.wait_for_url("**/app/links")
+
+
+def test_a_webhook_is_added_with_its_events_its_secret_shown_once_and_its_deliveries_listed(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext]
+) -> None:
+    page = signed_in(browser, stack, contexts, stack.owner)
+    page.get_by_role("link", name="Webhooks").click()
+    name = f"crm-{secrets.token_hex(3)}"
+    page.get_by_label("Endpoint URL").fill(f"https://{name}.example.com/h0p")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("link.deleted").uncheck()
+    page.get_by_label("link.clicked").check()
+    page.get_by_role("button", name="Add endpoint").click()
+    secret = page.locator("#webhook-secret").inner_text()
+    assert secret.startswith("whsec_")
+    expect(page.get_by_text("Events: domain.verified, link.clicked, link.created, link.updated")).to_be_visible()
+    page.reload()
+    assert secret not in page.content()
+    page.get_by_role("button", name="Send test event").click()
+    expect(page.get_by_role("table", name="Deliveries, newest first")).to_contain_text("ping")
+    page.goto("/app/webhooks")
+    expect(page.get_by_role("row", name=name)).to_contain_text("link.clicked")
+    # a private address is refused with the API's message beside the field, nothing added
+    page.get_by_label("Endpoint URL").fill("http://127.0.0.1:9/hook")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.locator("#wh-url-error")).to_be_visible()
+    page.goto("/app/webhooks")
+    page.get_by_role("link", name=name).click()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url("**/app/webhooks")
+    expect(page.get_by_role("link", name=name)).to_have_count(0)

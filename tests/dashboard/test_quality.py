@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.dashboard.conftest import PASSWORD, Problems, Stack, axe_violations, new_page, signed_in
 
 PAGES = ["/app/links", "/app/links/new", "/app/analytics", "/app/domains", "/app/folders", "/app/tags",
-         "/app/keys", "/app/settings", "/app/account"]  # fmt: skip
+         "/app/webhooks", "/app/keys", "/app/settings", "/app/account"]  # fmt: skip
 PHONE = {"width": 375, "height": 740}
 
 

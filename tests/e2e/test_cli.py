@@ -44,6 +44,9 @@ def env_for(settings: Settings, **overrides: str) -> dict[str, str]:
         H0P_DEFAULT_DOMAIN=settings.default_domain,
         H0P_REDIRECT_PORT=str(settings.redirect_port),
         H0P_EDGE_METRICS_PORT="0",
+        H0P_KAFKA_PARTITIONS=str(settings.kafka_partitions),
+        H0P_KAFKA_REPLICATION=str(settings.kafka_replication),
+        H0P_KAFKA_MIN_INSYNC=str(settings.kafka_min_insync),
     )
     env.update(overrides)
     return env

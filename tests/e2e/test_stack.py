@@ -75,7 +75,7 @@ class RunningStack:
         raise AssertionError(f"{text!r} not seen; stderr:\n{''.join(self.stderr)}")
 
     def children(self) -> dict[str, int]:
-        """Processes this stack started, by name (broker, redirect, api, ingest)."""
+        """Processes this stack started, by name (broker, redirect, api, ingest, webhooks)."""
         found: dict[str, int] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -135,6 +135,7 @@ def stack_env(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, s
         H0P_API_PORT=str(free_port()),
         H0P_INGEST_METRICS_PORT=str(free_port()),
         H0P_EDGE_METRICS_PORT=str(free_port()),
+        H0P_WEBHOOK_METRICS_PORT=str(free_port()),
         H0P_SPOOL_DIR=str(tmp_path / "spool"),
         H0P_FILES_DIR=str(tmp_path / "files"),
         H0P_DEFAULT_DOMAIN="localhost",
@@ -163,7 +164,7 @@ def test_stack_runs_the_services_prints_the_demo_key_once_and_ctrl_c_stops_all_i
         keys = [line.strip() for line in first.stdout if line.strip().startswith("h0p_")]
         assert len(keys) == 1, "".join(first.stdout)
         children = first.children()
-        assert set(children) == {"broker", "redirect", "api", "ingest"}
+        assert set(children) == {"broker", "redirect", "api", "ingest", "webhooks"}
 
         assert httpx.get(f"http://127.0.0.1:{redirect_port}/healthz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{api_port}/healthz").status_code == 200
