@@ -84,7 +84,8 @@ def test_every_page_is_clean_empty_and_with_data_and_fits_a_phone(
     for path in [*PAGES, detail, f"{detail}/edit"]:
         _check_page(page, problems, path)
     for name, path in (("links", "/app/links"), ("link-form", "/app/links/new"), ("link-detail", detail),
-                       ("domains", "/app/domains"), ("keys", "/app/keys"), ("settings", "/app/settings")):  # fmt: skip
+                       ("domains", "/app/domains"), ("keys", "/app/keys"), ("settings", "/app/settings"),
+                       ("webhooks", "/app/webhooks")):  # fmt: skip
         page.goto(path)
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
