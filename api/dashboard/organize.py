@@ -93,11 +93,18 @@ async def _tag_create(view: View) -> Response:
 
 async def _tag_update(view: View) -> Response:
     tag_id = view.request.path_params["id"]
+    errors: dict[str, str] = {}
     try:
         data = _convert({"name": view.text("name"), "color": view.text("color") or "gray"}, TagUpdate)
         await tags.update_tag(view.ctx, view.workspace_id, tag_id, data)
     except REFUSALS as exc:
-        return await _tags(view, {f"rename-{tag_id}": next(iter(_errors(exc).values()))}, 400)
+        errors = {f"rename-{tag_id}": next(iter(_errors(exc).values()))}
+    if view.request.headers.get("hx-request") == "true":
+        # htmx edits the row in place: the row comes back (200, so htmx swaps it in) with any error in it
+        tag = await tags.get_tag(view.ctx, view.workspace_id, tag_id)
+        return view.render("_tag_row.html", t=tag, colors=COLORS, errors=errors)
+    if errors:
+        return await _tags(view, errors, 400)
     return redirect(f"{PREFIX}/tags")
 
 

@@ -83,10 +83,19 @@ def test_folders_and_tags_are_created_renamed_counted_and_deleted(
     page.get_by_label("New tag name").fill(f"t-{marker}")
     page.get_by_label("Colour", exact=True).select_option("green")
     page.get_by_role("button", name="Create tag").click()
+    expect(page.get_by_role("link", name=f"t-{marker}")).to_be_visible()
+    page.evaluate("window.h0pNoReload = true")  # gone if the page reloads
     page.get_by_label(f"New name of t-{marker}").fill(f"t2-{marker}")
     page.get_by_label(f"Colour of t-{marker}").select_option("red")
     page.get_by_role("row", name=f"t-{marker}").get_by_role("button", name="Save").click()
     expect(page.get_by_role("row", name=f"t2-{marker}").locator(".tag.red")).to_be_visible()
+    assert page.evaluate("window.h0pNoReload === true")  # the row was edited in place (htmx)
+    page.get_by_label(f"New name of t2-{marker}").fill("")
+    page.get_by_label(f"New name of t2-{marker}").evaluate("el => el.removeAttribute('required')")
+    page.get_by_role("row", name=f"t2-{marker}").get_by_role("button", name="Save").click()
+    expect(page.get_by_role("row", name=f"t2-{marker}").get_by_role("alert")).to_be_visible()  # the API's error
+    page.reload()
+    expect(page.get_by_role("link", name=f"t2-{marker}")).to_be_visible()  # nothing changed
     page.goto("/app/folders")
     page.get_by_label("New folder name").fill(f"f-{marker}")
     page.get_by_role("button", name="Create folder").click()
