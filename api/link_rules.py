@@ -1,9 +1,10 @@
 """Meaning checks for a link's routing rules and A/B split, and their stored JSON.
 
 The schema (``api.schemas.Rule``) checks shapes; this checks values (a country is an ISO
-code, an ip is an address or CIDR, a time parses) and normalises them (country upper-case,
-device lower-case, times in UTC) so the edge compares like with like. The stored JSON is the
-API shape, read back by ``redirect.record.link_record_from_row``.
+code, an ip is an address or CIDR, a device is one of the classifier's classes, a time parses)
+and normalises them (country upper-case, a device as its class: "Phone" is stored "mobile",
+times in UTC) so the edge compares like with like. The stored JSON is the API shape, read back
+by ``redirect.record.link_record_from_row``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import msgspec
 from api.schemas import RULES_MAX_BYTES, Rule, RuleCondition, SplitTarget
 from api.urls import UnsafeUrl, check_destination
 from h0p_settings import Settings
+from redirect.device_classes import DEVICE_CLASSES, device_words, normalise_device
 from redirect.hosts import ascii_host
 
-DEVICE_TYPES = frozenset({"desktop", "mobile", "tablet", "tv", "console", "bot", "other"})
+DEVICE_TYPES = frozenset(DEVICE_CLASSES)
 COUNTRY_CODES = frozenset(
     "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV"
     " BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES"
@@ -56,9 +58,11 @@ def _one_value(path: str, kind: str, value: str) -> str:
     if not value.strip():
         raise Problem(path, "must not be empty")
     if kind == "device":
-        if value.lower() not in DEVICE_TYPES:
-            raise Problem(path, f"device must be one of {', '.join(sorted(DEVICE_TYPES))}")
-        return value.lower()
+        # a class the classifier never gives (device=laptop) is a rule that never matches: refused
+        device = normalise_device(value)
+        if device not in DEVICE_TYPES:
+            raise Problem(path, f"device must be one of {device_words()}")
+        return device
     if kind == "country":
         if value.upper() not in COUNTRY_CODES:
             raise Problem(path, "country must be an ISO 3166-1 alpha-2 code such as 'FR'")

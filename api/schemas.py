@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType, field
 
+from redirect.device_classes import device_words
+
 # Postgres text cannot hold NUL: refused at decoding, with the field's path, on every input string
 TEXT = r"^[^\x00]*$"
 # RFC 3339 (msgspec parses and emits it; the format is stated for generated clients)
@@ -42,17 +44,27 @@ class _Out(msgspec.Struct, rename="camel", kw_only=True):
 CONDITION_VALUE_MAX = 200  # characters of one condition value (one item of a list)
 RULES_MAX_BYTES = 32 * 1024  # the whole rule set, as stored (JSON, UTF-8); checked in api.link_rules
 ConditionValue = Annotated[str, Meta(pattern=TEXT, max_length=CONDITION_VALUE_MAX)]
+_VALUE_DOC = (
+    "One value or a list (any matches). `device`: one of "
+    + device_words()
+    + " (another value is refused); `country`: ISO 3166-1 alpha-2; `language`: a tag such as `fr-CA`;"
+    " `ip`: an address or CIDR; `referrer`: a host name; `before`/`after`: one ISO 8601 time;"
+    " `os`, `browser`, `city`, `query`: free text."
+)
 
 
 class RuleCondition(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """One test; ``not: true`` negates it (a query condition without ``value`` means "present").
 
-    ``device``: desktop, mobile (or phone), tablet, tv, console, bot, other: the classes analytics
-    stores. ``os`` and ``browser`` compare loosely: "iOS", "ios" and "iPadOS" match an iPhone or iPad.
+    ``device``: the classes analytics stores (``redirect.device_classes``), or an alias of one.
+    ``os`` and ``browser`` compare loosely: "iOS", "ios" and "iPadOS" match an iPhone or iPad.
     """
 
     type: ConditionType
-    value: ConditionValue | Annotated[list[ConditionValue], Meta(min_length=1, max_length=50)] | None = None
+    value: Annotated[
+        ConditionValue | Annotated[list[ConditionValue], Meta(min_length=1, max_length=50)] | None,
+        Meta(description=_VALUE_DOC),
+    ] = None
     key: Annotated[str, Meta(pattern=TEXT, min_length=1, max_length=200)] | None = None
     negate: bool = field(default=False, name="not")
 

@@ -10,10 +10,10 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
-from redirect.events import PREVIEW_FETCHERS
-
 # One spelling for a rule's value (normalised when the record is built) and the visitor's fact
-from redirect.record import normalise_browser, normalise_device, normalise_os
+from redirect.device_classes import normalise_device
+from redirect.events import PREVIEW_FETCHERS
+from redirect.record import normalise_browser, normalise_os
 from redirect.visitor_agent import classify
 
 __all__ = ["Agent", "is_preview_fetcher", "normalise_browser", "normalise_device", "normalise_os", "parse_agent"]

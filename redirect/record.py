@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from redirect.device_classes import normalise_device
+
 RECORD_VERSION = 2  # 2: rules as a RuleTable of normalised, indexed conditions (1: a list per rule)
 
 # Redis values that are not records.
@@ -182,13 +184,6 @@ _OS_ALIASES = {
     "macosx": "macos", "mac": "macos", "osx": "macos", "chromeos": "chromeos", "win": "windows", "ipados": "ios",
     "web0s": "webos",
 }  # fmt: skip
-_DEVICE_ALIASES = {"phone": "mobile", "smartphone": "mobile", "phablet": "mobile", "television": "tv", "pc": "desktop"}
-
-
-def normalise_device(name: str) -> str:
-    """A device class as a rule or filter may spell it: "Phone", "smartphone" and "mobile" are one."""
-    key = name.strip().lower()
-    return _DEVICE_ALIASES.get(key, key)
 
 
 def normalise_os(name: str) -> str:

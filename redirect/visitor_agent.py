@@ -3,13 +3,15 @@
 Browser, OS, brand and model come from uap-core's regexes (``ua-parser`` with its Rust resolver);
 crawlers from the crawler-user-agents list (MIT, patterns of >1,500 bots), matched by the same Rust
 regex engine, plus the preview fetchers of the events contract and scripted clients. uap-core has no
-device *class*, so the form factor (desktop, mobile, tablet, tv, console) is decided here: the
-tokens TV and console browsers send, then Matomo's per-brand, per-model device types
-(``redirect.device_models``) for what a model code is, then uap-core's OS and the "Mobile" token.
+device *class*, so the form factor (desktop, mobile, tablet, tv, console) is decided here, in Matomo
+device-detector's order: the tokens console browsers send and what Matomo's parser takes for a TV
+whatever the model (HbbTV, Opera TV Store, "Shell" TV firmwares, Android TV, Tizen/webOS TVs, TV-only
+browsers), then Matomo's per-brand, per-model device types (``redirect.device_models``) for what a
+model code is, then TV-box words, uap-core's OS and the "Mobile" token.
 Accuracy against Matomo's labelled fixtures: ``tests/redirect/test_visitor_agent_reference.py``.
 
-Leaf module: stdlib, ua-parser(-rs), crawler-user-agents, ``redirect.device_models`` (Matomo's data)
-and the events contract's fetcher list.
+Leaf module: stdlib, ua-parser(-rs), crawler-user-agents, ``redirect.device_models`` (Matomo's data),
+the device classes (``redirect.device_classes``) and the events contract's fetcher list.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import ua_parser_rs  # ua-parser's native resolver; its extractors also serve th
 from ua_parser import Domain, Parser, load_lazy_builtins
 from ua_parser.regex import Resolver
 
+from redirect.device_classes import DEVICE_CLASSES, normalise_device
 from redirect.device_models import device_models
 from redirect.events import PREVIEW_FETCHERS
 
-# The device classes, spelled once: rules (`device=tablet`), analytics filters and the API docs.
-DEVICE_CLASSES = ("desktop", "mobile", "tablet", "tv", "console", "bot", "other")
+__all__ = [
+    "DEVICE_CLASSES", "SCRIPTED_CLIENTS", "VisitorAgent", "classify", "device_class", "is_bot_agent",
+    "normalise_device",
+]  # fmt: skip
 
 
 class VisitorAgent(NamedTuple):
@@ -52,7 +57,7 @@ SCRIPTED_CLIENTS = (
     "check_http", "zgrab", "masscan", "nmap",
 )  # fmt: skip
 _GENERIC_BOT = (
-    "bot", "crawler", "spider", "crawl", "slurp", "fetcher", "scanner", "+http", "google-", "-google",
+    "crawler", "spider", "crawl", "slurp", "fetcher", "scanner", "+http", "google-", "-google",
     "page speed", "transcoder", "observatory", "validator", "checker", "audit", "apachebench",
     "request-promise", "${", "<?", "{{",
 )  # fmt: skip
@@ -71,7 +76,14 @@ class _Tokens:
         return self._extractor.extract(ua) is not None
 
 
-_BOT_TOKENS = _Tokens("|".join(re.escape(t) for t in (*PREVIEW_FETCHERS, *SCRIPTED_CLIENTS, *_GENERIC_BOT)))
+# "bot" ends a word ("Googlebot/2.1", "AhrefsBot;"), not inside one (a TV maker "BOTECH"); "curl/" starts
+# one: an app built on libcurl ("appletv.client) libcurl/7.58") is a person's app, the curl tool is not
+_BOT_WORDS = (r"bot(?:[^a-z]|$)", r"(?:^|[^a-z])curl/")
+_BOT_TOKENS = _Tokens(
+    "|".join(
+        (*(re.escape(t) for t in (*PREVIEW_FETCHERS, *SCRIPTED_CLIENTS, *_GENERIC_BOT) if t != "curl/"), *_BOT_WORDS)
+    )
+)
 
 
 def _crawler_patterns() -> ua_parser_rs.UserAgentExtractor:
@@ -86,17 +98,30 @@ _PARSER = Parser(Resolver(load_lazy_builtins()))
 _MODELS = device_models()
 
 _CONSOLE = _Tokens(
-    r"playstation|xbox|nintendo|\bwiiu?\b|ouya|dreamcast|\bpsp\b|ps vita|steamdeck|retroid|\bRG\d{3}[A-Z]?\b|"
+    r"playstation|\bxbox|nintendo|\bwiiu?\b|ouya|dreamcast|\bpsp\b|ps vita|steamdeck|retroid|\bRG\d{3}[A-Z]?\b|"
     r"razer edge|\bshield build/|; switch(?: oled)?\)|gamepad|jxd_|\bps[345]\b|sega|anbernic|ayaneo",
 )
+# What Matomo device-detector itself takes for a TV whatever the model (its parser's TV fragments, its
+# HbbTV and "Shell" TV parsers, its TV-only browsers and Coolita OS), and the TV platforms' own names:
+# these win over a model's type, as in Matomo
 _TV = _Tokens(
-    r"smart-?tv|hbbtv|apple ?tv|appletv|crkey|google ?tv|android ?tv|bravia|roku|web0s|webos.*tv|netcast|"
-    r"tizen.*\btv\b|\btv\b.*tizen|opera tv|inettvbrowser|philipstv|\bviera\b|aquos|large screen|andr0id|"
-    r"\(lite\) tv|kylo|espial|firebolt|\bstb|set-?top|mibox|\bdtv\b|\bh?tv\)|; tv;| tv$|_tv_|\btv[-_ ]?box|"
-    r"\bAFT[A-Z]{1,4}\d?|\bTV Safari\b|smarttv|vidaa|\btvos\b|chromecast|freebox|dlna|android box|\batv\b|"
-    r"\bmxq|\bt95|\bx96|\bh96|\bhk1\b|a95x|zidoo|mecool|beelink|linkbox|dune ?hd|ce-html|netrange|tpapi|"
-    r"libvlc|; (?:[A-Z]+_)?[2-9]\d[A-Z]{1,5}\d{2,4}[A-Z0-9_-]*(?: Build|\))",
+    r"(?:hbbtv|smarttva)/[1-9]|[ _]shell[ _]\w{6}|tclwebkit\d|opera tv|\bomi/|tv store|whaletv|smart ?tvs?\b|"
+    r"smart-tv|\(tv;|andr0id|(?:android(?: uhd)?|google) ?tv|\(lite\) tv|bravia|firebolt| tv$|; tv;|"
+    r"tizen.*\btv\b|\btv\b.*tizen|coolita os|\bkylo\b|espial|\bescape[/ ]\d|\bsraf\b|\bodin/|tivimate|"
+    r"quick search tv|tv bro/|apple ?tv|\btvos\b|crkey|roku|web0s|webos.*tv|netcast|inettvbrowser|philipstv|"
+    r"large screen|vidaa|\bAFT[A-Z]{1,4}\d?\b",
 )
+# Likely TVs and TV boxes by a word or model name: tried only when Matomo's models do not know the
+# device (an AQUOS or a "DTV" may be a phone, an Echo Show a tablet)
+_TV_HINTS = _Tokens(
+    r"aquos|\bviera\b|\bstb|set-?top|mibox|\bdtv\b|\bh?tv\)|_tv_|\btv[-_ ]?box|\bTV Safari\b|"
+    r"chromecast|freebox|dlna|android box|\batv\b|\bmxq|\bt95|\bx96|\bh96|\bhk1\b|a95x|zidoo|mecool|"
+    r"beelink|linkbox|dune ?hd|ce-html|netrange|tpapi|libvlc|"
+    r"; (?:[A-Z]+_)?[2-9]\d[A-Z]{1,5}\d{2,4}[A-Z0-9_-]*(?: Build|\))",
+)
+# A PC's own platform token (Matomo's desktop fragment, and any x86 Linux): no model look-up needed.
+# Other Linux agents (armv7l, mips) are TVs and set-top boxes as often as PCs: their models are looked up
+_PC = _Tokens(r"windows nt|\bx11\b.*\blinux (?:x86_64|i[3-6]86)|macintosh|\bcros\b")
 _TABLET = _Tokens(
     r"ipad|tablet|kindle|silk/|playbook|nexus (?:7|9|10)\b|\bsm-[tpx]\d|lenovo tab|mediapad|matepad|xoom|"
     r"\bgt-p\d|\bsch-i800|\btouchpad\b|\bKF[A-Z]{2,4}\b|/apad\b|[a-z]pad\b|\bpad\b|tab\b|\btab\d|\btb-?\d|"
@@ -169,11 +194,13 @@ def device_class(ua: str, os_family: str, device_family: str, device_brand: str)
         return "tablet"
     if device_family.startswith(("iPhone", "iPod")):
         return "mobile"
-    if os_family not in _DESKTOP_OS:
+    if os_family not in _DESKTOP_OS or not _PC.search(ua):
         # which phone, tablet or TV box a model code is: Matomo's per-brand, per-model data
         matomo = _MATOMO_TYPES.get(_MODELS.device_type(ua), "")
         if matomo:
             return matomo
+    if _TV_HINTS.search(ua):
+        return "tv"
     if device_brand == "Generic_Android_Tablet" or _TABLET.search(ua):
         return "tablet"
     if os_family == "Android" and _ANDROID_PC.search(ua) and "mobile" not in ua.lower():

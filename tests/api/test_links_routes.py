@@ -280,3 +280,48 @@ async def test_nul_characters_are_400_not_a_database_error(api: httpx.AsyncClien
     assert r.status_code == 400 and error_of(r)["details"][0]["path"] == "rules[0].conditions[0].value[1]"
     assert (await api.get("/links", params={"search": "a\u0000"})).status_code == 400
     assert (await api.get("/links/link_%00x")).status_code == 404
+
+
+DEVICE_WORDS = ("desktop", "mobile", "phone", "smartphone", "tablet", "tv", "console", "bot", "other")
+
+
+async def test_a_device_rule_naming_no_device_class_is_400_with_its_path_and_changes_nothing(
+    api: httpx.AsyncClient,
+) -> None:
+    """`device=laptop` would never match a visitor: refused, on create and on update, with the field's path."""
+    rules = [
+        {
+            "conditions": [{"type": "os", "value": "Windows"}, {"type": "device", "value": "laptop"}],
+            "url": "https://pc.example.com/",
+        }
+    ]
+    r = await api.post("/links", json={"url": "https://example.com/", "slug": "laptop-rule", "rules": rules})
+    assert r.status_code == 400
+    err = error_of(r)
+    assert err["code"] == "VALIDATION_ERROR"
+    assert [d["path"] for d in err["details"]] == ["rules[0].conditions[1].value"]
+    assert all(word in err["details"][0]["message"] for word in DEVICE_WORDS)
+    assert (await api.get("/links/laptop-rule")).status_code == 404
+    link = (await api.post("/links", json={"url": "https://example.com/", "slug": "laptop-patch"})).json()
+    r = await api.patch(f"/links/{link['id']}", json={"rules": rules})
+    assert r.status_code == 400 and [d["path"] for d in error_of(r)["details"]] == ["rules[0].conditions[1].value"]
+    assert (await api.get(f"/links/{link['id']}")).json()["rules"] == []
+
+
+@pytest.mark.parametrize(
+    ("said", "stored"),
+    [("phone", "mobile"), ("Smartphone", "mobile"), ("MOBILE", "mobile"), ("tv", "tv"), ("desktop", "desktop")],
+)
+async def test_device_rule_aliases_are_accepted_and_stored_as_the_class_analytics_uses(
+    api: httpx.AsyncClient, said: str, stored: str
+) -> None:
+    rules = [{"conditions": [{"type": "device", "value": [said]}], "url": "https://d.example.com/"}]
+    r = await api.post("/links", json={"url": "https://example.com/", "rules": rules})
+    assert r.status_code == 201, r.text
+    assert r.json()["rules"][0]["conditions"][0]["value"] == [stored]
+
+
+async def test_the_openapi_schema_names_the_device_values_a_rule_accepts(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/doc", headers={"x-api-key": ""})).json()
+    value = doc["components"]["schemas"]["RuleCondition"]["properties"]["value"]
+    assert all(f"`{word}`" in value["description"] for word in DEVICE_WORDS), value

@@ -15,11 +15,15 @@ Matomo's fixtures are split in two halves by file (``smartphone-3.yml`` odd, ``t
 the one-file classes by position): the even half was looked at while writing the classifier's
 rules, the odd half was not, and the test asserts on the held-out odd half.
 
-``python -m tests.redirect.agent_reference`` prints the table (both halves).
+``python -m tests.redirect.agent_reference`` prints the table (both halves);
+``python -m tests.redirect.agent_reference --errors tv --half even`` lists the user agents of a class
+H0p gets wrong (and those it wrongly puts in the class) on one half: study the even half only, so the
+odd half stays a fair measure.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections import Counter
@@ -164,13 +168,42 @@ def accuracy_table(held_out: bool | None = True, agent: Callable[[str], VisitorA
     return rows
 
 
+def misclassified(
+    device: str, held_out: bool, agent: Callable[[str], VisitorAgent] = classify
+) -> list[tuple[str, str, str]]:
+    """(Matomo's class, ours, user agent) for each user agent of one half that is ``device`` on one side only."""
+    out = []
+    for label in matomo_fixtures():
+        if label.held_out != held_out:
+            continue
+        ours = agent(label.ua).device
+        if (label.device == device) != (ours == device):
+            out.append((label.device, ours, label.ua))
+    return sorted(out)
+
+
 def format_table(rows: list[Row], title: str) -> str:
     lines = [title, f"{'class':<28} {'reference':>9} {'H0p agrees':>10}"]
     lines += [f"{r.name:<28} {r.count:>9} {r.percent:>9.1f}%" for r in rows]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def _main() -> None:
+    cli = argparse.ArgumentParser(description="Accuracy of H0p's user-agent classifier against Matomo's fixtures")
+    cli.add_argument("--errors", metavar="CLASS", choices=CLASSES, help="list the misclassified user agents of a class")
+    cli.add_argument("--half", choices=("even", "odd"), default="even", help="which half to list (default: even)")
+    args = cli.parse_args()
+    if args.errors:
+        wrong = misclassified(args.errors, held_out=args.half == "odd")
+        for theirs, ours, ua in wrong:
+            print(f"matomo={theirs:<8} h0p={ours:<8} {ua}")
+        missed = sum(theirs == args.errors for theirs, _, _ in wrong)
+        print(f"{args.half} half: {missed} {args.errors} missed, {len(wrong) - missed} others called {args.errors}")
+        return
     print(format_table(accuracy_table(held_out=True), "Matomo fixtures, held-out half (odd files)"))
     print()
     print(format_table(accuracy_table(held_out=False), "Matomo fixtures, half looked at while writing the rules"))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,8 +1,8 @@
 """Accuracy of the user-agent classifier against outside labelled references (see agent_reference.py).
 
 The floors are what the classifier reaches on the held-out half today, so a change that makes it
-worse fails; the target is 95 % per class (tv is below it: 92 %) and at most 2 % of known
-crawlers as people. The phone/tablet/tv split leans on Matomo's own device regexes
+worse fails; every class is above the 95 % target (tv 99.8 % since it follows Matomo's own TV rules)
+and at most 2 % of known crawlers are counted as people. The phone/tablet/tv split leans on Matomo's own device regexes
 (redirect/device_models.py), so those classes are not independent of the reference; the bot
 classes are (crawler-user-agents patterns, checked against Matomo's bot fixtures).
 ``python -m tests.redirect.agent_reference`` prints the whole table.
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.redirect.agent_reference import Row, accuracy_table, format_table
+from tests.redirect.agent_reference import CLASSES, Row, accuracy_table, format_table
 
 pytestmark = pytest.mark.slow
 TARGET = 95.0
 # held-out half, per class: at least this many percent classified as Matomo labels them
 FLOORS = {
-    "mobile": 98.5, "tablet": 99.0, "desktop": 97.5, "tv": 91.5, "console": 96.0, "bot": 96.5,
+    "mobile": 98.5, "tablet": 99.5, "desktop": 97.5, "tv": 99.5, "console": 96.0, "bot": 96.5,
     "os family": 96.0, "os major version": 99.5, "browser family": 96.0,
 }  # fmt: skip
 
@@ -37,6 +37,8 @@ def test_classes_of_the_held_out_reference_are_recognised(table: dict[str, Row],
     row = table[name]
     assert row.count >= 20, f"the reference lost its {name} examples"
     assert row.percent >= FLOORS[name], f"{name}: {row.agreed}/{row.count} = {row.percent:.1f}%"
+    if name in CLASSES:
+        assert FLOORS[name] >= TARGET, f"the {name} floor is below the {TARGET:.0f}% target"
 
 
 def test_at_most_two_percent_of_known_crawlers_are_counted_as_people(table: dict[str, Row]) -> None:
