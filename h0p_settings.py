@@ -174,6 +174,13 @@ class Settings:
     export_max_s: float = 900.0
     # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
     plans_json: str = ""
+    # Dashboard sessions (Redis): ended after this long unused, and this long after sign-in at most.
+    session_idle_s: int = 8 * 3600
+    session_max_s: int = 7 * 24 * 3600
+    # Failed dashboard sign-ins allowed per account and per client address in a window.
+    signin_attempts_per_account: int = 5
+    signin_attempts_per_client: int = 20
+    signin_window_s: int = 900
     # Webhooks: seconds between attempts (Svix's schedule); after the last one a delivery has failed.
     webhook_retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     # Total time of one delivery attempt (connect, send, read the answer).
@@ -190,6 +197,8 @@ class Settings:
     webhook_metrics_port: int = 9110
     # The key `h0p mcp` (MCP over stdio) acts with; never printed (repr=False).
     api_key: str = field(default="", repr=False)
+    # The password `h0p users create` gives the new user (else it prompts); never printed.
+    user_password: str = field(default="", repr=False)
 
     @property
     def edge_read_redis_url(self) -> str:
@@ -438,6 +447,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_INGEST_BATCH_SIZE", "ingest_batch_size", 1, 10**7),
         ("H0P_INGEST_LINGER_MS", "ingest_linger_ms", 0, 60_000),
         ("H0P_INGEST_SESSION_TIMEOUT_MS", "ingest_session_timeout_ms", 1000, 300_000),
+        ("H0P_SESSION_IDLE_S", "session_idle_s", 60, 10**8),
+        ("H0P_SESSION_MAX_S", "session_max_s", 60, 10**8),
+        ("H0P_SIGNIN_ATTEMPTS_PER_ACCOUNT", "signin_attempts_per_account", 1, 10**6),
+        ("H0P_SIGNIN_ATTEMPTS_PER_CLIENT", "signin_attempts_per_client", 1, 10**6),
+        ("H0P_SIGNIN_WINDOW_S", "signin_window_s", 1, 10**7),
         ("H0P_DOMAIN_CLAIM_EXPIRY_S", "domain_claim_expiry_s", 60, 10**9),
         ("H0P_ANALYTICS_STATEMENT_TIMEOUT_MS", "analytics_statement_timeout_ms", 1, 3_600_000),
         ("H0P_EXPORT_POOL_SIZE", "export_pool_size", 1, 1000),
@@ -505,6 +519,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kw["plans_json"] = v
     if (v := get("H0P_API_KEY")) is not None:
         kw["api_key"] = v
+    if (v := env.get("H0P_USER_PASSWORD")) is not None:  # not stripped: spaces may be part of it
+        kw["user_password"] = v
     if (v := get("H0P_LOG_LEVEL")) is not None:
         if v.lower() not in ("critical", "error", "warning", "info", "debug"):
             raise SettingsError(f"H0P_LOG_LEVEL={v!r}: expected debug, info, warning, error or critical")

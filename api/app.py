@@ -24,15 +24,16 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from api import cache_sync, db
+from api.dashboard import dashboard_mount
 from api.endpoints import Endpoint, error_response, json_response
 from api.errors import H0pError, InternalError, NotFound, ValidationFailed
 from api.mcp.endpoint import McpEndpoint
 from api.metrics import MetricsServer
-from api.openapi import HOME_PAGE, SWAGGER_INIT, openapi_document, swagger_page
+from api.openapi import SWAGGER_INIT, openapi_document, swagger_page
 from api.services.context import close_context, open_context
 from api.services.plans import all_plans
 from api.static_assets import VersionedAssets
@@ -144,11 +145,18 @@ def create_app(settings: Settings) -> Starlette:
         return PlainTextResponse("ok")
 
     async def home(request: Request) -> Response:
-        # A person who opens the API's address in a browser gets pointers; a client gets them as JSON.
+        # A person who opens the API's address in a browser goes to the dashboard; a client gets pointers as JSON.
         headers = {"vary": "accept"}
         if "text/html" in request.headers.get("accept", ""):
-            return Response(HOME_PAGE, media_type="text/html", headers=headers)
-        where = {"name": "H0p API", "doc": "/doc", "ui": "/ui", "mcp": "/mcp", "health": "/healthz"}
+            return RedirectResponse("/app/", status_code=303, headers=headers)
+        where = {
+            "name": "H0p API",
+            "doc": "/doc",
+            "ui": "/ui",
+            "mcp": "/mcp",
+            "health": "/healthz",
+            "dashboard": "/app/",
+        }
         return json_response(200, where, headers)
 
     async def doc(request: Request) -> Response:
@@ -175,6 +183,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     for module in modules:
         routes.extend(getattr(module, "ROUTES", ()))
+    routes.append(dashboard_mount())  # /app/: the dashboard's pages (session cookies, not API keys)
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -164,6 +165,27 @@ def cmd_links_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
+    from api.services import users
+
+    password = settings.user_password
+    if not password:
+        if not sys.stdin.isatty():
+            raise CommandFailed("set H0P_USER_PASSWORD, or run in a terminal to be asked for the password")
+        password = getpass.getpass("Password for the new user: ")
+        if getpass.getpass("Repeat the password: ") != password:
+            raise CommandFailed("the two passwords differ")
+
+    async def work(ctx: ServiceContext) -> str:
+        workspace, _ = await _workspace(ctx, args.workspace, args.create_workspace)
+        user = await users.create_user(ctx, args.email, password, workspace.id, args.role)
+        return user.email
+
+    email = _run(settings, _with_context(settings, work))
+    print(f"user {email} created, {args.role} of workspace {args.workspace!r}", file=sys.stderr)
+    return 0
+
+
 def _listens(service: str, settings: Settings) -> bool:
     """True if ``h0p SERVICE`` opens a socket on H0P_BIND_HOST (ingest only for its metrics)."""
     if service == "mcp":
@@ -255,6 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="an existing workspace's name (default: demo)")
     p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
     p.set_defaults(func=cmd_links_create)
+
+    users_p = sub.add_parser("users", help="dashboard users")
+    users_sub = users_p.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    p = users_sub.add_parser(
+        "create", help="create a dashboard user (password from H0P_USER_PASSWORD, else asked without echo)"
+    )
+    p.add_argument("email", help="the email the user signs in with")
+    p.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace name (default: demo)")
+    p.add_argument("--create-workspace", action="store_true", help="create the workspace if it does not exist")
+    p.add_argument(
+        "--role", choices=("owner", "member"), default="owner", help="role in the workspace (default: owner)"
+    )
+    p.set_defaults(func=cmd_users_create)
 
     for name, (module, help_text) in SERVICES.items():
         p = sub.add_parser(name, help=help_text)

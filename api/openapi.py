@@ -238,15 +238,6 @@ def swagger_page(assets: str) -> str:
 """
 
 
-HOME_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>H0p API</title></head>
-<body><h1>H0p API</h1>
-<p>This is the H0p management API. Browse it in <a href="/ui">Swagger UI</a>, or read its
-OpenAPI document at <a href="/doc">/doc</a>. AI agents connect to <code>/mcp</code>.</p>
-<p>Requests need an API key in <code>x-api-key</code> (or <code>Authorization: Bearer</code>).</p>
-</body></html>
-"""
-
 SWAGGER_INIT = """window.onload = function () {
   window.ui = SwaggerUIBundle({url: "/doc", dom_id: "#swagger-ui", deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "StandaloneLayout"});

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -244,10 +245,35 @@ class Stack:
             reason = result.stderr.strip().splitlines()[-1:] or ["no message"]
             fail(f"could not create the demo workspace and its key: {reason[0]}")
         key = result.stdout.strip()
+        s = self.settings
+        dashboard = f"http://{'127.0.0.1' if s.bind_host == '0.0.0.0' else s.bind_host}:{s.api_port}/app/"
         if key:
-            print(f"\n  Demo workspace created. Its API key (shown once, keep it):\n\n    {key}\n", flush=True)
+            password = self.demo_user()
+            print(
+                f"\n  Demo workspace created. Its API key (shown once, keep it):\n\n    {key}\n"
+                f"\n  Dashboard: {dashboard}\n  Sign in as demo@localhost with this password (shown once):\n\n"
+                f"    {password}\n",
+                flush=True,
+            )
         else:
             say("demo workspace exists; another key: .venv/bin/h0p keys create --workspace demo")
+            say(f"dashboard: {dashboard} (another user: .venv/bin/h0p users create EMAIL --workspace demo)")
+
+    def demo_user(self) -> str:
+        """The owner demo@localhost of the demo workspace, with a random password returned to print once."""
+        password = secrets.token_urlsafe(12)
+        result = subprocess.run(
+            [*self.h0p(), "users", "create", "demo@localhost", "--workspace", "demo", "--role", "owner"],
+            cwd=ROOT,
+            env={**self.env, "H0P_USER_PASSWORD": password},
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            self.stop()
+            reason = result.stderr.strip().splitlines()[-1:] or ["no message"]
+            fail(f"could not create the demo user: {reason[0]}")
+        return password
 
     def check_ports_free(self) -> None:
         s = self.settings

@@ -339,3 +339,11 @@ def is_file_id(value: str) -> bool:
 def public_content_url(settings: Settings, file_id: str) -> str:
     """The URL anyone (preview fetchers included) can load the file from, without an API key."""
     return f"{api_base_url(settings)}/files/{file_id}/content?sig={content_signature(settings, file_id)}"
+
+
+async def storage_used(ctx: ServiceContext, workspace_id: str) -> int:
+    """Bytes of uploaded files the workspace holds (what its quota counts)."""
+    used: int = await ctx.pool.fetchval(
+        "SELECT coalesce(sum(size), 0) FROM files WHERE workspace_id = $1", workspace_id
+    )
+    return used

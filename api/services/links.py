@@ -333,3 +333,15 @@ async def upsert_link(ctx: ServiceContext, workspace_id: str, data: LinkCreate) 
         except NotFound:
             continue  # deleted meanwhile: create it
     raise ValidationFailed([{"path": "externalId", "message": "concurrent changes; try again"}])
+
+
+async def slug_available(ctx: ServiceContext, domain: str | None, slug: str, except_link: str | None = None) -> bool:
+    """True if no link (of any workspace) has ``slug`` on ``domain`` (the dashboard checks as one types)."""
+    host = (domain or ctx.settings.default_domain).strip().lower().rstrip(".")
+    taken = await ctx.pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM links WHERE domain = $1 AND slug = $2 AND id IS DISTINCT FROM $3)",
+        host,
+        slug,
+        except_link,
+    )
+    return not taken

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncpg
 import msgspec
 
-from api.errors import NotFound, field_error
+from api.errors import AlreadyExists, NotFound, field_error
 from api.ids import new_id
 from api.schemas import Timestamp
 from api.services.context import ServiceContext
@@ -123,3 +124,19 @@ async def workspace_info(ctx: ServiceContext, workspace_id: str) -> WorkspaceInf
     )
     plan = get_plan(ctx.settings, row["plan"])
     return WorkspaceInfo(id=row["id"], name=row["name"], plan=plan, usage=usage, created_at=row["created_at"])
+
+
+async def rename_workspace(ctx: ServiceContext, workspace_id: str, name: str) -> Workspace:
+    """Give the workspace another name; AlreadyExists if another workspace has it."""
+    name = name.strip()
+    if not name or len(name) > 100 or "\x00" in name:
+        raise field_error("name", "a workspace name is 1 to 100 characters")
+    try:
+        row = await ctx.pool.fetchrow(
+            "UPDATE workspaces SET name = $2 WHERE id = $1 RETURNING id, name, plan", workspace_id, name
+        )
+    except asyncpg.UniqueViolationError:
+        raise AlreadyExists(f"a workspace is already called {name!r}") from None
+    if row is None:
+        raise NotFound("workspace not found")
+    return Workspace(id=row["id"], name=row["name"], plan=row["plan"])

@@ -118,14 +118,14 @@ async def test_swagger_assets_are_gzipped_under_a_versioned_url_cached_for_a_yea
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "NOT_FOUND", missing
 
 
-async def test_the_root_points_api_clients_to_doc_and_browsers_to_the_ui(api_app: Starlette) -> None:
+async def test_the_root_points_api_clients_to_doc_and_sends_browsers_to_the_dashboard(api_app: Starlette) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api_app), base_url="http://t") as client:
         as_client = await client.get("/")
         as_browser = await client.get("/", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     assert as_client.status_code == 200 and as_client.headers["content-type"] == "application/json"
     assert as_client.json()["doc"] == "/doc" and as_client.json()["ui"] == "/ui"
-    assert as_browser.status_code == 200 and as_browser.headers["content-type"].startswith("text/html")
-    assert 'href="/ui"' in as_browser.text and 'href="/doc"' in as_browser.text
+    assert as_client.json()["dashboard"] == "/app/"
+    assert as_browser.status_code == 303 and as_browser.headers["location"] == "/app/"
 
 
 async def test_healthz_needs_no_key(api_app: Starlette) -> None:

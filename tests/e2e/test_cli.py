@@ -282,3 +282,26 @@ async def test_keys_create_before_any_migration_says_to_run_migrate(settings: Se
 
     assert result.code == 1
     assert result.stderr.strip() == "h0p: the database does not exist yet: run `h0p migrate` first"
+
+
+async def test_users_create_takes_the_password_from_the_environment_and_prints_nothing_secret(
+    env: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    workspace, email = f"cli-users-{random.randrange(10**9)}", f"cli-{random.randrange(10**9)}@example.com"
+    password = "a password from the environment"
+    result = await h0p("users", "create", email, "--workspace", workspace, "--create-workspace", "--role", "member",
+                       env={**env, "H0P_USER_PASSWORD": password})  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert result.stdout == "" and password not in result.stderr
+    row = await pool.fetchrow(
+        "SELECT u.password_hash, m.role FROM users u JOIN memberships m ON m.user_id = u.id WHERE u.email = $1", email
+    )
+    assert row is not None and row["role"] == "member" and password not in row["password_hash"]
+    again = await h0p("users", "create", email, "--workspace", workspace, env={**env, "H0P_USER_PASSWORD": password})
+    assert again.code == 1 and "ALREADY_EXIST" in again.stderr
+
+
+async def test_users_create_without_a_password_or_a_terminal_fails_with_one_line(env: dict[str, str]) -> None:
+    result = await h0p("users", "create", "nobody@example.com", "--workspace", "demo", env=env)
+    assert result.code == 1
+    assert result.stderr.strip() == "h0p: set H0P_USER_PASSWORD, or run in a terminal to be asked for the password"
