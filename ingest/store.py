@@ -49,6 +49,7 @@ ROLLUP_DIMENSIONS = (
     ("utm_term", "utm_term"),
     ("utm_content", "utm_content"),
     ("link", "coalesce(link_id, '')"),
+    ("domain", "domain"),  # the domain the click came on (orphans too): the domain filter
 )
 
 _DIMS_VALUES = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS)
@@ -57,7 +58,12 @@ _COLS = ", ".join(COLUMNS)
 _TS, _WS, _LINK, _COUNTRY, _REGION, _CITY = (
     COLUMNS.index(c) for c in ("ts", "workspace_id", "link_id", "country", "region", "city")
 )
-_BOT, _QR = COLUMNS.index("bot"), COLUMNS.index("qr")
+_BOT, _QR, _VISITOR = COLUMNS.index("bot"), COLUMNS.index("qr"), COLUMNS.index("visitor")
+# The hourly cube (api/migrations/0020_analytics_cube.sql): every click in one row per combination.
+CUBE_DIMENSIONS = ("country", "continent", "device", "browser", "os")
+_CUBE_KEY = itemgetter(*(COLUMNS.index(c) for c in CUBE_DIMENSIONS))
+# Rollup dimensions that keep a sketch of their visitors: the unique counts asked unfiltered.
+VISITOR_DIMENSIONS = ("count", "country", "device", "link")
 # Dimensions read straight from one column (count, region, city and link are built in rollup_rows).
 _PLAIN_DIMS = tuple((name, COLUMNS.index(name)) for name, expr in ROLLUP_DIMENSIONS if expr == name)
 
@@ -83,33 +89,65 @@ WHERE l.id = c.link_id
 # click_rollup_deltas: an append takes no row lock, so concurrent ingest processes do not wait
 # on each other (an upsert into click_rollups did: every batch of a busy workspace touches the
 # same hour and dimension rows). ``fold_rollup_deltas`` moves them into click_rollups.
-ROLLUP_COLUMNS = ("workspace_id", "dim", "hour", "value", "bot", "qr", "clicks")
+ROLLUP_COLUMNS = ("workspace_id", "dim", "hour", "value", "bot", "qr", "clicks", "visitors")
+CUBE_COLUMNS = ("workspace_id", "hour", "bot", "qr", *CUBE_DIMENSIONS, "clicks", "visitors")
 
 # Folds every increment this transaction sees into click_rollups, in one statement: a reader
 # (one snapshot) sees each increment either in the deltas or in the rollup, never both. Rows
 # appended meanwhile are not visible to the DELETE and wait for the next fold. Keys are sorted
 # so that the upsert takes row locks in the same order as any other writer.
-FOLD_SQL = """
+# Visitor hashes become a sketch when folded; every sketch of H0p has these parameters (unions
+# need them equal): log2m 13, regwidth 5, the exact set up to 4096 hashes (docs/analytics.md).
+HLL_ARGS = "13, 5, 4096, 1"
+_SKETCH = f"(SELECT hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) FROM unnest(m.visitors) AS v)"
+_CUBE_KEYS = ", ".join(CUBE_DIMENSIONS)
+FOLD_SQL = f"""
 WITH moved AS (
-    DELETE FROM click_rollup_deltas RETURNING workspace_id, dim, hour, value, bot, qr, clicks
+    DELETE FROM click_rollup_deltas RETURNING workspace_id, dim, hour, value, bot, qr, clicks, visitors
 ), folded AS (
-    INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
-    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) FROM moved
+    INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
+    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks), hll_union_agg(sketch)
+    FROM (SELECT m.*, {_SKETCH} AS sketch FROM moved AS m) AS s
     GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks
+    ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE
+    SET clicks = r.clicks + EXCLUDED.clicks,
+        visitors = coalesce(hll_union(r.visitors, EXCLUDED.visitors), r.visitors, EXCLUDED.visitors)
+), cube_moved AS (
+    DELETE FROM click_cube_deltas RETURNING workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors
+), cube_folded AS (
+    INSERT INTO click_cube AS c (workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors)
+    SELECT workspace_id, hour, bot, qr, {_CUBE_KEYS}, sum(clicks), hll_union_agg(sketch)
+    FROM (SELECT m.*, {_SKETCH} AS sketch FROM cube_moved AS m) AS s
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+    ON CONFLICT (workspace_id, hour, bot, qr, {_CUBE_KEYS}) DO UPDATE
+    SET clicks = c.clicks + EXCLUDED.clicks, visitors = hll_union(c.visitors, EXCLUDED.visitors)
 )
-SELECT count(*) FROM moved
+SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM cube_moved)
 """
 _FOLD_LOCK = 0x68307066  # pg advisory lock id: one fold at a time across ingest processes
 
 RollupKey = tuple[str, str, datetime, str, bool, bool]
 
 
-def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> dict[RollupKey, int]:
-    """Hourly counts per (workspace, dim, hour, value, bot, qr) over ``rows``: what the SQL rollup computes.
+def _visitors_by(keys: Sequence[Any], visitors: Sequence[int]) -> dict[Any, set[int]]:
+    out: dict[Any, set[int]] = {}
+    for key, visitor in zip(keys, visitors, strict=True):
+        seen = out.get(key)
+        if seen is None:
+            out[key] = {visitor}
+        else:
+            seen.add(visitor)
+    return out
 
-    Region and city carry their country ("US/Portland"): the same name exists in many countries.
-    Rows without a workspace (orphans on the default domain) are not rolled up.
+
+def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The increments of ``rows``: (click_rollup_deltas records, click_cube_deltas records).
+
+    Rollup: hourly counts per (workspace, dim, hour, value, bot, qr), with the distinct visitor
+    hashes for VISITOR_DIMENSIONS (None for the others). Region and city carry their country
+    ("US/Portland"): the same name exists in many countries. Cube: one record per (workspace,
+    hour, bot, qr, CUBE_DIMENSIONS…) with its clicks and distinct visitors. Rows without a
+    workspace (orphans on the default domain) are not rolled up.
     """
     # group by (workspace, UTC hour fields, bot, qr): datetime.replace() per row costs more than the rest
     groups: dict[tuple[str, int, int, int, int, bool, bool], list[tuple[Any, ...]]] = {}
@@ -124,22 +162,30 @@ def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> dict[RollupKey, int]:
             groups[key] = [r]
         else:
             group.append(r)
-    out: dict[RollupKey, int] = {}
+    rollup: list[tuple[Any, ...]] = []
+    cube: list[tuple[Any, ...]] = []
     for (ws, year, month, day, hour_of_day, bot, qr), group in groups.items():
         hour = datetime(year, month, day, hour_of_day, tzinfo=group[0][_TS].tzinfo)
-        out[(ws, "count", hour, "", bot, qr)] = len(group)
+        visitors = list(map(itemgetter(_VISITOR), group))
+        rollup.append((ws, "count", hour, "", bot, qr, len(group), list(set(visitors))))
         # counted in C (itemgetter, Counter); only the distinct values are handled in Python
         for name, i in _PLAIN_DIMS:
-            for value, n in Counter(map(itemgetter(i), group)).items():
-                out[(ws, name, hour, value, bot, qr)] = n
+            values = list(map(itemgetter(i), group))
+            if name in VISITOR_DIMENSIONS:
+                seen = _visitors_by(values, visitors)
+                rollup.extend((ws, name, hour, v, bot, qr, n, list(seen[v])) for v, n in Counter(values).items())
+            else:
+                rollup.extend((ws, name, hour, v, bot, qr, n, None) for v, n in Counter(values).items())
         for name, i in (("region", _REGION), ("city", _CITY)):
-            for (country, value), n in Counter(map(itemgetter(_COUNTRY, i), group)).items():
-                named: RollupKey = (ws, name, hour, f"{country}/{value}", bot, qr)
-                out[named] = out.get(named, 0) + n
-        for link, n in Counter(map(itemgetter(_LINK), group)).items():
-            linked: RollupKey = (ws, "link", hour, link or "", bot, qr)
-            out[linked] = out.get(linked, 0) + n
-    return out
+            named = Counter(map(itemgetter(_COUNTRY, i), group))
+            rollup.extend((ws, name, hour, f"{c}/{v}", bot, qr, n, None) for (c, v), n in named.items())
+        links = [link or "" for link in map(itemgetter(_LINK), group)]
+        seen = _visitors_by(links, visitors)
+        rollup.extend((ws, "link", hour, v, bot, qr, n, list(seen[v])) for v, n in Counter(links).items())
+        keys = list(map(_CUBE_KEY, group))
+        seen = _visitors_by(keys, visitors)
+        cube.extend((ws, hour, bot, qr, *k, n, list(seen[k])) for k, n in Counter(keys).items())
+    return rollup, cube
 
 
 def link_counters(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[int, datetime]]:
@@ -156,13 +202,25 @@ def link_counters(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[int, datet
 
 
 # Rebuild the rollup of a time range from the raw table (bulk loads, repairs).
+_VISITOR_DIMS = ", ".join(f"'{d}'" for d in VISITOR_DIMENSIONS)
 REBUILD_ROLLUP_SQL = f"""
-INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
-SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*)
+INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
+SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*),
+       CASE WHEN d.dim IN ({_VISITOR_DIMS}) THEN hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS}) END
 FROM clicks CROSS JOIN LATERAL (VALUES {_DIMS_VALUES}) AS d(dim, value)
 WHERE workspace_id IS NOT NULL AND ts >= $1 AND ts < $2
 GROUP BY 1, 2, 3, 4, 5, 6
-ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = EXCLUDED.clicks
+ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE
+SET clicks = EXCLUDED.clicks, visitors = EXCLUDED.visitors
+"""
+REBUILD_CUBE_SQL = f"""
+INSERT INTO click_cube AS c (workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors)
+SELECT workspace_id, date_trunc('hour', ts), bot, qr, {_CUBE_KEYS}, count(*),
+       hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})
+FROM clicks WHERE workspace_id IS NOT NULL AND ts >= $1 AND ts < $2
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+ON CONFLICT (workspace_id, hour, bot, qr, {_CUBE_KEYS}) DO UPDATE
+SET clicks = EXCLUDED.clicks, visitors = EXCLUDED.visitors
 """
 
 
@@ -285,9 +343,10 @@ class ClickStore:
         return len(inserted)
 
     async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        rollup = [key + (n,) for key, n in rollup_rows(rows).items()]
+        rollup, cube = rollup_rows(rows)
         if rollup:
             await conn.copy_records_to_table("click_rollup_deltas", records=rollup, columns=ROLLUP_COLUMNS)
+            await conn.copy_records_to_table("click_cube_deltas", records=cube, columns=CUBE_COLUMNS)
         counters = sorted(link_counters(rows).items())  # row locks taken in a fixed order
         if counters:
             await conn.execute(
@@ -327,10 +386,13 @@ async def fold_rollup_deltas(conn: asyncpg.Connection) -> int | None:
 
 
 async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetime) -> str:
-    """Recompute the hourly rollup for whole hours in [start, end) from ``clicks``; returns the status."""
+    """Recompute the hourly rollup and cube for whole hours in [start, end) from ``clicks``; returns the status."""
     async with conn.transaction():
         await conn.execute("SET LOCAL timezone = 'UTC'")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _FOLD_LOCK)  # no fold adds to it meanwhile
         await conn.execute("DELETE FROM click_rollup_deltas WHERE hour >= $1 AND hour < $2", start, end)
         await conn.execute("DELETE FROM click_rollups WHERE hour >= $1 AND hour < $2", start, end)
+        await conn.execute("DELETE FROM click_cube_deltas WHERE hour >= $1 AND hour < $2", start, end)
+        await conn.execute("DELETE FROM click_cube WHERE hour >= $1 AND hour < $2", start, end)
+        await conn.execute(REBUILD_CUBE_SQL, start, end)
         return str(await conn.execute(REBUILD_ROLLUP_SQL, start, end))
