@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from ingest.enrich.row import COLUMNS
+from ingest.live import LivePublisher
 
 log = logging.getLogger("h0p.ingest")
 
@@ -231,8 +232,15 @@ def month_start(ts: datetime) -> date:
 class ClickStore:
     """One Postgres connection owned by one ingest process (its temp table lives on it)."""
 
-    def __init__(self, database_url: str, connect_timeout: float = 5.0, command_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 60.0,
+        live: LivePublisher | None = None,
+    ) -> None:
         self._url = database_url
+        self._live = live  # stored clicks go out to the live streams after each commit
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._conn: asyncpg.Connection | None = None
@@ -324,6 +332,8 @@ class ClickStore:
                 async with conn.transaction():
                     await conn.copy_records_to_table("clicks", records=rows, columns=COLUMNS)
                     await self._write_aggregates(conn, rows)
+                if self._live is not None:
+                    await self._live.publish(rows)
                 return len(rows)
             except asyncpg.UniqueViolationError:
                 # redeliveries come in runs (a restart replays up to a batch per partition)
@@ -340,6 +350,8 @@ class ClickStore:
                     new.discard(key)  # an event twice in the batch is inserted (and counted) once
                     inserted.append(r)
             await self._write_aggregates(conn, inserted)
+        if self._live is not None:
+            await self._live.publish(inserted)  # redelivered clicks were published the first time
         return len(inserted)
 
     async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -367,6 +379,8 @@ class ClickStore:
         conns = [*self._sides.values(), *([self._conn] if self._conn is not None else [])]
         self._sides.clear()
         self._conn = None
+        if self._live is not None:
+            await self._live.close()
         for conn in conns:
             try:
                 await asyncio.wait_for(conn.close(), timeout=5.0)
