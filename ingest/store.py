@@ -203,17 +203,24 @@ def link_counters(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[int, datet
 
 
 # Rebuild the rollup of a time range from the raw table (bulk loads, repairs).
-_VISITOR_DIMS = ", ".join(f"'{d}'" for d in VISITOR_DIMENSIONS)
-REBUILD_ROLLUP_SQL = f"""
+_COUNT_DIMS = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS if name not in VISITOR_DIMENSIONS)
+_SKETCH_DIMS = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS if name in VISITOR_DIMENSIONS)
+# Two statements: a sketch per group of every dimension would hold millions of hll states at once.
+REBUILD_ROLLUP_SQL = [
+    f"""
 INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
-SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*),
-       CASE WHEN d.dim IN ({_VISITOR_DIMS}) THEN hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS}) END
-FROM clicks CROSS JOIN LATERAL (VALUES {_DIMS_VALUES}) AS d(dim, value)
+SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*), NULL::hll
+FROM clicks CROSS JOIN LATERAL (VALUES {dims}) AS d(dim, value)
 WHERE workspace_id IS NOT NULL AND ts >= $1 AND ts < $2
 GROUP BY 1, 2, 3, 4, 5, 6
 ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE
 SET clicks = EXCLUDED.clicks, visitors = EXCLUDED.visitors
-"""
+""".replace("NULL::hll", sketch)
+    for dims, sketch in (
+        (_COUNT_DIMS, "NULL::hll"),
+        (_SKETCH_DIMS, f"hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})"),
+    )
+]
 REBUILD_CUBE_SQL = f"""
 INSERT INTO click_cube AS c (workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors)
 SELECT workspace_id, date_trunc('hour', ts), bot, qr, {_CUBE_KEYS}, count(*),
@@ -409,4 +416,5 @@ async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetim
         await conn.execute("DELETE FROM click_cube_deltas WHERE hour >= $1 AND hour < $2", start, end)
         await conn.execute("DELETE FROM click_cube WHERE hour >= $1 AND hour < $2", start, end)
         await conn.execute(REBUILD_CUBE_SQL, start, end)
-        return str(await conn.execute(REBUILD_ROLLUP_SQL, start, end))
+        statuses = [await conn.execute(sql, start, end) for sql in REBUILD_ROLLUP_SQL]
+        return ", ".join(statuses)

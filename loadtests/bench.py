@@ -1,6 +1,6 @@
 """`make bench`: install the load tools, run every benchmark section, write loadtests/RESULTS.md.
 
-    python -m loadtests.bench [SECTION ...]     sections: edge api ingest qr e2e (default: all present)
+    python -m loadtests.bench [SECTION ...]     sections: edge api ingest analytics qr e2e (default: all present)
 
 Each section is a module ``loadtests.<name>_bench`` that prints a markdown section (a heading
 and a table) on stdout and its progress on stderr. A section that fails is recorded as failed in
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTIONS = ("edge", "api", "ingest", "qr", "e2e")
+SECTIONS = ("edge", "api", "ingest", "analytics", "qr", "e2e")
 TOOLS = {"wrk": "wrk", "nginx": "nginx", "taskset": "util-linux"}
 
 
