@@ -11,6 +11,7 @@ clicks (logged), storage is unaffected.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
@@ -57,6 +58,7 @@ class LivePublisher:
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._db = redis_db
         self._maxlen = maxlen
+        self._warned_at = -1e9
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LivePublisher:
@@ -87,7 +89,10 @@ class LivePublisher:
                     await pipe.execute()
             return sent
         except (RedisError, OSError) as exc:
-            log.warning("live clicks not published (%s: %s)", type(exc).__name__, exc)
+            now = time.monotonic()
+            if now - self._warned_at > 60:  # once a minute while Redis is away, not once a batch
+                self._warned_at = now
+                log.warning("live clicks not published (%s: %s)", type(exc).__name__, exc)
             return 0
 
     async def close(self) -> None:
