@@ -60,10 +60,12 @@ _TS, _WS, _LINK, _COUNTRY, _REGION, _CITY = (
     COLUMNS.index(c) for c in ("ts", "workspace_id", "link_id", "country", "region", "city")
 )
 _BOT, _QR, _VISITOR = COLUMNS.index("bot"), COLUMNS.index("qr"), COLUMNS.index("visitor")
+_DEVICE = COLUMNS.index("device")
 # The hourly cube (api/migrations/0020_analytics_cube.sql): every click in one row per combination.
 CUBE_DIMENSIONS = ("country", "continent", "device", "browser", "os")
 _CUBE_KEY = itemgetter(*(COLUMNS.index(c) for c in CUBE_DIMENSIONS))
-# Rollup dimensions that keep a sketch of their visitors: the unique counts asked unfiltered.
+# Rollup dimensions that keep a sketch of their visitors: the unique counts asked unfiltered
+# (a country's month from the cube would union hundreds of thousands of sketches).
 VISITOR_DIMENSIONS = ("count", "country", "device", "link")
 # Dimensions read straight from one column (count, region, city and link are built in rollup_rows).
 _PLAIN_DIMS = tuple((name, COLUMNS.index(name)) for name, expr in ROLLUP_DIMENSIONS if expr == name)
@@ -98,8 +100,8 @@ CUBE_COLUMNS = ("workspace_id", "hour", "bot", "qr", *CUBE_DIMENSIONS, "clicks",
 # appended meanwhile are not visible to the DELETE and wait for the next fold. Keys are sorted
 # so that the upsert takes row locks in the same order as any other writer.
 # Visitor hashes become a sketch when folded; every sketch of H0p has these parameters (unions
-# need them equal): log2m 13, regwidth 5, the exact set up to 4096 hashes (docs/analytics.md).
-HLL_ARGS = "13, 5, 4096, 1"
+# need them equal): log2m 13, regwidth 5, the exact set up to 640 hashes (docs/analytics.md).
+HLL_ARGS = "13, 5, -1, 1"
 _SKETCH = f"(SELECT hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) FROM unnest(m.visitors) AS v)"
 _CUBE_KEYS = ", ".join(CUBE_DIMENSIONS)
 FOLD_SQL = f"""
@@ -130,15 +132,37 @@ _FOLD_LOCK = 0x68307066  # pg advisory lock id: one fold at a time across ingest
 RollupKey = tuple[str, str, datetime, str, bool, bool]
 
 
-def _visitors_by(keys: Sequence[Any], visitors: Sequence[int]) -> dict[Any, set[int]]:
-    out: dict[Any, set[int]] = {}
-    for key, visitor in zip(keys, visitors, strict=True):
-        seen = out.get(key)
+_VisitorsBy = dict[Any, list[int]]
+_KEY_COUNTRY, _KEY_DEVICE = CUBE_DIMENSIONS.index("country"), CUBE_DIMENSIONS.index("device")
+
+
+def _visitors_by(group: Sequence[tuple[Any, ...]], keys: Sequence[tuple[str, ...]]) -> tuple[_VisitorsBy, ...]:
+    """The visitor hashes of each link, cube key, country and device.
+
+    One pass over the rows for links and cube keys; countries and devices are parts of the cube
+    key, so theirs are the cube keys' lists put together (per distinct key, in C). Repeats are
+    kept: a sketch ignores them, and a set per key would cost as much as the list.
+    """
+    by_link: _VisitorsBy = {}
+    by_key: _VisitorsBy = {}
+    for r, key in zip(group, keys, strict=True):  # most of what the sketches cost ingest
+        visitor = r[_VISITOR]
+        seen = by_link.get(r[_LINK])
         if seen is None:
-            out[key] = {visitor}
+            by_link[r[_LINK]] = [visitor]
         else:
-            seen.add(visitor)
-    return out
+            seen.append(visitor)
+        seen = by_key.get(key)
+        if seen is None:
+            by_key[key] = [visitor]
+        else:
+            seen.append(visitor)
+    by_country: _VisitorsBy = {}
+    by_device: _VisitorsBy = {}
+    for key, seen in by_key.items():
+        by_country.setdefault(key[_KEY_COUNTRY], []).extend(seen)
+        by_device.setdefault(key[_KEY_DEVICE], []).extend(seen)
+    return by_link, by_key, by_country, by_device
 
 
 def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -168,24 +192,24 @@ def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]],
     for (ws, year, month, day, hour_of_day, bot, qr), group in groups.items():
         hour = datetime(year, month, day, hour_of_day, tzinfo=group[0][_TS].tzinfo)
         visitors = list(map(itemgetter(_VISITOR), group))
-        rollup.append((ws, "count", hour, "", bot, qr, len(group), list(set(visitors))))
+        rollup.append((ws, "count", hour, "", bot, qr, len(group), visitors))
         # counted in C (itemgetter, Counter); only the distinct values are handled in Python
+        keys = list(map(_CUBE_KEY, group))
+        by_link, by_key, by_country, by_device = _visitors_by(group, keys)
+        sketched = {"country": by_country, "device": by_device}
         for name, i in _PLAIN_DIMS:
-            values = list(map(itemgetter(i), group))
-            if name in VISITOR_DIMENSIONS:
-                seen = _visitors_by(values, visitors)
-                rollup.extend((ws, name, hour, v, bot, qr, n, list(seen[v])) for v, n in Counter(values).items())
+            counts = Counter(map(itemgetter(i), group))
+            seen = sketched.get(name)
+            if seen is None:
+                rollup.extend((ws, name, hour, v, bot, qr, n, None) for v, n in counts.items())
             else:
-                rollup.extend((ws, name, hour, v, bot, qr, n, None) for v, n in Counter(values).items())
+                rollup.extend((ws, name, hour, v, bot, qr, n, seen[v]) for v, n in counts.items())
         for name, i in (("region", _REGION), ("city", _CITY)):
             named = Counter(map(itemgetter(_COUNTRY, i), group))
             rollup.extend((ws, name, hour, f"{c}/{v}", bot, qr, n, None) for (c, v), n in named.items())
-        links = [link or "" for link in map(itemgetter(_LINK), group)]
-        seen = _visitors_by(links, visitors)
-        rollup.extend((ws, "link", hour, v, bot, qr, n, list(seen[v])) for v, n in Counter(links).items())
-        keys = list(map(_CUBE_KEY, group))
-        seen = _visitors_by(keys, visitors)
-        cube.extend((ws, hour, bot, qr, *k, n, list(seen[k])) for k, n in Counter(keys).items())
+        links = Counter(map(itemgetter(_LINK), group))
+        rollup.extend((ws, "link", hour, v or "", bot, qr, n, by_link[v]) for v, n in links.items())
+        cube.extend((ws, hour, bot, qr, *k, n, by_key[k]) for k, n in Counter(keys).items())
     return rollup, cube
 
 

@@ -19,9 +19,10 @@ CREATE EXTENSION IF NOT EXISTS hll;
 -- exactly one row, so any filter on these columns and any groupBy over them (or count, timeseries)
 -- is a sum over this table. Each of these is a function of the visitor's address and user agent
 -- (bot and qr aside), which keeps the combinations per hour few (hundreds, not thousands).
--- visitors: hll(log2m 13, regwidth 5, expthresh 4096): the exact set of hashes up to 4096 visitors,
--- then registers with about 1.15 % standard error (docs/analytics.md). Every sketch of H0p is
--- made with these parameters: unions need them equal.
+-- visitors: hll(log2m 13, regwidth 5, expthresh auto): the exact set of hashes up to 640 visitors,
+-- then registers with about 1.15 % standard error (docs/analytics.md; a larger exact set made
+-- unions of many small sketches 25 times slower). Every sketch of H0p is made with these
+-- parameters: unions need them equal.
 CREATE TABLE click_cube (
     workspace_id  text NOT NULL,
     hour          timestamptz NOT NULL,
@@ -59,11 +60,12 @@ CREATE VIEW click_cube_totals AS
     SELECT workspace_id, hour, bot, qr, country, continent, device, browser, os, clicks, visitors FROM click_cube
     UNION ALL
     SELECT workspace_id, hour, bot, qr, country, continent, device, browser, os, clicks,
-           (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, 4096, 1) FROM unnest(d.visitors) AS v)
+           (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1) FROM unnest(d.visitors) AS v)
     FROM click_cube_deltas AS d;
 
 -- Visitors beside the clicks in the per-dimension rollup, for the dimensions whose unique counts
--- are asked unfiltered (count, country, device, link); NULL for the other dimensions.
+-- are asked unfiltered (count, country, device, link): a country's month from the cube would
+-- union hundreds of thousands of sketches. NULL for the other dimensions.
 ALTER TABLE click_rollups ADD COLUMN visitors hll;
 ALTER TABLE click_rollup_deltas ADD COLUMN visitors bigint[];
 CREATE OR REPLACE VIEW click_rollup_totals AS
@@ -71,7 +73,7 @@ CREATE OR REPLACE VIEW click_rollup_totals AS
     UNION ALL
     SELECT workspace_id, dim, hour, value, bot, qr, clicks,
            CASE WHEN d.visitors IS NOT NULL
-                THEN (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, 4096, 1) FROM unnest(d.visitors) AS v) END
+                THEN (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1) FROM unnest(d.visitors) AS v) END
     FROM click_rollup_deltas AS d;
 
 -- One value's hours (one link's all-time, one city's month) without reading every value's rows.
@@ -87,14 +89,14 @@ GROUP BY 1, 2, 3, 4, 5, 6;
 -- ingest/store.py's rebuild does).
 INSERT INTO click_cube (workspace_id, hour, bot, qr, country, continent, device, browser, os, clicks, visitors)
 SELECT workspace_id, date_trunc('hour', ts, 'UTC'), bot, qr, country, continent, device, browser, os, count(*),
-       hll_add_agg(hll_hash_bigint(visitor), 13, 5, 4096, 1)
+       hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 1)
 FROM clicks WHERE workspace_id IS NOT NULL
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
 
 UPDATE click_rollups AS r SET visitors = s.visitors
 FROM (
     SELECT workspace_id, d.dim, date_trunc('hour', ts, 'UTC') AS hour, d.value, bot, qr,
-           hll_add_agg(hll_hash_bigint(visitor), 13, 5, 4096, 1) AS visitors
+           hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 1) AS visitors
     FROM clicks CROSS JOIN LATERAL (VALUES ('count', ''), ('country', country), ('device', device),
                                            ('link', coalesce(link_id, ''))) AS d(dim, value)
     WHERE workspace_id IS NOT NULL

@@ -130,9 +130,12 @@ def _random_params(rng: random.Random, world: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-async def test_fast_paths_equal_the_raw_rows_over_random_queries(ctx: ServiceContext, world: dict[str, Any]) -> None:
+async def test_fast_paths_equal_the_raw_rows_over_random_queries(
+    ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rollup, cube and sketches give the raw rows' answer: clicks exactly, visitors exactly too
-    (every count here is far below the 4096 visitors up to which a sketch is an exact set)."""
+    (every count here is below the 640 visitors up to which a sketch is an exact set)."""
+    monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)  # the sketches always, not the raw recount
     rng = random.Random(1616)
     sources: dict[str, int] = {}
     for _ in range(400):
@@ -168,10 +171,11 @@ async def test_the_questions_of_the_issue_are_not_read_from_raw_rows(world: dict
         assert analytics.plan(q).source != "raw", params
 
 
-async def test_unique_visitors_past_the_exact_set_are_within_the_stated_error(
-    settings: Settings, pool: asyncpg.Pool, ctx: ServiceContext
+async def test_unique_visitors_are_exact_for_few_clicks_and_within_the_stated_error_above(
+    settings: Settings, pool: asyncpg.Pool, ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past 4096 visitors the sketch estimates: within 3 % (about 2.5 standard errors of log2m 13)."""
+    """12,000 visitors: exact while the range holds at most EXACT_VISITORS_MAX_CLICKS clicks (the raw
+    rows recounted), else the sketch's estimate, within 3 % (about 2.5 standard errors of log2m 13)."""
     ws = await make_workspace(pool)
     link = await make_link(pool, ws)
     base = NOW - timedelta(hours=5)
@@ -180,12 +184,14 @@ async def test_unique_visitors_past_the_exact_set_are_within_the_stated_error(
     events = [click(link, ts=(base + timedelta(seconds=i % 7200)).timestamp(), ip=ip) for i, ip in enumerate(ips)]
     await _store(settings, events, fold=True)
     q = parse_query({"groupBy": "count", "unique": "true", "interval": "24h"}, now=NOW)
-    fast = await analytics.analytics(ctx, ws, q)
-    raw = await analytics.analytics(ctx, ws, q, fast=False)
     assert analytics.plan(q).source == "rollup"
-    assert fast["clicks"] == raw["clicks"] == 12_000
-    assert raw["visitors"] == 12_000
-    assert abs(fast["visitors"] - 12_000) <= 360, fast
+    assert await analytics.analytics(ctx, ws, q) == {"clicks": 12_000, "visitors": 12_000}
+    monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", 10_000)
+    estimate = await analytics.analytics(ctx, ws, q)
+    assert estimate["clicks"] == 12_000
+    assert abs(estimate["visitors"] - 12_000) <= 360, estimate
+    by_link = await analytics.analytics(ctx, ws, parse_query({"groupBy": "top_links", "unique": "true"}, now=NOW))
+    assert abs(by_link[0]["visitors"] - 12_000) <= 360, by_link
 
 
 async def test_a_rebuild_from_the_raw_rows_gives_what_ingest_built(
