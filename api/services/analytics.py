@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -108,7 +109,7 @@ CUBE_GROUPS = {"countries": "country", "continents": "continent", "devices": "de
 # filters the cube answers: its columns (CUBE_DIMENSIONS in ingest/store.py)
 CUBE_FILTERS = frozenset(CUBE_GROUPS.values())
 # rollup dims whose rows keep a sketch of their visitors (VISITOR_DIMENSIONS in ingest/store.py)
-VISITOR_DIMS = frozenset({"count", "link"})
+VISITOR_DIMS = frozenset({"count", "country", "device", "link"})
 # filter column → (rollup dim, condition on its value): the one-filter count and time series
 _ROLLUP_FILTERS = {
     "link_id": ("link", "value = {}"),
@@ -179,7 +180,13 @@ def _pre_where(sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, start: datetime, 
 
 
 def _grouped_sql(
-    ws: str, q: AnalyticsQuery, key_raw: str, key_pre: str, first_args: tuple[Any, ...] = (), fast: bool = True
+    ws: str,
+    q: AnalyticsQuery,
+    key_raw: str,
+    key_pre: str,
+    first_args: tuple[Any, ...] = (),
+    fast: bool = True,
+    only: list[str] | None = None,
 ) -> tuple[str, list[Any]]:
     """SELECT key, clicks[, visitors] over the range, from pre-aggregated hours where ``plan`` allows.
 
@@ -208,15 +215,18 @@ def _grouped_sql(
     if how.source == "cube" and key_pre == "value":
         key_pre = CUBE_GROUPS[q.group_by]
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
+    # only: the keys to count (the ranked rows shown), so that only their sketches are unioned
+    pre_only = f" AND {key_pre} = ANY({sql.p(only)}::text[])" if only is not None else ""
     pre = (
         f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM {table}"
-        f" WHERE {_pre_where(sql, ws, q, how, first_hour, last_hour)} GROUP BY 1"
+        f" WHERE {_pre_where(sql, ws, q, how, first_hour, last_hour)}{pre_only} GROUP BY 1"
     )
     raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
+    raw_only = f" AND {key_raw} = ANY({sql.p(only)}::text[])" if only is not None else ""
     head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
-    edges = [f"{head}{_raw_where(sql, ws, q, start, first_hour)} GROUP BY 1"] if start < first_hour else []
+    edges = [f"{head}{_raw_where(sql, ws, q, start, first_hour)}{raw_only} GROUP BY 1"] if start < first_hour else []
     if last_hour < end:
-        edges.append(f"{head}{_raw_where(sql, ws, q, last_hour, end)} GROUP BY 1")
+        edges.append(f"{head}{_raw_where(sql, ws, q, last_hour, end)}{raw_only} GROUP BY 1")
     union = " UNION ALL ".join([pre, *edges])
     visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
     return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1", sql.args
@@ -293,10 +303,18 @@ async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast
 
 async def _ranked(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool) -> list[dict[str, Any]]:
     column, _, key = DIMENSIONS[q.group_by]
-    text, args = _grouped_sql(ws, q, column, "value", fast=fast)
     exclude_orphans = "WHERE key <> ''" if q.group_by == "top_links" else ""
-    text = f"SELECT * FROM ({text}) AS g {exclude_orphans} ORDER BY clicks DESC, key LIMIT {int(q.limit)}"
-    rows = await conn.fetch(text, *args)
+    order = f"ORDER BY clicks DESC, key LIMIT {int(q.limit)}"
+    if fast and q.unique and plan(q).source != "raw":
+        # rank by clicks first (no sketches), then union the sketches of the rows shown only: a
+        # month of top links is hundreds of thousands of link-hour sketches, the top 100 a fraction
+        clicks_only = dataclasses.replace(q, unique=False)
+        text, args = _grouped_sql(ws, clicks_only, column, "value", fast=fast)
+        ranked = await conn.fetch(f"SELECT key FROM ({text}) AS g {exclude_orphans} {order}", *args)
+        text, args = _grouped_sql(ws, q, column, "value", fast=fast, only=[r["key"] for r in ranked])
+    else:
+        text, args = _grouped_sql(ws, q, column, "value", fast=fast)
+    rows = await conn.fetch(f"SELECT * FROM ({text}) AS g {exclude_orphans} {order}", *args)
     out = []
     for r in rows:
         value: str = r["key"]
