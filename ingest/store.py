@@ -60,7 +60,6 @@ _TS, _WS, _LINK, _COUNTRY, _REGION, _CITY = (
     COLUMNS.index(c) for c in ("ts", "workspace_id", "link_id", "country", "region", "city")
 )
 _BOT, _QR, _VISITOR = COLUMNS.index("bot"), COLUMNS.index("qr"), COLUMNS.index("visitor")
-_DEVICE = COLUMNS.index("device")
 # The hourly cube (api/migrations/0020_analytics_cube.sql): every click in one row per combination.
 CUBE_DIMENSIONS = ("country", "continent", "device", "browser", "os")
 _CUBE_KEY = itemgetter(*(COLUMNS.index(c) for c in CUBE_DIMENSIONS))
@@ -104,23 +103,39 @@ CUBE_COLUMNS = ("workspace_id", "hour", "bot", "qr", *CUBE_DIMENSIONS, "clicks",
 HLL_ARGS = "13, 5, -1, 1"
 _SKETCH = f"(SELECT hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) FROM unnest(m.visitors) AS v)"
 _CUBE_KEYS = ", ".join(CUBE_DIMENSIONS)
+# The visitors of the count, country and device rows are not shipped by ingest: they are unions
+# of the cube's sketches (country and device are cube columns), made here per cube row instead
+# of per click. Only link rows carry their own visitor hashes.
+_DERIVED_DIMS = "('count', ''), ('country', country), ('device', device)"
 FOLD_SQL = f"""
 WITH moved AS (
     DELETE FROM click_rollup_deltas RETURNING workspace_id, dim, hour, value, bot, qr, clicks, visitors
+), cube_moved AS (
+    DELETE FROM click_cube_deltas RETURNING workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors
+), cube_sketched AS (
+    SELECT m.workspace_id, m.hour, m.bot, m.qr, {", ".join(f"m.{c}" for c in CUBE_DIMENSIONS)}, m.clicks,
+           {_SKETCH} AS sketch
+    FROM cube_moved AS m
+), derived AS (
+    SELECT workspace_id, d.dim, hour, d.value, bot, qr, hll_union_agg(sketch) AS sketch
+    FROM cube_sketched CROSS JOIN LATERAL (VALUES {_DERIVED_DIMS}) AS d(dim, value)
+    GROUP BY 1, 2, 3, 4, 5, 6
+), summed AS (
+    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) AS clicks, hll_union_agg(sketch) AS sketch
+    FROM (SELECT m.*, {_SKETCH} AS sketch FROM moved AS m) AS s
+    GROUP BY 1, 2, 3, 4, 5, 6
 ), folded AS (
     INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
-    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks), hll_union_agg(sketch)
-    FROM (SELECT m.*, {_SKETCH} AS sketch FROM moved AS m) AS s
-    GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    SELECT s.workspace_id, s.dim, s.hour, s.value, s.bot, s.qr, s.clicks, coalesce(s.sketch, d.sketch)
+    FROM summed AS s LEFT JOIN derived AS d USING (workspace_id, dim, hour, value, bot, qr)
+    ORDER BY 1, 2, 3, 4, 5, 6
     ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE
     SET clicks = r.clicks + EXCLUDED.clicks,
         visitors = coalesce(hll_union(r.visitors, EXCLUDED.visitors), r.visitors, EXCLUDED.visitors)
-), cube_moved AS (
-    DELETE FROM click_cube_deltas RETURNING workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors
 ), cube_folded AS (
     INSERT INTO click_cube AS c (workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors)
     SELECT workspace_id, hour, bot, qr, {_CUBE_KEYS}, sum(clicks), hll_union_agg(sketch)
-    FROM (SELECT m.*, {_SKETCH} AS sketch FROM cube_moved AS m) AS s
+    FROM cube_sketched
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
     ON CONFLICT (workspace_id, hour, bot, qr, {_CUBE_KEYS}) DO UPDATE
     SET clicks = c.clicks + EXCLUDED.clicks, visitors = hll_union(c.visitors, EXCLUDED.visitors)
@@ -133,15 +148,13 @@ RollupKey = tuple[str, str, datetime, str, bool, bool]
 
 
 _VisitorsBy = dict[Any, list[int]]
-_KEY_COUNTRY, _KEY_DEVICE = CUBE_DIMENSIONS.index("country"), CUBE_DIMENSIONS.index("device")
 
 
 def _visitors_by(group: Sequence[tuple[Any, ...]], keys: Sequence[tuple[str, ...]]) -> tuple[_VisitorsBy, ...]:
-    """The visitor hashes of each link, cube key, country and device.
+    """The visitor hashes of each link and each cube key, in one pass over the rows.
 
-    One pass over the rows for links and cube keys; countries and devices are parts of the cube
-    key, so theirs are the cube keys' lists put together (per distinct key, in C). Repeats are
-    kept: a sketch ignores them, and a set per key would cost as much as the list.
+    Repeats are kept: a sketch ignores them, and a set per key would cost as much as the list.
+    (Count, country and device sketches are unions of the cube's, made by the fold.)
     """
     by_link: _VisitorsBy = {}
     by_key: _VisitorsBy = {}
@@ -157,19 +170,15 @@ def _visitors_by(group: Sequence[tuple[Any, ...]], keys: Sequence[tuple[str, ...
             by_key[key] = [visitor]
         else:
             seen.append(visitor)
-    by_country: _VisitorsBy = {}
-    by_device: _VisitorsBy = {}
-    for key, seen in by_key.items():
-        by_country.setdefault(key[_KEY_COUNTRY], []).extend(seen)
-        by_device.setdefault(key[_KEY_DEVICE], []).extend(seen)
-    return by_link, by_key, by_country, by_device
+    return by_link, by_key
 
 
 def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The increments of ``rows``: (click_rollup_deltas records, click_cube_deltas records).
 
-    Rollup: hourly counts per (workspace, dim, hour, value, bot, qr), with the distinct visitor
-    hashes for VISITOR_DIMENSIONS (None for the others). Region and city carry their country
+    Rollup: hourly counts per (workspace, dim, hour, value, bot, qr), with the visitor hashes of
+    the link rows (None for the others: the fold makes the count, country and device sketches
+    from the cube's). Region and city carry their country
     ("US/Portland"): the same name exists in many countries. Cube: one record per (workspace,
     hour, bot, qr, CUBE_DIMENSIONS…) with its clicks and distinct visitors. Rows without a
     workspace (orphans on the default domain) are not rolled up.
@@ -191,19 +200,12 @@ def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]],
     cube: list[tuple[Any, ...]] = []
     for (ws, year, month, day, hour_of_day, bot, qr), group in groups.items():
         hour = datetime(year, month, day, hour_of_day, tzinfo=group[0][_TS].tzinfo)
-        visitors = list(map(itemgetter(_VISITOR), group))
-        rollup.append((ws, "count", hour, "", bot, qr, len(group), visitors))
+        rollup.append((ws, "count", hour, "", bot, qr, len(group), None))
         # counted in C (itemgetter, Counter); only the distinct values are handled in Python
         keys = list(map(_CUBE_KEY, group))
-        by_link, by_key, by_country, by_device = _visitors_by(group, keys)
-        sketched = {"country": by_country, "device": by_device}
+        by_link, by_key = _visitors_by(group, keys)
         for name, i in _PLAIN_DIMS:
-            counts = Counter(map(itemgetter(i), group))
-            seen = sketched.get(name)
-            if seen is None:
-                rollup.extend((ws, name, hour, v, bot, qr, n, None) for v, n in counts.items())
-            else:
-                rollup.extend((ws, name, hour, v, bot, qr, n, seen[v]) for v, n in counts.items())
+            rollup.extend((ws, name, hour, v, bot, qr, n, None) for v, n in Counter(map(itemgetter(i), group)).items())
         for name, i in (("region", _REGION), ("city", _CITY)):
             named = Counter(map(itemgetter(_COUNTRY, i), group))
             rollup.extend((ws, name, hour, f"{c}/{v}", bot, qr, n, None) for (c, v), n in named.items())

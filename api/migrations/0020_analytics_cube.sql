@@ -68,13 +68,22 @@ CREATE VIEW click_cube_totals AS
 -- union hundreds of thousands of sketches. NULL for the other dimensions.
 ALTER TABLE click_rollups ADD COLUMN visitors hll;
 ALTER TABLE click_rollup_deltas ADD COLUMN visitors bigint[];
+-- Ingest ships visitor hashes with the link rows only; the count, country and device rows' visitors
+-- are those of the cube rows (country and device are cube columns): the third part, with no clicks.
 CREATE OR REPLACE VIEW click_rollup_totals AS
     SELECT workspace_id, dim, hour, value, bot, qr, clicks, visitors FROM click_rollups
     UNION ALL
     SELECT workspace_id, dim, hour, value, bot, qr, clicks,
            CASE WHEN d.visitors IS NOT NULL
                 THEN (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1) FROM unnest(d.visitors) AS v) END
-    FROM click_rollup_deltas AS d;
+    FROM click_rollup_deltas AS d
+    UNION ALL
+    SELECT c.workspace_id, x.dim, c.hour, x.value, c.bot, c.qr, 0::bigint,
+           hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1)
+    FROM click_cube_deltas AS c
+    CROSS JOIN LATERAL (VALUES ('count', ''), ('country', c.country), ('device', c.device)) AS x(dim, value)
+    CROSS JOIN LATERAL unnest(c.visitors) AS v
+    GROUP BY 1, 2, 3, 4, 5, 6;
 
 -- One value's hours (one link's all-time, one city's month) without reading every value's rows.
 CREATE INDEX click_rollups_value ON click_rollups (workspace_id, dim, value, hour);
