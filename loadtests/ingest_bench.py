@@ -298,8 +298,8 @@ async def main() -> None:
             lines += [
                 f"{args.events:,} events preloaded in {preload_s:.0f}s; batches of {args.batch_size:,}; full enrichment"
                 " (geo, UA, UTM, bot, visitor hash), COPY, hourly rollup and cube increments (with the visitor hashes"
-                " of the count, country, device and link rows and of the cube) and link counters in the same"
-                " transaction (the increments folded into the rollup every 2 s).",
+                " of the link rows and of the cube rows, made HyperLogLog sketches by the fold) and link counters in"
+                " the same transaction (the increments folded into the rollup every 2 s).",
                 "",
                 "| ingest | events/s (start to last row) | first row after | events/s (after the first batch) | rows |",
                 "|---|---|---|---|---|",
