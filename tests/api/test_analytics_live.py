@@ -20,10 +20,11 @@ from api.services.workspaces import get_or_create_workspace
 from h0p_settings import Settings
 from ingest.enrich.row import Enricher
 from ingest.links import LinkDirectory
-from ingest.live import LivePublisher
+from ingest.live import LivePublisher, stream_key
 from ingest.store import ClickStore
 from tests.api.test_analytics_export_load import api_process
 from tests.ingest.conftest import CHROME, click, make_link, wait_until
+from tests.services import free_port
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -201,3 +202,30 @@ async def test_live_needs_the_analytics_read_scope_and_is_documented(
     operation = raw_openapi_paths()["/analytics/live"]["get"]
     assert "text/event-stream" in operation["responses"]["200"]["content"]
     assert {"Last-Event-ID", "device", "linkId", "includeBots"} <= {p["name"] for p in operation["parameters"]}
+
+
+async def test_clicks_of_an_unwatched_workspace_are_not_published(
+    settings: Settings, ctx: ServiceContext, pool: asyncpg.Pool
+) -> None:
+    t = await _tenant(ctx, pool)
+    await _ingest(settings, [click(t["link"])])
+    assert await ctx.redis.exists(stream_key(settings.redis_db, t["ws"])) == 0
+
+
+async def test_redis_away_loses_the_live_view_not_the_clicks(
+    settings: Settings, ctx: ServiceContext, pool: asyncpg.Pool
+) -> None:
+    t = await _tenant(ctx, pool)
+    away = LivePublisher(f"redis://127.0.0.1:{free_port()}/0", settings.redis_db, 1000)  # nothing listens there
+    links = LinkDirectory()
+    enricher = Enricher(settings, links)
+    store = ClickStore(settings.database_url, live=away)
+    try:
+        conn = await store.connection()
+        events = [click(t["link"]), click(t["link"])]
+        await links.load(conn, [t["link"]["id"]], [t["link"]["domain"]])
+        assert await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events]) == 2
+    finally:
+        await store.close()
+        enricher.close()
+    assert await pool.fetchval("SELECT count(*) FROM clicks WHERE workspace_id = $1", t["ws"]) == 2
