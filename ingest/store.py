@@ -100,7 +100,7 @@ CUBE_COLUMNS = ("workspace_id", "hour", "bot", "qr", *CUBE_DIMENSIONS, "clicks",
 # so that the upsert takes row locks in the same order as any other writer.
 # Visitor hashes become a sketch when folded; every sketch of H0p has these parameters (unions
 # need them equal): log2m 13, regwidth 5, the exact set up to 640 hashes (docs/analytics.md).
-HLL_ARGS = "13, 5, -1, 1"
+HLL_ARGS = "13, 5, -1, 0"
 _SKETCH = f"(SELECT hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) FROM unnest(m.visitors) AS v)"
 _CUBE_KEYS = ", ".join(CUBE_DIMENSIONS)
 # The visitors of the count, country and device rows are not shipped by ingest: they are unions

@@ -60,7 +60,7 @@ CREATE VIEW click_cube_totals AS
     SELECT workspace_id, hour, bot, qr, country, continent, device, browser, os, clicks, visitors FROM click_cube
     UNION ALL
     SELECT workspace_id, hour, bot, qr, country, continent, device, browser, os, clicks,
-           (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1) FROM unnest(d.visitors) AS v)
+           (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 0) FROM unnest(d.visitors) AS v)
     FROM click_cube_deltas AS d;
 
 -- Visitors beside the clicks in the per-dimension rollup, for the dimensions whose unique counts
@@ -75,11 +75,11 @@ CREATE OR REPLACE VIEW click_rollup_totals AS
     UNION ALL
     SELECT workspace_id, dim, hour, value, bot, qr, clicks,
            CASE WHEN d.visitors IS NOT NULL
-                THEN (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1) FROM unnest(d.visitors) AS v) END
+                THEN (SELECT hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 0) FROM unnest(d.visitors) AS v) END
     FROM click_rollup_deltas AS d
     UNION ALL
     SELECT c.workspace_id, x.dim, c.hour, x.value, c.bot, c.qr, 0::bigint,
-           hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 1)
+           hll_add_agg(hll_hash_bigint(v), 13, 5, -1, 0)
     FROM click_cube_deltas AS c
     CROSS JOIN LATERAL (VALUES ('count', ''), ('country', c.country), ('device', c.device)) AS x(dim, value)
     CROSS JOIN LATERAL unnest(c.visitors) AS v
@@ -98,14 +98,14 @@ GROUP BY 1, 2, 3, 4, 5, 6;
 -- ingest/store.py's rebuild does).
 INSERT INTO click_cube (workspace_id, hour, bot, qr, country, continent, device, browser, os, clicks, visitors)
 SELECT workspace_id, date_trunc('hour', ts, 'UTC'), bot, qr, country, continent, device, browser, os, count(*),
-       hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 1)
+       hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)
 FROM clicks WHERE workspace_id IS NOT NULL
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
 
 UPDATE click_rollups AS r SET visitors = s.visitors
 FROM (
     SELECT workspace_id, d.dim, date_trunc('hour', ts, 'UTC') AS hour, d.value, bot, qr,
-           hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 1) AS visitors
+           hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0) AS visitors
     FROM clicks CROSS JOIN LATERAL (VALUES ('count', ''), ('country', country), ('device', device),
                                            ('link', coalesce(link_id, ''))) AS d(dim, value)
     WHERE workspace_id IS NOT NULL

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import string
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -102,7 +103,7 @@ def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: date
 # (a count(DISTINCT) over them costs about what the sketches do); above it, sketches (1.15 %).
 EXACT_VISITORS_MAX_CLICKS = 20_000
 # Sketch parameters shared with ingest (ingest/store.py HLL_ARGS): unions need them equal.
-_RAW_SKETCH = "hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 1)"
+_RAW_SKETCH = "hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)"
 # groupBy → column of click_cube (count and timeseries use any table)
 CUBE_GROUPS = {"countries": "country", "continents": "continent", "devices": "device", "browsers": "browser",
                "os": "os"}  # fmt: skip
@@ -113,16 +114,22 @@ VISITOR_DIMS = frozenset({"count", "country", "device", "link"})
 # filter column → (rollup dim, condition on its value): the one-filter count and time series
 _ROLLUP_FILTERS = {
     "link_id": ("link", "value = {}"),
-    "tag_id": ("link", "value IN (SELECT link_id FROM link_tags WHERE tag_id = {})"),
-    "folder_id": ("link", "value IN (SELECT id FROM links WHERE folder_id = {})"),
+    # ARRAY(…): the ids are read first, then each one's rows through click_rollups_value
+    "tag_id": ("link", "value = ANY(ARRAY(SELECT link_id FROM link_tags WHERE tag_id = {}))"),
+    "folder_id": ("link", "value = ANY(ARRAY(SELECT id FROM links WHERE folder_id = {}))"),
     "domain": ("domain", "value = {}"),
-    # region and city values carry their country ("US/Portland"); a country code has no '/'
-    "region": ("region", "substr(value, strpos(value, '/') + 1) = {}"),
-    "city": ("city", "substr(value, strpos(value, '/') + 1) = {}"),
+    # region and city values carry their country ("US/Portland"), a two-letter code or '': the name
+    # under every possible code, each looked up through click_rollups_value (no scan of every city)
+    "region": ("region", "value = ANY(ARRAY(SELECT c || '/' || {} FROM unnest(${codes}::text[]) AS c))"),
+    "city": ("city", "value = ANY(ARRAY(SELECT c || '/' || {} FROM unnest(${codes}::text[]) AS c))"),
     **{c: (c, "value = {}") for c in ("country", "continent", "device", "browser", "os", "referer",
                                       "referer_url", "utm_source", "utm_medium", "utm_campaign", "utm_term",
                                       "utm_content")},
 }  # fmt: skip
+
+
+# every value a click's country can take (ISO 3166-1 alpha-2 or '' for unknown): 677 index probes
+_COUNTRY_CODES = ("", *(a + b for a in string.ascii_uppercase for b in string.ascii_uppercase))
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,10 @@ def _pre_where(sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, start: datetime, 
     if p.source == "rollup":
         parts.append(f"dim = {sql.p(p.dim)}")
         if p.value is not None:
-            parts.append(p.condition.format(sql.p(p.value)))
+            condition = p.condition
+            if "${codes}" in condition:
+                condition = condition.replace("${codes}", sql.p(list(_COUNTRY_CODES)))
+            parts.append(condition.format(sql.p(p.value)))
     else:
         parts += [f"{column} = {sql.p(value)}" for column, value in q.filters.items()]
     if not q.include_bots:
