@@ -1,6 +1,7 @@
 # The README's commands: `make run` (the local stack) and `make test` (the whole suite).
 # Everything runs from the project's own venv; the only things taken from the machine are
-# python3, make, PostgreSQL, Redis (and, for `make bench`, apt-get).
+# python3, make, PostgreSQL, Redis (and apt-get: the PostgreSQL extension hll is installed by
+# deploy/stack.py when missing; `make bench` installs its load tools).
 
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python

@@ -172,6 +172,9 @@ class Settings:
     # Exports read through their own pool, one at a time per workspace, each for at most export_max_s.
     export_pool_size: int = 2
     export_max_s: float = 900.0
+    # Live clicks (GET /analytics/live): entries kept per workspace stream (one per ingest batch), streams open at once.
+    live_stream_length: int = 1000
+    live_max_streams: int = 5
     # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
     plans_json: str = ""
     # Dashboard sessions (Redis): ended after this long unused, and this long after sign-in at most.
@@ -463,6 +466,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("H0P_KAFKA_PARTITIONS", "kafka_partitions", 1, 10_000),
         ("H0P_KAFKA_REPLICATION", "kafka_replication", 1, 32),
         ("H0P_KAFKA_MIN_INSYNC", "kafka_min_insync", 1, 32),
+        ("H0P_LIVE_STREAM_LENGTH", "live_stream_length", 1, 10**6),
+        ("H0P_LIVE_MAX_STREAMS", "live_max_streams", 0, 10_000),
     )
     for name, key, low, high in ints:
         if (v := get(name)) is not None:

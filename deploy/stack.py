@@ -108,6 +108,34 @@ def ensure_postgres(settings: Settings) -> None:
         fail(f"PostgreSQL {version}/main did not come up on {host}:{port}: {output or 'no output'}")
 
 
+def ensure_hll(settings: Settings) -> None:
+    """Install the Postgres extension hll (unique-visitor analytics) on a local server when missing.
+
+    A remote server is the operator's: its migrations say clearly when hll is not there.
+    """
+    host, _ = host_port(settings.database_url, 5432)
+    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").is_dir() else []
+    if host not in LOCAL_HOSTS or not versions:
+        return
+    version = versions[-1]
+    if Path(f"/usr/share/postgresql/{version}/extension/hll.control").exists():
+        return
+    package = f"postgresql-{version}-hll"
+    if not shutil.which("apt-get"):
+        fail(f"the PostgreSQL extension hll is missing: install {package} (or your system's hll package)")
+    say(f"the PostgreSQL extension hll is missing: installing {package} with apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-qq", package]
+    result = subprocess.run(install, capture_output=True, text=True, env=env)
+    if result.returncode != 0:  # the package lists may be stale: once more after an update
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], capture_output=True, env=env)
+        result = subprocess.run(install, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        fail(f"could not install {package} (needed for unique-visitor analytics): {output[0]}")
+
+
 def ensure_redis(settings: Settings) -> None:
     if settings.redis_url.startswith("unix:"):
         return  # a socket path: nothing we could start on the operator's behalf
@@ -348,6 +376,7 @@ def settings_or_exit() -> Settings:
 def run() -> int:
     settings = settings_or_exit()
     ensure_postgres(settings)
+    ensure_hll(settings)
     ensure_redis(settings)
     stack = Stack(settings)
     stack.check_ports_free()
@@ -381,8 +410,9 @@ def run() -> int:
 def services() -> int:
     settings = settings_or_exit()
     ensure_postgres(settings)
+    ensure_hll(settings)
     ensure_redis(settings)
-    say("PostgreSQL and Redis are up")
+    say("PostgreSQL (with hll) and Redis are up")
     return 0
 
 

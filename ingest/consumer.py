@@ -32,6 +32,7 @@ from h0p_settings import Settings
 from ingest.dlq import DeadLetters
 from ingest.enrich.row import Enricher, InvalidEvent, check_event, decode_event
 from ingest.links import LinkDirectory
+from ingest.live import LivePublisher
 from ingest.metrics import MetricsServer
 from ingest.store import TRANSIENT_ERRORS, ClickStore
 from ingest.webhook_clicks import ClickSubscriptions
@@ -81,7 +82,7 @@ class IngestConsumer:
         self._after_write = after_write  # tests: runs between the DB commit and the offset commit
         self._links = LinkDirectory()
         self._enricher = Enricher(settings, self._links)
-        self._store = ClickStore(settings.database_url)
+        self._store = ClickStore(settings.database_url, live=LivePublisher.from_settings(settings))
         self._subscriptions = ClickSubscriptions()  # workspaces that want link.clicked webhooks
         self._dead = DeadLetters(settings)
         self._consumer: AIOKafkaConsumer = AIOKafkaConsumer(

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from ingest.enrich.row import COLUMNS
+from ingest.live import LivePublisher
 from ingest.webhook_clicks import ClickSubscriptions, write_click_events
 
 log = logging.getLogger("h0p.ingest")
@@ -50,6 +51,7 @@ ROLLUP_DIMENSIONS = (
     ("utm_term", "utm_term"),
     ("utm_content", "utm_content"),
     ("link", "coalesce(link_id, '')"),
+    ("domain", "domain"),  # the domain the click came on (orphans too): the domain filter
 )
 
 _DIMS_VALUES = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS)
@@ -58,7 +60,13 @@ _COLS = ", ".join(COLUMNS)
 _TS, _WS, _LINK, _COUNTRY, _REGION, _CITY = (
     COLUMNS.index(c) for c in ("ts", "workspace_id", "link_id", "country", "region", "city")
 )
-_BOT, _QR = COLUMNS.index("bot"), COLUMNS.index("qr")
+_BOT, _QR, _VISITOR = COLUMNS.index("bot"), COLUMNS.index("qr"), COLUMNS.index("visitor")
+# The hourly cube (api/migrations/0020_analytics_cube.sql): every click in one row per combination.
+CUBE_DIMENSIONS = ("country", "continent", "device", "browser", "os")
+_CUBE_KEY = itemgetter(*(COLUMNS.index(c) for c in CUBE_DIMENSIONS))
+# Rollup dimensions that keep a sketch of their visitors: the unique counts asked unfiltered
+# (a country's month from the cube would union hundreds of thousands of sketches).
+VISITOR_DIMENSIONS = ("count", "country", "device", "link")
 # Dimensions read straight from one column (count, region, city and link are built in rollup_rows).
 _PLAIN_DIMS = tuple((name, COLUMNS.index(name)) for name, expr in ROLLUP_DIMENSIONS if expr == name)
 
@@ -84,33 +92,97 @@ WHERE l.id = c.link_id
 # click_rollup_deltas: an append takes no row lock, so concurrent ingest processes do not wait
 # on each other (an upsert into click_rollups did: every batch of a busy workspace touches the
 # same hour and dimension rows). ``fold_rollup_deltas`` moves them into click_rollups.
-ROLLUP_COLUMNS = ("workspace_id", "dim", "hour", "value", "bot", "qr", "clicks")
+ROLLUP_COLUMNS = ("workspace_id", "dim", "hour", "value", "bot", "qr", "clicks", "visitors")
+CUBE_COLUMNS = ("workspace_id", "hour", "bot", "qr", *CUBE_DIMENSIONS, "clicks", "visitors")
 
 # Folds every increment this transaction sees into click_rollups, in one statement: a reader
 # (one snapshot) sees each increment either in the deltas or in the rollup, never both. Rows
 # appended meanwhile are not visible to the DELETE and wait for the next fold. Keys are sorted
 # so that the upsert takes row locks in the same order as any other writer.
-FOLD_SQL = """
+# Visitor hashes become a sketch when folded; every sketch of H0p has these parameters (unions
+# need them equal): log2m 13, regwidth 5, the exact set up to 640 hashes (docs/analytics.md).
+HLL_ARGS = "13, 5, -1, 0"
+_SKETCH = f"(SELECT hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) FROM unnest(m.visitors) AS v)"
+_CUBE_KEYS = ", ".join(CUBE_DIMENSIONS)
+# The visitors of the count, country and device rows are not shipped by ingest: they are unions
+# of the cube's sketches (country and device are cube columns), made here per cube row instead
+# of per click. Only link rows carry their own visitor hashes.
+_DERIVED_DIMS = "('count', ''), ('country', country), ('device', device)"
+FOLD_SQL = f"""
 WITH moved AS (
-    DELETE FROM click_rollup_deltas RETURNING workspace_id, dim, hour, value, bot, qr, clicks
+    DELETE FROM click_rollup_deltas RETURNING workspace_id, dim, hour, value, bot, qr, clicks, visitors
+), cube_moved AS (
+    DELETE FROM click_cube_deltas RETURNING workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors
+), cube_sketched AS (
+    SELECT m.workspace_id, m.hour, m.bot, m.qr, {", ".join(f"m.{c}" for c in CUBE_DIMENSIONS)}, m.clicks,
+           {_SKETCH} AS sketch
+    FROM cube_moved AS m
+), derived AS (
+    SELECT workspace_id, d.dim, hour, d.value, bot, qr, hll_union_agg(sketch) AS sketch
+    FROM cube_sketched CROSS JOIN LATERAL (VALUES {_DERIVED_DIMS}) AS d(dim, value)
+    GROUP BY 1, 2, 3, 4, 5, 6
+), summed AS (
+    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) AS clicks, hll_union_agg(sketch) AS sketch
+    FROM (SELECT m.*, {_SKETCH} AS sketch FROM moved AS m) AS s
+    GROUP BY 1, 2, 3, 4, 5, 6
 ), folded AS (
-    INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
-    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) FROM moved
-    GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = r.clicks + EXCLUDED.clicks
+    INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
+    SELECT s.workspace_id, s.dim, s.hour, s.value, s.bot, s.qr, s.clicks, coalesce(s.sketch, d.sketch)
+    FROM summed AS s LEFT JOIN derived AS d USING (workspace_id, dim, hour, value, bot, qr)
+    ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE
+    SET clicks = r.clicks + EXCLUDED.clicks,
+        visitors = coalesce(hll_union(r.visitors, EXCLUDED.visitors), r.visitors, EXCLUDED.visitors)
+), cube_folded AS (
+    INSERT INTO click_cube AS c (workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors)
+    SELECT workspace_id, hour, bot, qr, {_CUBE_KEYS}, sum(clicks), hll_union_agg(sketch)
+    FROM cube_sketched
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+    ON CONFLICT (workspace_id, hour, bot, qr, {_CUBE_KEYS}) DO UPDATE
+    SET clicks = c.clicks + EXCLUDED.clicks, visitors = hll_union(c.visitors, EXCLUDED.visitors)
 )
-SELECT count(*) FROM moved
+SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM cube_moved)
 """
 _FOLD_LOCK = 0x68307066  # pg advisory lock id: one fold at a time across ingest processes
 
 RollupKey = tuple[str, str, datetime, str, bool, bool]
 
 
-def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> dict[RollupKey, int]:
-    """Hourly counts per (workspace, dim, hour, value, bot, qr) over ``rows``: what the SQL rollup computes.
+_VisitorsBy = dict[Any, list[int]]
 
-    Region and city carry their country ("US/Portland"): the same name exists in many countries.
-    Rows without a workspace (orphans on the default domain) are not rolled up.
+
+def _visitors_by(group: Sequence[tuple[Any, ...]], keys: Sequence[tuple[str, ...]]) -> tuple[_VisitorsBy, ...]:
+    """The visitor hashes of each link and each cube key, in one pass over the rows.
+
+    Repeats are kept: a sketch ignores them, and a set per key would cost as much as the list.
+    (Count, country and device sketches are unions of the cube's, made by the fold.)
+    """
+    by_link: _VisitorsBy = {}
+    by_key: _VisitorsBy = {}
+    for r, key in zip(group, keys, strict=True):  # most of what the sketches cost ingest
+        visitor = r[_VISITOR]
+        seen = by_link.get(r[_LINK])
+        if seen is None:
+            by_link[r[_LINK]] = [visitor]
+        else:
+            seen.append(visitor)
+        seen = by_key.get(key)
+        if seen is None:
+            by_key[key] = [visitor]
+        else:
+            seen.append(visitor)
+    return by_link, by_key
+
+
+def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The increments of ``rows``: (click_rollup_deltas records, click_cube_deltas records).
+
+    Rollup: hourly counts per (workspace, dim, hour, value, bot, qr), with the visitor hashes of
+    the link rows (None for the others: the fold makes the count, country and device sketches
+    from the cube's). Region and city carry their country
+    ("US/Portland"): the same name exists in many countries. Cube: one record per (workspace,
+    hour, bot, qr, CUBE_DIMENSIONS…) with its clicks and distinct visitors. Rows without a
+    workspace (orphans on the default domain) are not rolled up.
     """
     # group by (workspace, UTC hour fields, bot, qr): datetime.replace() per row costs more than the rest
     groups: dict[tuple[str, int, int, int, int, bool, bool], list[tuple[Any, ...]]] = {}
@@ -125,22 +197,23 @@ def rollup_rows(rows: Sequence[tuple[Any, ...]]) -> dict[RollupKey, int]:
             groups[key] = [r]
         else:
             group.append(r)
-    out: dict[RollupKey, int] = {}
+    rollup: list[tuple[Any, ...]] = []
+    cube: list[tuple[Any, ...]] = []
     for (ws, year, month, day, hour_of_day, bot, qr), group in groups.items():
         hour = datetime(year, month, day, hour_of_day, tzinfo=group[0][_TS].tzinfo)
-        out[(ws, "count", hour, "", bot, qr)] = len(group)
+        rollup.append((ws, "count", hour, "", bot, qr, len(group), None))
         # counted in C (itemgetter, Counter); only the distinct values are handled in Python
+        keys = list(map(_CUBE_KEY, group))
+        by_link, by_key = _visitors_by(group, keys)
         for name, i in _PLAIN_DIMS:
-            for value, n in Counter(map(itemgetter(i), group)).items():
-                out[(ws, name, hour, value, bot, qr)] = n
+            rollup.extend((ws, name, hour, v, bot, qr, n, None) for v, n in Counter(map(itemgetter(i), group)).items())
         for name, i in (("region", _REGION), ("city", _CITY)):
-            for (country, value), n in Counter(map(itemgetter(_COUNTRY, i), group)).items():
-                named: RollupKey = (ws, name, hour, f"{country}/{value}", bot, qr)
-                out[named] = out.get(named, 0) + n
-        for link, n in Counter(map(itemgetter(_LINK), group)).items():
-            linked: RollupKey = (ws, "link", hour, link or "", bot, qr)
-            out[linked] = out.get(linked, 0) + n
-    return out
+            named = Counter(map(itemgetter(_COUNTRY, i), group))
+            rollup.extend((ws, name, hour, f"{c}/{v}", bot, qr, n, None) for (c, v), n in named.items())
+        links = Counter(map(itemgetter(_LINK), group))
+        rollup.extend((ws, "link", hour, v or "", bot, qr, n, by_link[v]) for v, n in links.items())
+        cube.extend((ws, hour, bot, qr, *k, n, by_key[k]) for k, n in Counter(keys).items())
+    return rollup, cube
 
 
 def link_counters(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[int, datetime]]:
@@ -157,13 +230,32 @@ def link_counters(rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[int, datet
 
 
 # Rebuild the rollup of a time range from the raw table (bulk loads, repairs).
-REBUILD_ROLLUP_SQL = f"""
-INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks)
-SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*)
-FROM clicks CROSS JOIN LATERAL (VALUES {_DIMS_VALUES}) AS d(dim, value)
+_COUNT_DIMS = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS if name not in VISITOR_DIMENSIONS)
+_SKETCH_DIMS = ", ".join(f"('{name}', {expr})" for name, expr in ROLLUP_DIMENSIONS if name in VISITOR_DIMENSIONS)
+# Two statements: a sketch per group of every dimension would hold millions of hll states at once.
+REBUILD_ROLLUP_SQL = [
+    f"""
+INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
+SELECT workspace_id, d.dim, date_trunc('hour', ts), d.value, bot, qr, count(*), NULL::hll
+FROM clicks CROSS JOIN LATERAL (VALUES {dims}) AS d(dim, value)
 WHERE workspace_id IS NOT NULL AND ts >= $1 AND ts < $2
 GROUP BY 1, 2, 3, 4, 5, 6
-ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE SET clicks = EXCLUDED.clicks
+ON CONFLICT (workspace_id, dim, hour, value, bot, qr) DO UPDATE
+SET clicks = EXCLUDED.clicks, visitors = EXCLUDED.visitors
+""".replace("NULL::hll", sketch)
+    for dims, sketch in (
+        (_COUNT_DIMS, "NULL::hll"),
+        (_SKETCH_DIMS, f"hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})"),
+    )
+]
+REBUILD_CUBE_SQL = f"""
+INSERT INTO click_cube AS c (workspace_id, hour, bot, qr, {_CUBE_KEYS}, clicks, visitors)
+SELECT workspace_id, date_trunc('hour', ts), bot, qr, {_CUBE_KEYS}, count(*),
+       hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})
+FROM clicks WHERE workspace_id IS NOT NULL AND ts >= $1 AND ts < $2
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+ON CONFLICT (workspace_id, hour, bot, qr, {_CUBE_KEYS}) DO UPDATE
+SET clicks = EXCLUDED.clicks, visitors = EXCLUDED.visitors
 """
 
 
@@ -174,8 +266,15 @@ def month_start(ts: datetime) -> date:
 class ClickStore:
     """One Postgres connection owned by one ingest process (its temp table lives on it)."""
 
-    def __init__(self, database_url: str, connect_timeout: float = 5.0, command_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 60.0,
+        live: LivePublisher | None = None,
+    ) -> None:
         self._url = database_url
+        self._live = live  # stored clicks go out to the live streams after each commit
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._conn: asyncpg.Connection | None = None
@@ -269,6 +368,8 @@ class ClickStore:
                     await conn.copy_records_to_table("clicks", records=rows, columns=COLUMNS)
                     await self._write_aggregates(conn, rows)
                     await write_click_events(conn, subscriptions, rows)
+                if self._live is not None:
+                    await self._live.publish(rows)
                 return len(rows)
             except asyncpg.UniqueViolationError:
                 # redeliveries come in runs (a restart replays up to a batch per partition)
@@ -286,12 +387,15 @@ class ClickStore:
                     inserted.append(r)
             await self._write_aggregates(conn, inserted)
             await write_click_events(conn, subscriptions, inserted)
+        if self._live is not None:
+            await self._live.publish(inserted)  # redelivered clicks were published the first time
         return len(inserted)
 
     async def _write_aggregates(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        rollup = [key + (n,) for key, n in rollup_rows(rows).items()]
+        rollup, cube = rollup_rows(rows)
         if rollup:
             await conn.copy_records_to_table("click_rollup_deltas", records=rollup, columns=ROLLUP_COLUMNS)
+            await conn.copy_records_to_table("click_cube_deltas", records=cube, columns=CUBE_COLUMNS)
         counters = sorted(link_counters(rows).items())  # row locks taken in a fixed order
         if counters:
             await conn.execute(
@@ -312,6 +416,8 @@ class ClickStore:
         conns = [*self._sides.values(), *([self._conn] if self._conn is not None else [])]
         self._sides.clear()
         self._conn = None
+        if self._live is not None:
+            await self._live.close()
         for conn in conns:
             try:
                 await asyncio.wait_for(conn.close(), timeout=5.0)
@@ -331,10 +437,14 @@ async def fold_rollup_deltas(conn: asyncpg.Connection) -> int | None:
 
 
 async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetime) -> str:
-    """Recompute the hourly rollup for whole hours in [start, end) from ``clicks``; returns the status."""
+    """Recompute the hourly rollup and cube for whole hours in [start, end) from ``clicks``; returns the status."""
     async with conn.transaction():
         await conn.execute("SET LOCAL timezone = 'UTC'")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _FOLD_LOCK)  # no fold adds to it meanwhile
         await conn.execute("DELETE FROM click_rollup_deltas WHERE hour >= $1 AND hour < $2", start, end)
         await conn.execute("DELETE FROM click_rollups WHERE hour >= $1 AND hour < $2", start, end)
-        return str(await conn.execute(REBUILD_ROLLUP_SQL, start, end))
+        await conn.execute("DELETE FROM click_cube_deltas WHERE hour >= $1 AND hour < $2", start, end)
+        await conn.execute("DELETE FROM click_cube WHERE hour >= $1 AND hour < $2", start, end)
+        await conn.execute(REBUILD_CUBE_SQL, start, end)
+        statuses = [await conn.execute(sql, start, end) for sql in REBUILD_ROLLUP_SQL]
+        return ", ".join(statuses)

@@ -17,6 +17,7 @@ from api.errors import QueryTimedOut, ValidationFailed, from_msgspec
 from api.routes.files import RawEndpoint, openapi_paths
 from api.services import analytics
 from api.services.analytics_export import FORMATS, RETRY_AFTER_S, ClickExport
+from api.services.analytics_live import LiveStream, check_last_event_id
 from api.services.analytics_query import GROUP_BYS, parse_query
 from api.services.context import ServiceContext
 from api.services.keys import Principal
@@ -180,6 +181,83 @@ async def export(ctx: ServiceContext, principal: Principal, request: Request) ->
     return ExportResponse(running, fmt, ctx.settings.export_max_s)
 
 
+class LiveResponse(StreamingResponse):
+    """A live stream's events; its slot and Redis connection are given back however it ends."""
+
+    def __init__(self, stream: LiveStream, last_event_id: str | None) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
+        super().__init__(stream.events(last_event_id), media_type="text/event-stream", headers=headers)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # our events() generator
+            await self.stream.close()
+
+
+_NOT_LIVE = ("interval", "start", "end", "timezone")
+
+
+async def live(ctx: ServiceContext, principal: Principal, request: Request) -> Response:
+    params = dict(request.query_params)
+    last_event_id = check_last_event_id(request.headers.get("last-event-id") or params.pop("lastEventId", None))
+    for name in _NOT_LIVE:
+        if name in params:
+            raise ValidationFailed([{"path": name, "message": f"{name} has no meaning for a live stream"}])
+    try:
+        filters = msgspec.convert(params, AnalyticsFilters, strict=False)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from None
+    q = parse_query(_params(filters))
+    ws = principal.workspace_id
+
+    async def links(column: str, value: str) -> list[str]:
+        sql = (
+            "SELECT t.link_id FROM link_tags AS t JOIN links AS l ON l.id = t.link_id"
+            " WHERE t.tag_id = $1 AND l.workspace_id = $2"
+            if column == "tag_id"
+            else "SELECT id FROM links WHERE folder_id = $1 AND workspace_id = $2"
+        )
+        return [r[0] for r in await ctx.pool.fetch(sql, value, ws)]
+
+    stream = await LiveStream.open(ctx.settings, ws, q, links)
+    return LiveResponse(stream, last_event_id)
+
+
+_LIVE_PARAMS: list[dict[str, Any]] = [
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "the `id` of the last event received: the stream resumes after it (EventSource sends it)"},
+    {"name": "lastEventId", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "the same as the Last-Event-ID header, for clients that cannot set headers"},
+    *({"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+      for name in AnalyticsFilters.__struct_fields__ if name not in _NOT_LIVE),
+]  # fmt: skip
+
+LIVE = RawEndpoint(
+    "GET", "/analytics/live", live, "Live clicks (Server-Sent Events)", "Analytics", "streamAnalyticsLive",
+    scope=SCOPE, parameters=_LIVE_PARAMS,
+    success={"200": {"description": "An endless `text/event-stream`", "content": {"text/event-stream": {
+        "schema": {"type": "string"},
+        "example": 'id: 1733220000000-0\nevent: clicks\ndata: [{"id":"0193…","timestamp":"2025-03-31T10:00:00Z",'
+                   '"linkId":"link_…","country":"US","device":"mobile",…}]\n\n',
+    }}}},
+    errors=(400, 401, 403, 429, 500),
+    description=(
+        "Clicks as they are stored (within about a second or two of the redirect): one `clicks` event per ingest "
+        "batch, its `data` a JSON list of the batch's clicks that pass the filters (the same filters as "
+        "`/analytics`: linkId, domain, tagId, folderId, country, …, qr, includeBots; bots are left out unless "
+        "`includeBots=true`), each `{id, timestamp, linkId, domain, slug, country, region, city, continent, "
+        "device, browser, os, referer, refererUrl, utm_*, bot, qr}` (unknown values `null`). A comment line "
+        "(`: ping`) comes every 15 s when nothing happens. Reconnecting with `Last-Event-ID` (EventSource does "
+        "it by itself) resumes after that event: nothing is lost that is still recent, i.e. among the workspace's "
+        "last H0P_LIVE_STREAM_LENGTH batches, kept up to 5 minutes after the last live stream closed. At most "
+        "H0P_LIVE_MAX_STREAMS streams per workspace are open at once: one more is 429 RATE_LIMITED with "
+        "Retry-After. Usable from any HTTP client: `curl -N -H 'x-api-key: …' …/analytics/live`."
+    ),
+)  # fmt: skip
+
 _DESCRIPTION = (
     "Counts of clicks for the workspace. `groupBy=count` returns `{clicks}`; `timeseries` a zero-filled list of "
     "`{start, clicks}` whose bucket follows the range (minute up to 2 h, hour up to 3 days, day up to 120 days, "
@@ -235,5 +313,5 @@ ENDPOINTS = [
     ),
 ]  # fmt: skip
 
-ROUTES = [EXPORT.route()]
-OPENAPI_PATHS = openapi_paths([EXPORT])
+ROUTES = [EXPORT.route(), LIVE.route()]
+OPENAPI_PATHS = openapi_paths([EXPORT, LIVE])

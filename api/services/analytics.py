@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import string
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -97,8 +99,89 @@ def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: date
     return " AND ".join(parts)
 
 
-def _rollup_where(sql: _Sql, ws: str, q: AnalyticsQuery, dim: str, start: datetime, end: datetime) -> str:
-    parts = [f"workspace_id = {sql.p(ws)}", f"dim = {sql.p(dim)}", f"hour >= {sql.p(start)}", f"hour < {sql.p(end)}"]
+# Unique visitors of a range with at most this many clicks are counted exactly from the raw rows
+# (a count(DISTINCT) over them costs about what the sketches do); above it, sketches (1.15 %).
+EXACT_VISITORS_MAX_CLICKS = 20_000
+# Sketch parameters shared with ingest (ingest/store.py HLL_ARGS): unions need them equal.
+_RAW_SKETCH = "hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)"
+# groupBy → column of click_cube (count and timeseries use any table)
+CUBE_GROUPS = {"countries": "country", "continents": "continent", "devices": "device", "browsers": "browser",
+               "os": "os"}  # fmt: skip
+# filters the cube answers: its columns (CUBE_DIMENSIONS in ingest/store.py)
+CUBE_FILTERS = frozenset(CUBE_GROUPS.values())
+# rollup dims whose rows keep a sketch of their visitors (VISITOR_DIMENSIONS in ingest/store.py)
+VISITOR_DIMS = frozenset({"count", "country", "device", "link"})
+# filter column → (rollup dim, condition on its value): the one-filter count and time series
+_ROLLUP_FILTERS = {
+    "link_id": ("link", "value = {}"),
+    # ARRAY(…): the ids are read first, then each one's rows through click_rollups_value
+    "tag_id": ("link", "value = ANY(ARRAY(SELECT link_id FROM link_tags WHERE tag_id = {}))"),
+    "folder_id": ("link", "value = ANY(ARRAY(SELECT id FROM links WHERE folder_id = {}))"),
+    "domain": ("domain", "value = {}"),
+    # region and city values carry their country ("US/Portland"), a two-letter code or '': the name
+    # under every possible code, each looked up through click_rollups_value (no scan of every city)
+    "region": ("region", "value = ANY(ARRAY(SELECT c || '/' || {} FROM unnest(${codes}::text[]) AS c))"),
+    "city": ("city", "value = ANY(ARRAY(SELECT c || '/' || {} FROM unnest(${codes}::text[]) AS c))"),
+    **{c: (c, "value = {}") for c in ("country", "continent", "device", "browser", "os", "referer",
+                                      "referer_url", "utm_source", "utm_medium", "utm_campaign", "utm_term",
+                                      "utm_content")},
+}  # fmt: skip
+
+
+# every value a click's country can take (ISO 3166-1 alpha-2 or '' for unknown): 677 index probes
+_COUNTRY_CODES = ("", *(a + b for a in string.ascii_uppercase for b in string.ascii_uppercase))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where an answer comes from: ``raw`` rows, the per-dimension ``rollup``, or the ``cube``.
+
+    ``dim``/``condition``/``value``: the rollup rows read (one dimension, optionally one value).
+    """
+
+    source: str
+    dim: str = ""
+    condition: str = ""
+    value: str | None = None
+
+
+RAW = Plan("raw")
+
+
+def plan(q: AnalyticsQuery) -> Plan:
+    """The cheapest source that gives exactly the raw rows' answer (visitors within the sketch's error).
+
+    Pre-aggregated hours need hour-aligned buckets; then, in order: the per-dimension rollup
+    (unfiltered, or count/timeseries with one filter), the cube (groupBy and filters among its
+    columns), else the raw rows (through the (workspace_id, ts) or (link_id, ts) index).
+    """
+    if not q.hour_aligned:
+        return RAW
+    series = q.group_by in ("count", "timeseries")
+    dim = "count" if series else DIMENSIONS[q.group_by][1]
+    if not q.filters and (not q.unique or dim in VISITOR_DIMS):
+        return Plan("rollup", dim)
+    if series and len(q.filters) == 1:
+        ((column, value),) = q.filters.items()
+        fdim, condition = _ROLLUP_FILTERS[column]
+        if not q.unique or fdim in VISITOR_DIMS:
+            return Plan("rollup", fdim, condition, value)
+    if (series or q.group_by in CUBE_GROUPS) and set(q.filters) <= CUBE_FILTERS:
+        return Plan("cube")
+    return RAW
+
+
+def _pre_where(sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, start: datetime, end: datetime) -> str:
+    parts = [f"workspace_id = {sql.p(ws)}", f"hour >= {sql.p(start)}", f"hour < {sql.p(end)}"]
+    if p.source == "rollup":
+        parts.append(f"dim = {sql.p(p.dim)}")
+        if p.value is not None:
+            condition = p.condition
+            if "${codes}" in condition:
+                condition = condition.replace("${codes}", sql.p(list(_COUNTRY_CODES)))
+            parts.append(condition.format(sql.p(p.value)))
+    else:
+        parts += [f"{column} = {sql.p(value)}" for column, value in q.filters.items()]
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:
@@ -107,39 +190,56 @@ def _rollup_where(sql: _Sql, ws: str, q: AnalyticsQuery, dim: str, start: dateti
 
 
 def _grouped_sql(
-    ws: str, q: AnalyticsQuery, key_raw: str, key_rollup: str, dim: str, first_args: tuple[Any, ...] = ()
+    ws: str,
+    q: AnalyticsQuery,
+    key_raw: str,
+    key_pre: str,
+    first_args: tuple[Any, ...] = (),
+    fast: bool = True,
+    only: list[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """SELECT key, clicks[, visitors] over the range, from the rollup where allowed.
+    """SELECT key, clicks[, visitors] over the range, from pre-aggregated hours where ``plan`` allows.
 
-    ``first_args`` become $1… (used by the key expressions, e.g. the time zone).
+    ``first_args`` become $1… (used by the key expressions, e.g. the time zone); ``key_pre`` is
+    the key over the rollup or cube rows, written for the rollup (``value``) or a column name.
     """
     sql = _Sql(list(first_args))
     start, end = q.start, q.end
-    use_rollup = q.rollup_allowed
-    if use_rollup:
-        # whole UTC hours inside the range from the rollup, the partial hours around them raw
+    how = plan(q) if fast else RAW
+    if how.source != "raw":
+        # whole UTC hours inside the range from the rollup or cube, the partial hours around them raw
         first_hour = start.replace(minute=0, second=0, microsecond=0)
         if first_hour < start:
             first_hour += timedelta(hours=1)
         last_hour = end.replace(minute=0, second=0, microsecond=0)
-        use_rollup = first_hour < last_hour
-    if not use_rollup:
+        if not first_hour < last_hour:
+            how = RAW
+    if how.source == "raw":
         visitors = ", count(DISTINCT visitor) AS visitors" if q.unique else ""
         text = (
             f"SELECT {key_raw} AS key, count(*) AS clicks{visitors} FROM clicks"
             f" WHERE {_raw_where(sql, ws, q, start, end)} GROUP BY 1"
         )
         return text, sql.args
-    rollup = (
-        f"SELECT {key_rollup} AS key, sum(clicks) AS clicks FROM click_rollup_totals"
-        f" WHERE {_rollup_where(sql, ws, q, dim, first_hour, last_hour)} GROUP BY 1"
+    table = "click_rollup_totals" if how.source == "rollup" else "click_cube_totals"
+    if how.source == "cube" and key_pre == "value":
+        key_pre = CUBE_GROUPS[q.group_by]
+    sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
+    # only: the keys to count (the ranked rows shown), so that only their sketches are unioned
+    pre_only = f" AND {key_pre} = ANY({sql.p(only)}::text[])" if only is not None else ""
+    pre = (
+        f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM {table}"
+        f" WHERE {_pre_where(sql, ws, q, how, first_hour, last_hour)}{pre_only} GROUP BY 1"
     )
-    head = f"SELECT {key_raw} AS key, count(*) AS clicks FROM clicks WHERE "
-    edges = [f"{head}{_raw_where(sql, ws, q, start, first_hour)} GROUP BY 1"] if start < first_hour else []
+    raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
+    raw_only = f" AND {key_raw} = ANY({sql.p(only)}::text[])" if only is not None else ""
+    head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
+    edges = [f"{head}{_raw_where(sql, ws, q, start, first_hour)}{raw_only} GROUP BY 1"] if start < first_hour else []
     if last_hour < end:
-        edges.append(f"{head}{_raw_where(sql, ws, q, last_hour, end)} GROUP BY 1")
-    union = " UNION ALL ".join([rollup, *edges])
-    return f"SELECT key, sum(clicks)::bigint AS clicks FROM ({union}) AS parts GROUP BY 1", sql.args
+        edges.append(f"{head}{_raw_where(sql, ws, q, last_hour, end)}{raw_only} GROUP BY 1")
+    union = " UNION ALL ".join([pre, *edges])
+    visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
+    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1", sql.args
 
 
 @asynccontextmanager
@@ -156,28 +256,49 @@ async def reading(pool: asyncpg.Pool, timeout_ms: int) -> AsyncIterator[asyncpg.
         raise QueryTimedOut(f"the query ran longer than {timeout_ms} ms: give a shorter range or filters") from None
 
 
-async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery) -> Any:
-    """The answer to ``GET /analytics``: a count object, a zero-filled series, or a ranked list."""
+async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *, fast: bool = True) -> Any:
+    """The answer to ``GET /analytics``: a count object, a zero-filled series, or a ranked list.
+
+    ``fast=False`` reads the raw rows only: the reference the fast paths are tested against.
+    """
     async with reading(ctx.reader, ctx.settings.analytics_statement_timeout_ms) as conn:
         if q.needs_first_click:
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
-        if q.group_by == "count":
-            text, args = _grouped_sql(workspace_id, q, "0", "0", "count")
-            row = await conn.fetchrow(text, *args)
-            out: dict[str, Any] = {"clicks": int(row["clicks"]) if row else 0}
-            if q.unique:
-                out["visitors"] = int(row["visitors"]) if row else 0
-            return out
-        if q.group_by == "timeseries":
-            return await _timeseries(conn, workspace_id, q)
-        return await _ranked(conn, workspace_id, q)
+        answer = await _answer(conn, workspace_id, q, fast)
+        few = fast and q.unique and plan(q).source != "raw"
+        if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:
+            # few clicks: their visitors counted exactly from the raw rows, as cheap as the sketches
+            answer = await _answer(conn, workspace_id, q, False)
+        return answer
 
 
-async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> list[dict[str, Any]]:
+def _clicks_if_all_shown(q: AnalyticsQuery, answer: Any) -> float:
+    """The clicks in the answer, or infinity when a ranked answer was cut at ``limit`` (more rows exist)."""
+    if isinstance(answer, dict):
+        return float(answer["clicks"])
+    if q.group_by != "timeseries" and len(answer) >= q.limit:
+        return float("inf")
+    return float(sum(item["clicks"] for item in answer))
+
+
+async def _answer(conn: asyncpg.Connection, workspace_id: str, q: AnalyticsQuery, fast: bool) -> Any:
+    if q.group_by == "count":
+        text, args = _grouped_sql(workspace_id, q, "0", "0", fast=fast)
+        row = await conn.fetchrow(text, *args)
+        out: dict[str, Any] = {"clicks": int(row["clicks"]) if row else 0}
+        if q.unique:
+            out["visitors"] = int(row["visitors"]) if row else 0
+        return out
+    if q.group_by == "timeseries":
+        return await _timeseries(conn, workspace_id, q, fast)
+    return await _ranked(conn, workspace_id, q, fast)
+
+
+async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool) -> list[dict[str, Any]]:
     unit = q.bucket  # one of four fixed words; the zone is a parameter ($1)
     text, args = _grouped_sql(
-        ws, q, f"date_trunc('{unit}', ts, $1)", f"date_trunc('{unit}', hour, $1)", "count", (q.timezone,)
+        ws, q, f"date_trunc('{unit}', ts, $1)", f"date_trunc('{unit}', hour, $1)", (q.timezone,), fast
     )
     counts = {r["key"].timestamp(): r for r in await conn.fetch(text, *args)}
     series = []
@@ -190,12 +311,20 @@ async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> l
     return series
 
 
-async def _ranked(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> list[dict[str, Any]]:
-    column, dim, key = DIMENSIONS[q.group_by]
-    text, args = _grouped_sql(ws, q, column, "value", dim)
+async def _ranked(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool) -> list[dict[str, Any]]:
+    column, _, key = DIMENSIONS[q.group_by]
     exclude_orphans = "WHERE key <> ''" if q.group_by == "top_links" else ""
-    text = f"SELECT * FROM ({text}) AS g {exclude_orphans} ORDER BY clicks DESC, key LIMIT {int(q.limit)}"
-    rows = await conn.fetch(text, *args)
+    order = f"ORDER BY clicks DESC, key LIMIT {int(q.limit)}"
+    if fast and q.unique and plan(q).source != "raw":
+        # rank by clicks first (no sketches), then union the sketches of the rows shown only: a
+        # month of top links is hundreds of thousands of link-hour sketches, the top 100 a fraction
+        clicks_only = dataclasses.replace(q, unique=False)
+        text, args = _grouped_sql(ws, clicks_only, column, "value", fast=fast)
+        ranked = await conn.fetch(f"SELECT key FROM ({text}) AS g {exclude_orphans} {order}", *args)
+        text, args = _grouped_sql(ws, q, column, "value", fast=fast, only=[r["key"] for r in ranked])
+    else:
+        text, args = _grouped_sql(ws, q, column, "value", fast=fast)
+    rows = await conn.fetch(f"SELECT * FROM ({text}) AS g {exclude_orphans} {order}", *args)
     out = []
     for r in rows:
         value: str = r["key"]

@@ -143,10 +143,8 @@ class AnalyticsQuery:
         return "month"
 
     @cached_property
-    def rollup_allowed(self) -> bool:
-        """The hourly rollup can answer: no per-row filter, no distinct count, buckets on UTC hours."""
-        if self.unique or self.filters:
-            return False
+    def hour_aligned(self) -> bool:
+        """Hourly aggregates can answer: a count per value, or a time series whose buckets start on UTC hours."""
         if self.group_by != "timeseries":
             return True  # a count per value does not depend on the time zone
         if self.bucket == "minute":

@@ -208,11 +208,11 @@ async def test_each_filter_over_thirty_days(
 async def test_rollup_and_raw_rows_give_the_same_answer(ctx: ServiceContext, world: dict[str, Any]) -> None:
     ws = world["ws"]
     for group in ("countries", "devices", "referers", "top_links", "utm_mediums"):
-        fast = await ask(ctx, ws, groupBy=group, interval="30d")
-        raw = await ask(ctx, ws, groupBy=group, interval="30d", unique="true")  # distinct counts need raw rows
-        assert fast == [{k: v for k, v in r.items() if k != "visitors"} for r in raw], group
-    assert parse_query({"groupBy": "countries"}, now=NOW).rollup_allowed
-    assert not parse_query({"groupBy": "countries", "country": "US"}, now=NOW).rollup_allowed
+        q = parse_query({"groupBy": group, "interval": "30d"}, now=NOW)
+        fast = await analytics.analytics(ctx, ws, q)
+        assert fast == await analytics.analytics(ctx, ws, q, fast=False), group
+    assert analytics.plan(parse_query({"groupBy": "countries"}, now=NOW)).source == "rollup"
+    assert analytics.plan(parse_query({"groupBy": "countries", "device": "mobile"}, now=NOW)).source == "cube"
 
 
 async def test_timeseries_is_zero_filled_hourly_over_a_day(ctx: ServiceContext, world: dict[str, Any]) -> None:
