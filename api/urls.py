@@ -18,6 +18,8 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+import dns.asyncresolver
+
 from h0p_settings import Settings
 from redirect.hosts import ascii_host, ascii_url
 
@@ -154,3 +156,17 @@ def slug_problem(slug: str) -> str | None:
 def normalise_domain(domain: str) -> str:
     """A host name as links and domains store it: lower case, no trailing dot."""
     return domain.strip().lower().rstrip(".")
+
+
+def dns_resolver(settings: Settings, timeout_s: float) -> dns.asyncresolver.Resolver:
+    """The resolver of ``settings.dns_resolver`` ("ip:port"; empty: the system's), bounded by ``timeout_s``."""
+    if not settings.dns_resolver:
+        resolver = dns.asyncresolver.Resolver()
+    else:
+        host, _, port = settings.dns_resolver.rpartition(":")
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [host.strip("[]")]
+        resolver.port = int(port)
+    resolver.timeout = timeout_s
+    resolver.lifetime = timeout_s
+    return resolver

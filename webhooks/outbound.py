@@ -22,7 +22,7 @@ import dns.exception
 import dns.resolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from api.urls import UnsafeUrl, check_host, host_address
+from api.urls import UnsafeUrl, check_host, dns_resolver, host_address
 from h0p_settings import Settings
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -44,19 +44,6 @@ class Unresolvable(OSError):
         super().__init__(errno.EHOSTUNREACH, message)
 
 
-def _resolver(settings: Settings) -> dns.asyncresolver.Resolver:
-    if not settings.dns_resolver:
-        resolver = dns.asyncresolver.Resolver()
-    else:
-        host, _, port = settings.dns_resolver.rpartition(":")
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [host.strip("[]")]
-        resolver.port = int(port)
-    resolver.timeout = DNS_TIMEOUT_S
-    resolver.lifetime = DNS_TIMEOUT_S
-    return resolver
-
-
 async def resolve(host: str, port: int, settings: Settings) -> list[str]:
     """Every address of ``host`` (itself if it is an address); through H0P_DNS_RESOLVER when set."""
     try:
@@ -67,7 +54,7 @@ async def resolve(host: str, port: int, settings: Settings) -> list[str]:
         return [str(literal)]
     if settings.dns_resolver:
         found: list[str] = []
-        resolver = _resolver(settings)
+        resolver = dns_resolver(settings, DNS_TIMEOUT_S)
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await resolver.resolve(host, rdtype)

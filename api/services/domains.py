@@ -32,7 +32,7 @@ from api.services import webhooks
 from api.services.context import ServiceContext
 from api.services.plans import require_below, require_feature
 from api.services.workspaces import workspace_plan
-from api.urls import UnsafeUrl, check_destination, host_address, normalise_domain
+from api.urls import UnsafeUrl, check_destination, dns_resolver, host_address, normalise_domain
 from h0p_settings import Settings
 from redirect.hosts import ascii_host
 
@@ -217,23 +217,10 @@ async def list_domains(ctx: ServiceContext, workspace_id: str, page: PageQuery) 
     return DomainList(data=[_domain(r, ctx.settings) for r in rows], page=page.page, limit=page.limit, total=total)
 
 
-def _resolver(settings: Settings) -> dns.asyncresolver.Resolver:
-    if not settings.dns_resolver:
-        resolver = dns.asyncresolver.Resolver()
-    else:
-        host, _, port = settings.dns_resolver.rpartition(":")
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [host.strip("[]")]
-        resolver.port = int(port)
-    resolver.timeout = DNS_TIMEOUT_S
-    resolver.lifetime = DNS_TIMEOUT_S
-    return resolver
-
-
 async def _txt_values(settings: Settings, name: str) -> tuple[list[str], str | None]:
     """The TXT strings at ``name``, or a problem description."""
     try:
-        answer = await _resolver(settings).resolve(name, "TXT")
+        answer = await dns_resolver(settings, DNS_TIMEOUT_S).resolve(name, "TXT")
     except dns.resolver.NXDOMAIN:
         return [], f"no DNS record named {name}"
     except dns.resolver.NoAnswer:

@@ -123,6 +123,13 @@ async def edge(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[EdgeAp
 @asynccontextmanager
 async def served(settings: Settings, keep_alive_s: int = 5) -> AsyncIterator[tuple[EdgeApp, str]]:
     """The edge on a real uvicorn server on a free port, in this test's event loop."""
+    async with serving(settings, keep_alive_s) as (app, url, _):
+        yield app, url
+
+
+@asynccontextmanager
+async def serving(settings: Settings, keep_alive_s: int = 5) -> AsyncIterator[tuple[EdgeApp, str, uvicorn.Server]]:
+    """``served``, also yielding the uvicorn server (its connections, its shutdown)."""
     port = free_port()
     app = create_app(settings)
     config = uvicorn_config(dataclasses.replace(settings, bind_host="127.0.0.1"), app=app, port=port)
@@ -136,7 +143,7 @@ async def served(settings: Settings, keep_alive_s: int = 5) -> AsyncIterator[tup
             raise RuntimeError("edge server did not start")
         await asyncio.sleep(0.02)
     try:
-        yield app, f"http://127.0.0.1:{port}"
+        yield app, f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

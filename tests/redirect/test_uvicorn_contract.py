@@ -15,16 +15,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import dataclasses
 import os
 import re
 import socket
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +35,7 @@ import redirect
 from h0p_settings import Settings
 from redirect import protocol as edge_protocol
 from redirect import uvicorn_internals
-from redirect.app import EdgeApp, create_app, uvicorn_config
-from tests.redirect.conftest import LinkMaker, edge_settings, read_events, unique
+from tests.redirect.conftest import LinkMaker, edge_settings, read_events, serving, unique
 from tests.redirect.test_protocol import connect, read_responses, warm
 from tests.redirect.test_resolution import eventually
 from tests.services import free_port
@@ -193,28 +189,6 @@ def test_only_the_adapter_imports_uvicorn_internals() -> None:
 
 
 # -- the behaviours, over real sockets ------------------------------------------------------------
-
-
-@asynccontextmanager
-async def serving(settings: Settings, keep_alive_s: int = 5) -> AsyncIterator[tuple[EdgeApp, str, uvicorn.Server]]:
-    """conftest's ``served``, also yielding the uvicorn server (its connections, its shutdown)."""
-    port = free_port()
-    app = create_app(settings)
-    config = uvicorn_config(dataclasses.replace(settings, bind_host="127.0.0.1"), app=app, port=port)
-    config.log_level = "warning"
-    config.timeout_keep_alive = keep_alive_s
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError("edge server did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield app, f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 def get(slug: str, extra: str = "") -> bytes:
