@@ -8,14 +8,13 @@ replica at scrape time, on the API's event loop (the HTTP server is a thread of 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
 
 import asyncpg
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+import h0p_metrics
 
 SCRAPE_TIMEOUT_S = 3.0
 
@@ -80,18 +79,8 @@ class ReplicaCollector(Collector):
         )  # fmt: skip
 
 
-class MetricsServer:
+class MetricsServer(h0p_metrics.MetricsServer):
     """``/metrics`` of one API process on ``host:port`` (a thread of its own), until ``close``."""
 
     def __init__(self, read_pool: asyncpg.Pool | None, host: str, port: int) -> None:
-        registry = CollectorRegistry()
-        registry.register(ReplicaCollector(read_pool, asyncio.get_running_loop()))
-        self._server: WSGIServer
-        self._thread: threading.Thread
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
-        self.port = int(self._server.server_port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(ReplicaCollector(read_pool, asyncio.get_running_loop()), host, port)

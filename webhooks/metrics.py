@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+import h0p_metrics
 
 if TYPE_CHECKING:
     from webhooks.dispatcher import DispatchStats
@@ -41,18 +40,8 @@ class WebhookCollector(Collector):
             yield GaugeMetricFamily(name, documentation, value=getattr(self.stats, field))
 
 
-class MetricsServer:
+class MetricsServer(h0p_metrics.MetricsServer):
     """``/metrics`` of one delivery process on ``host:port`` (a thread of its own), until ``close``."""
 
     def __init__(self, stats: DispatchStats, host: str, port: int) -> None:
-        registry = CollectorRegistry()
-        registry.register(WebhookCollector(stats))
-        self._server: WSGIServer
-        self._thread: threading.Thread
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
-        self.port = int(self._server.server_port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        super().__init__(WebhookCollector(stats), host, port)
