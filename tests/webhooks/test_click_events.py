@@ -51,3 +51,29 @@ async def test_each_stored_click_has_one_event_redeliveries_none_and_bots_only_w
 async def test_without_a_subscription_nothing_is_written_or_read(settings: Settings, pool: asyncpg.Pool) -> None:
     subscriptions = ClickSubscriptions()
     assert subscriptions.events([("row",)]) == []  # no subscribed workspace: not even a row is looked at
+
+
+async def test_endpoints_scoped_to_links_get_events_for_those_links_only(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # A webhook on one campaign link of a busy workspace: the other links' clicks are no work at all.
+    workspace = await make_workspace(pool)
+    watched, busy = await make_link(pool, workspace), await make_link(pool, workspace)
+    await pool.execute(
+        "INSERT INTO webhooks (id, workspace_id, url, events, secret, link_ids)"
+        " VALUES ($1, $2, 'https://x.example/h', $3, $4, $5)",
+        f"wh_{workspace}", workspace, ["link.clicked"], new_secret(), [watched["id"]],
+    )  # fmt: skip
+    events = [click(watched, ua=CHROME)] + [click(busy, ua=CHROME) for _ in range(5)]
+    directory, subscriptions = LinkDirectory(), ClickSubscriptions()
+    enricher = Enricher(settings, directory)
+    store = ClickStore(settings.database_url)
+    try:
+        await subscriptions.refresh(await store.connection())
+        assert await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events], subscriptions) == 6
+    finally:
+        await store.close()
+        enricher.close()
+    stored = await pool.fetch("SELECT click_event_id FROM webhook_events WHERE workspace_id = $1", workspace)
+    assert [r["click_event_id"] for r in stored] == [uuid.UUID(events[0].id)]
+    await pool.execute("DELETE FROM webhook_events WHERE workspace_id = $1", workspace)
