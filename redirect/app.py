@@ -197,6 +197,8 @@ class EdgeApp:
             try:
                 replication = await asyncio.wait_for(self.redis_reader.info("replication"), 1.0)
             except REDIS_ERRORS:  # lookups fall back to Postgres, as with the primary gone
+                if not await self.postgres.reachable():
+                    return PlainTextResponse("redis replica and postgres unreachable: no link can be looked up", 503)
                 problems.append("redis replica (H0P_EDGE_REDIS_URL) unreachable")
             else:
                 if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
