@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from api import cache_sync
+from api import cache_sync, db
 from api.schemas import LinkCreate, LinkUpdate
 from api.services.context import ServiceContext
 from api.services.links import create_link, delete_link, update_link
-from api.services.workspaces import Workspace
+from api.services.workspaces import Workspace, get_or_create_workspace
 from redirect.record import NEGATIVE, decode_link, link_key
 from tests.api.conftest import raw
 from tests.redis_server import RedisServer
 
 
 @pytest.fixture
-async def private_redis(ctx: ServiceContext) -> AsyncIterator[tuple[RedisServer, ServiceContext]]:
-    """A context whose Redis is our own server, which the test may stop and start."""
+async def private_redis(ctx: ServiceContext) -> AsyncIterator[tuple[RedisServer, ServiceContext, Workspace]]:
+    """A context whose Redis is our own server, which the test may stop and start, on a database of
+    its own: the API processes other tests run on the session's database drain any cache outbox
+    they see into the session's Redis, which would take these rows from this test's."""
     server = RedisServer().start()
     client = aioredis.Redis.from_url(server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    yield server, ServiceContext(dataclasses.replace(ctx.settings, redis_url=server.url), ctx.pool, client)
-    await client.aclose()
-    server.stop()
+    database_url = f"{ctx.settings.database_url}_cache_{secrets.token_hex(4)}"
+    await db.migrate(database_url)
+    pool = await db.create_pool(database_url, max_size=4)
+    private = ServiceContext(
+        dataclasses.replace(ctx.settings, redis_url=server.url, database_url=database_url), pool, client
+    )
+    try:
+        yield server, private, await get_or_create_workspace(private, "cache-sync")
+    finally:
+        await pool.close()
+        await db.drop_database(database_url)
+        await client.aclose()
+        server.stop()
 
 
 async def outbox_rows(ctx: ServiceContext, slug: str) -> int:
@@ -37,9 +50,9 @@ async def outbox_rows(ctx: ServiceContext, slug: str) -> int:
 
 @pytest.mark.chaos
 async def test_a_write_during_a_redis_outage_lands_when_redis_is_back(
-    private_redis: tuple[RedisServer, ServiceContext], workspace: Workspace
+    private_redis: tuple[RedisServer, ServiceContext, Workspace],
 ) -> None:
-    server, ctx = private_redis
+    server, ctx, workspace = private_redis
     server.stop()
     link = await create_link(
         ctx, workspace.id, msgspec.convert({"url": "https://example.com/a", "slug": "outage-1"}, LinkCreate)
@@ -64,9 +77,9 @@ async def test_a_write_during_a_redis_outage_lands_when_redis_is_back(
 
 @pytest.mark.chaos
 async def test_a_delete_during_a_redis_outage_replaces_the_stale_record(
-    private_redis: tuple[RedisServer, ServiceContext], workspace: Workspace
+    private_redis: tuple[RedisServer, ServiceContext, Workspace],
 ) -> None:
-    server, ctx = private_redis
+    server, ctx, workspace = private_redis
     link = await create_link(
         ctx, workspace.id, msgspec.convert({"url": "https://example.com/", "slug": "outage-2"}, LinkCreate)
     )
