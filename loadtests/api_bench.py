@@ -76,6 +76,27 @@ def run_wrk(
     return Result(name, wrk.run_wrk(script, url, args.duration, args.connections, CLIENT_CORE, env))
 
 
+async def copy_links(database_url: str, workspace_id: str, domain: str, links: int) -> None:
+    """``links`` bench links of the workspace, loaded with COPY (a year of creation times, varied clicks)."""
+    start = datetime.now(UTC) - timedelta(days=365)
+    records = [
+        (new_id("link"), workspace_id, domain, f"b{i:07d}", f"https://example.com/page/{i}?ref=bench",
+         f"Bench link {i}", start + timedelta(seconds=i * 300), (i * 7919) % 10_000)
+        for i in range(links)
+    ]  # fmt: skip
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    try:
+        await conn.copy_records_to_table(
+            "links",
+            records=records,
+            columns=["id", "workspace_id", "domain", "slug", "url", "title", "created_at", "clicks"],
+        )
+        # what autovacuum does on its own after a bulk insert: visibility map (index-only counts) and stats
+        await conn.execute("VACUUM ANALYZE links")
+    finally:
+        await conn.close()
+
+
 async def prepare(redis_url: str, links: int) -> tuple[str, str, int]:
     """A fresh database, a workspace with ``links`` links (COPY) and an empty one; their keys."""
     await db.drop_database(DATABASE_URL)
@@ -89,23 +110,7 @@ async def prepare(redis_url: str, links: int) -> tuple[str, str, int]:
         empty = await get_or_create_workspace(ctx, "bench-create")
         _, big_key = await create_key(ctx, big.id, "bench", None)
         _, create_key_secret = await create_key(ctx, empty.id, "bench", None)
-        start = datetime.now(UTC) - timedelta(days=365)
-        records = [
-            (new_id("link"), big.id, DOMAIN, f"b{i:07d}", f"https://example.com/page/{i}?ref=bench",
-             f"Bench link {i}", start + timedelta(seconds=i * 300), (i * 7919) % 10_000)
-            for i in range(links)
-        ]  # fmt: skip
-        conn: asyncpg.Connection = await asyncpg.connect(DATABASE_URL)
-        try:
-            await conn.copy_records_to_table(
-                "links",
-                records=records,
-                columns=["id", "workspace_id", "domain", "slug", "url", "title", "created_at", "clicks"],
-            )
-            # what autovacuum does on its own after a bulk insert: visibility map (index-only counts) and stats
-            await conn.execute("VACUUM ANALYZE links")
-        finally:
-            await conn.close()
+        await copy_links(DATABASE_URL, big.id, DOMAIN, links)
         return big_key, create_key_secret, links
     finally:
         await close_context(ctx)

@@ -25,20 +25,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
 from api import db
-from api.ids import new_id
 from api.services import folders, tags, users
 from api.services.context import close_context, open_context
 from api.services.keys import create_key
 from api.services.workspaces import get_or_create_workspace
 from h0p_settings import load_settings
+from loadtests.api_bench import copy_links
 from tests.services import free_port, wait_for_port
 
 PG_BASE = os.environ.get("H0P_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -72,22 +70,7 @@ async def prepare(links: int) -> None:
             await tags.create_tag(ctx, ws.id, TagCreate(name=f"tag-{i}"))
         for i in range(10):
             await create_key(ctx, ws.id, f"key {i}", None)
-        start = datetime.now(UTC) - timedelta(days=365)
-        records = [
-            (new_id("link"), ws.id, DOMAIN, f"b{i:07d}", f"https://example.com/page/{i}?ref=bench",
-             f"Bench link {i}", start + timedelta(seconds=i * 300), (i * 7919) % 10_000)
-            for i in range(links)
-        ]  # fmt: skip
-        conn: asyncpg.Connection = await asyncpg.connect(DATABASE_URL)
-        try:
-            await conn.copy_records_to_table(
-                "links",
-                records=records,
-                columns=["id", "workspace_id", "domain", "slug", "url", "title", "created_at", "clicks"],
-            )
-            await conn.execute("VACUUM ANALYZE links")
-        finally:
-            await conn.close()
+        await copy_links(DATABASE_URL, ws.id, DOMAIN, links)
     finally:
         await close_context(ctx)
 
