@@ -150,7 +150,8 @@ def query_params(request: Request) -> dict[str, str]:
     return seen
 
 
-def _read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
+def read_query(request: Request, kind: type[msgspec.Struct] | None) -> Any:
+    """The query string decoded into ``kind`` (400 with the parameter as path), as every JSON route reads it."""
     if kind is None:
         if request.query_params:
             names = sorted(set(request.query_params.keys()))
@@ -194,7 +195,7 @@ async def _serve(endpoint: Endpoint, request: Request) -> Response:
         path = {name: str(request.path_params[name]) for name in endpoint.path_params}
         if any(len(v) > 100 or "\x00" in v for v in path.values()):
             raise NotFound()
-        query = _read_query(request, endpoint.query)
+        query = read_query(request, endpoint.query)
         body = await _read_body(request, endpoint.body) if endpoint.body is not None else None
         result = await endpoint.handler(Call(ctx, principal, path, query, body, request))
     except H0pError as exc:

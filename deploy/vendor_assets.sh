@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HTMX_VERSION=2.0.11
 AXE_VERSION=4.14.1
+UPLOT_VERSION=1.6.32
+TOPOJSON_CLIENT_VERSION=3.1.0
+WORLD_ATLAS_VERSION=2.0.2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -26,6 +29,12 @@ fetch() {  # fetch NAME VERSION FILE-IN-PACKAGE DESTINATION
 {
     echo "# name@version  npm-tarball-integrity  file  file-sri (written by deploy/vendor_assets.sh)"
     fetch htmx.org "$HTMX_VERSION" dist/htmx.min.js api/dashboard/static/vendor/htmx.min.js
+    # the Analytics page: charts, the world map's TopoJSON decoder and the Natural Earth countries
+    fetch uplot "$UPLOT_VERSION" dist/uPlot.iife.min.js api/dashboard/static/vendor/uPlot.iife.min.js
+    fetch uplot "$UPLOT_VERSION" dist/uPlot.min.css api/dashboard/static/vendor/uPlot.min.css
+    fetch topojson-client "$TOPOJSON_CLIENT_VERSION" dist/topojson-client.min.js \
+        api/dashboard/static/vendor/topojson-client.min.js
+    fetch world-atlas "$WORLD_ATLAS_VERSION" countries-110m.json api/dashboard/static/vendor/countries-110m.json
 } > api/dashboard/static/vendor/VERSIONS
 {
     echo "# name@version  npm-tarball-integrity  file  file-sri (written by deploy/vendor_assets.sh)"

@@ -24,6 +24,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 PAGE_MODULES = (
     "api.dashboard.account",
     "api.dashboard.links",
+    "api.dashboard.analytics_page",
     "api.dashboard.organize",
     "api.dashboard.keys",
     "api.dashboard.webhooks",

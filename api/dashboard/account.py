@@ -180,10 +180,3 @@ ROUTES = [
     Route("/invite/{token}", invite_page, methods=["GET"]),
     Route("/invite/{token}", accept_invite, methods=["POST"]),
 ]
-
-
-async def _analytics(view: View) -> Response:
-    return view.render("analytics.html")
-
-
-ROUTES.append(Route("/analytics", page(_analytics), methods=["GET"]))

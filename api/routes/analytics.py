@@ -124,10 +124,14 @@ def _params(query: msgspec.Struct) -> dict[str, Any]:
     return {k: v for k, v in msgspec.to_builtins(query).items() if v is not None}
 
 
-async def get_analytics(call: Call) -> AnalyticsResult:
-    q = parse_query(_params(call.query))
-    result: AnalyticsResult = await analytics.analytics(call.ctx, call.principal.workspace_id, q)
+async def analytics_answer(ctx: ServiceContext, workspace_id: str, query: AnalyticsQueryParams) -> AnalyticsResult:
+    """``GET /analytics``'s answer to decoded parameters (the dashboard's Analytics page asks the same)."""
+    result: AnalyticsResult = await analytics.analytics(ctx, workspace_id, parse_query(_params(query)))
     return result
+
+
+async def get_analytics(call: Call) -> AnalyticsResult:
+    return await analytics_answer(call.ctx, call.principal.workspace_id, call.query)
 
 
 async def list_events(call: Call) -> EventList:
@@ -168,6 +172,11 @@ class ExportResponse(StreamingResponse):
 
 
 async def export(ctx: ServiceContext, principal: Principal, request: Request) -> Response:
+    return await export_response(ctx, principal.workspace_id, request)
+
+
+async def export_response(ctx: ServiceContext, workspace_id: str, request: Request) -> Response:
+    """The export of the request's filters (query string) for a workspace; also the dashboard's Download CSV."""
     params = dict(request.query_params)
     fmt = params.pop("format", "csv")
     if fmt not in FORMATS:
@@ -177,7 +186,7 @@ async def export(ctx: ServiceContext, principal: Principal, request: Request) ->
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
     q = parse_query(_params(filters))
-    running = await ClickExport.open(request.app.state.export_pool, ctx.settings, principal.workspace_id, q)
+    running = await ClickExport.open(request.app.state.export_pool, ctx.settings, workspace_id, q)
     return ExportResponse(running, fmt, ctx.settings.export_max_s)
 
 
@@ -201,6 +210,11 @@ _NOT_LIVE = ("interval", "start", "end", "timezone")
 
 
 async def live(ctx: ServiceContext, principal: Principal, request: Request) -> Response:
+    return await live_response(ctx, principal.workspace_id, request)
+
+
+async def live_response(ctx: ServiceContext, workspace_id: str, request: Request) -> Response:
+    """The live stream of the request's filters for a workspace; also the dashboard's live clicks."""
     params = dict(request.query_params)
     last_event_id = check_last_event_id(request.headers.get("last-event-id") or params.pop("lastEventId", None))
     for name in _NOT_LIVE:
@@ -211,7 +225,7 @@ async def live(ctx: ServiceContext, principal: Principal, request: Request) -> R
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from None
     q = parse_query(_params(filters))
-    ws = principal.workspace_id
+    ws = workspace_id
 
     async def links(column: str, value: str) -> list[str]:
         sql = (
