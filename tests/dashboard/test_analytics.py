@@ -4,6 +4,9 @@ live clicks appear on the page and on the link's page. Screenshots with data, li
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import secrets
 import subprocess
 import sys
@@ -11,13 +14,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.dashboard.conftest import Problems, Stack, _start, signed_in
+from tests.dashboard.conftest import Problems, Stack, _start, axe_violations, signed_in
 from tests.services import free_port
 
 CHROME = (
@@ -242,3 +246,187 @@ def test_clicks_sent_through_the_edge_show_in_the_chart_map_and_every_table(
     expect(page.locator("#total-clicks")).to_have_text(str(HUMANS + 1))
     assert "includeBots=true" in page.url
     assert problems.items == []
+
+
+def _link_label(link: dict[str, Any]) -> str:
+    return f"{link['domain']}/{link['slug']}"
+
+
+def test_clicking_a_country_filters_every_panel_and_the_url_round_trips(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
+) -> None:
+    page, problems = _open(browser, stack, contexts, known.email, "/app/analytics")
+    page.get_by_role("button", name="United Kingdom").click()
+    _ready(page)
+    assert "country=GB" in page.url
+    expect(page.get_by_role("list", name="Filters")).to_have_text("Country: United Kingdom×")
+    gb = {"country": "GB"}
+    expect(page.locator("#total-clicks")).to_have_text(str(sum(_expected("country", gb).values())))
+    assert _table(page, "countries") == {"United Kingdom": 6}
+    assert _table(page, "devices") == dict(_expected("device", gb))
+    assert _table(page, "referers") == {"(unknown)": 6}
+    assert _table(page, "top_links") == {_link_label(known.links[0]): 6}
+    assert page.eval_on_selector_all("#world-map path[data-country]", "ps => ps.map(p => p.dataset.country)") == ["GB"]
+    assert page.locator("#timeseries-chart").get_attribute("aria-label").startswith("Clicks over time: 6 clicks")
+
+    # unique visitors (a visitor is a day, an address and a browser: one here), then another period
+    page.get_by_label("Unique visitors").check()
+    _ready(page)
+    expect(page.locator("#total-visitors")).to_have_text("1")
+    expect(page.locator("table[data-group=countries] thead")).to_contain_text("Visitors")
+    page.get_by_label("Period").select_option("30d")
+    _ready(page)
+    assert "interval=30d" in page.url and "unique=true" in page.url and "country=GB" in page.url
+
+    # the URL is the whole state: a reload (or a colleague opening it) shows the same view
+    page.reload()
+    _ready(page)
+    expect(page.get_by_label("Period")).to_have_value("30d")
+    expect(page.get_by_label("Unique visitors")).to_be_checked()
+    expect(page.get_by_role("list", name="Filters")).to_have_text("Country: United Kingdom×")
+    expect(page.locator("#total-clicks")).to_have_text("6")
+    expect(page.locator("#total-visitors")).to_have_text("1")
+
+    # back: the 24 hours with unique visitors, then clicks only, then no filter
+    page.go_back()
+    _ready(page)
+    expect(page.get_by_label("Period")).to_have_value("24h")
+    expect(page.get_by_label("Unique visitors")).to_be_checked()
+    page.go_back()
+    _ready(page)
+    expect(page.get_by_label("Clicks", exact=True)).to_be_checked()
+    expect(page.locator("#visitors-stat")).to_be_hidden()
+    page.go_back()
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text(str(HUMANS))
+    expect(page.get_by_role("list", name="Filters")).to_have_text("")
+    page.go_forward()
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text("6")
+
+    # two filters from two panels, then the chips take them off one by one
+    page.get_by_role("button", name="desktop").click()
+    _ready(page)
+    page.goto(page.url.replace("country=GB", "country=US"))
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text("0")  # the US clicks all came from iPhones
+    expect(page.locator("table[data-group=countries]")).to_have_count(0)
+    page.get_by_role("link", name="Remove filter Device desktop").click()
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text("5")
+    page.get_by_role("link", name="Remove filter Country United States").click()
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text(str(HUMANS))
+    assert problems.items == []
+
+
+def test_download_csv_streams_exactly_the_filtered_view(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
+) -> None:
+    page, problems = _open(browser, stack, contexts, known.email, "/app/analytics?country=US&interval=7d")
+    expect(page.locator("#total-clicks")).to_have_text("5")
+
+    def download() -> list[dict[str, str]]:
+        with page.expect_download() as info:
+            page.get_by_role("link", name="Download CSV").click()
+        return list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+
+    rows = download()
+    assert len(rows) == 5  # the Googlebot click from the US is not in the view
+    assert {(r["country"], r["device"], r["slug"], r["bot"]) for r in rows} == {
+        ("US", "mobile", known.links[0]["slug"], "false")
+    }
+    page.get_by_label("Include bots").check()
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text("6")
+    rows = download()
+    assert len(rows) == 6 and sorted(r["bot"] for r in rows) == ["false"] * 5 + ["true"]
+    assert problems.items == []
+
+
+def test_a_link_tag_folder_or_domain_opens_the_page_scoped_to_it(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
+) -> None:
+    page = signed_in(browser, stack, contexts, known.email)
+    problems = Problems()
+    problems.watch(page)
+    page.goto(f"/app/links/{known.links[1]['id']}")
+    page.get_by_role("link", name="Analytics", exact=True).last.click()
+    _ready(page)
+    assert f"linkId={known.links[1]['id']}" in page.url
+    expect(page.get_by_role("heading", level=1)).to_contain_text(known.links[1]["shortUrl"])
+    expect(page.locator("#total-clicks")).to_have_text(str(sum(_expected("link", {"link": "launch"}).values())))
+    assert _table(page, "top_links") == {_link_label(known.links[1]): 8}
+    page.goto(f"/app/analytics?domain={known.links[0]['domain']}")
+    _ready(page)
+    expect(page.locator("#total-clicks")).to_have_text(str(HUMANS))
+    assert problems.items == []
+
+
+def test_bad_parameters_get_the_api_error_shape_and_the_page_says_what_is_wrong(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
+) -> None:
+    page, _ = _open(browser, stack, contexts, known.email, "/app/analytics")
+    r = page.request.get("/app/analytics/data?groupBy=nope")
+    assert r.status == 400
+    assert r.json()["error"]["code"] == "VALIDATION_ERROR" and r.json()["error"]["details"][0]["path"] == "groupBy"
+    r = page.request.get("/app/analytics/live?interval=7d")
+    assert r.status == 400 and r.json()["error"]["details"][0]["path"] == "interval"
+    r = page.request.get("/app/analytics/export?country=toolong")
+    assert r.status == 400 and r.json()["error"]["details"][0]["path"] == "country"
+    page.goto("/app/analytics?interval=custom&start=2026-02-01&end=2026-01-01")
+    expect(page.get_by_role("alert")).to_contain_text("start must be before end")
+
+
+def test_live_clicks_appear_on_the_analytics_page_and_on_the_link_page(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], click_path: ClickPath
+) -> None:
+    email, _, links = click_path.workspace(f"live-{secrets.token_hex(3)}")
+    page, problems = _open(browser, stack, contexts, email, "/app/analytics")
+    expect(page.locator("#live-status")).to_have_text("Live")
+    expect(page.locator("#total-clicks")).to_have_text("0")
+    click_path.send(links, [(1, Hit(0, JP, ANDROID))])
+    row = page.locator("#live-clicks tbody tr").first
+    expect(row).to_contain_text(_link_label(links[0]))
+    expect(row).to_contain_text("Japan")
+    expect(page.locator("#live-count")).to_have_text("1")
+    expect(page.locator("#total-clicks")).to_have_text("1")  # the panels follow the stored clicks
+
+    detail = page.context.new_page()
+    problems.watch(detail)
+    detail.goto(f"/app/links/{links[1]['id']}")
+    expect(detail.locator("#live-status")).to_have_text("Live")
+    click_path.send(links, [(1, Hit(2, BR, CHROME)), (1, Hit(1, DE, FIREFOX))])  # another link's, then its own
+    expect(detail.locator("#live-clicks tbody tr").first).to_contain_text(_link_label(links[1]))
+    expect(detail.locator("#live-clicks tbody tr")).to_have_count(1)
+    expect(detail.locator("#link-clicks")).to_have_text("1")
+    expect(page.locator("#live-count")).to_have_text("3")  # the workspace's page saw all three
+    assert problems.items == []
+
+
+def _shots(tmp_path: Path) -> Path:
+    # `make screenshots` points this at docs/screenshots; otherwise they go to the test's tmp dir.
+    target = Path(os.environ.get("H0P_SCREENSHOTS_DIR") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_page_with_data_passes_axe_in_light_and_dark_and_fits_a_phone(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known, tmp_path: Path, scheme: str
+) -> None:
+    page, problems = _open(browser, stack, contexts, known.email, "/app/analytics?interval=7d",
+                           color_scheme=scheme, viewport={"width": 1280, "height": 900})  # fmt: skip
+    expect(page.locator("#total-clicks")).to_have_text(str(HUMANS))
+    assert axe_violations(page) == []
+    suffix = "" if scheme == "light" else "-dark"
+    page.screenshot(path=str(_shots(tmp_path) / f"analytics{suffix}.png"), full_page=True)
+    page.get_by_role("button", name="United Kingdom").click()
+    _ready(page)
+    assert axe_violations(page) == []
+    assert problems.items == []
+    if scheme == "light":
+        phone, _ = _open(browser, stack, contexts, known.email, "/app/analytics",
+                         viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)  # fmt: skip
+        overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the Analytics page scrolls sideways by {overflow}px on a phone"

@@ -204,9 +204,7 @@
     rows.forEach(function (r) {
       var tr = el("tr");
       var cell = el("td", { class: "bar-cell" });
-      var bar = el("span", { class: "bar", "aria-hidden": "true" });
-      bar.style.width = (100 * r.clicks / most).toFixed(1) + "%"; // CSSOM: allowed by the CSP
-      cell.appendChild(bar);
+      cell.style.setProperty("--share", (100 * r.clicks / most).toFixed(1) + "%"); // CSSOM: the CSP allows it
       var value = r[key];
       if (value === null || value === undefined || value === "") {
         cell.appendChild(el("span", { class: "unknown" }, "(unknown)"));
@@ -454,6 +452,7 @@
   // the names the page rendered for its scope chips (a link's short URL, a tag's name)
   document.querySelectorAll("[data-remove-filter]").forEach(function (a) {
     var name = a.getAttribute("data-remove-filter");
+    if (["linkId", "tagId", "folderId"].indexOf(name) < 0) return;
     names[name + "=" + state().get(name)] = a.previousElementSibling.querySelector("b").textContent;
   });
 
