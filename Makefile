@@ -43,7 +43,8 @@ chromium:
 
 # Regenerates docs/screenshots/*.png (the README shows them) from the browser test that visits every page.
 screenshots: install services chromium
-	H0P_SCREENSHOTS_DIR=docs/screenshots $(PYTHON) -m pytest -q tests/dashboard/test_quality.py -k every_page
+	H0P_SCREENSHOTS_DIR=docs/screenshots $(PYTHON) -m pytest -q tests/dashboard/test_quality.py \
+		tests/dashboard/test_analytics.py -k "every_page or light_and_dark"
 
 # Refreshes the dashboard's vendored front-end assets (htmx; axe-core for the tests) from the npm
 # registry, checking each tarball's integrity. Only this target needs Node; run and test do not.

@@ -81,7 +81,8 @@ def test_every_page_is_clean_empty_and_with_data_and_fits_a_phone(
     detail = _fill_workspace(page, marker)
     # typing in the form leaves slug checks in flight that the submit's navigation aborts (by design)
     problems.items.clear()
-    for path in [*PAGES, detail, f"{detail}/edit"]:
+    link_id = detail.rsplit("/", 1)[-1]
+    for path in [*PAGES, detail, f"{detail}/edit", f"/app/analytics?linkId={link_id}&interval=30d&unique=true"]:
         _check_page(page, problems, path)
     for name, path in (("links", "/app/links"), ("link-form", "/app/links/new"), ("link-detail", detail),
                        ("domains", "/app/domains"), ("keys", "/app/keys"), ("settings", "/app/settings"),
@@ -92,7 +93,7 @@ def test_every_page_is_clean_empty_and_with_data_and_fits_a_phone(
     phone = signed_in(browser, stack, contexts, email, viewport=PHONE, is_mobile=True, has_touch=True)
     problems_phone = Problems()
     problems_phone.watch(phone)
-    for path in ["/app/links", "/app/links/new", detail, "/app/domains", "/app/settings"]:
+    for path in ["/app/links", "/app/links/new", detail, "/app/domains", "/app/settings", "/app/analytics"]:
         phone.goto(path)
         overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {PHONE['width']}px"
@@ -133,7 +134,10 @@ def test_sign_in_and_create_a_link_with_the_keyboard_only(
     expect(page.get_by_role("status")).to_have_text("Link created.")
 
 
-@pytest.mark.parametrize("path", ["/app/links", "/app/keys", "/app/settings"])
+@pytest.mark.parametrize(
+    "path", ["/app/links", "/app/keys", "/app/settings", "/app/analytics/data?groupBy=count", "/app/analytics/live",
+             "/app/analytics/export"],
+)  # fmt: skip
 def test_pages_are_not_served_to_a_browser_without_a_session(stack: Stack, path: str) -> None:
     import httpx
 

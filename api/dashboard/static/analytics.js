@@ -286,10 +286,14 @@
       series.push({ label: "Unique visitors", stroke: second, width: 2, points: { show: false } });
     }
     var axis = { stroke: fg, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
+    var step = xs.length > 1 ? xs[1] - xs[0] : 3600; // half a bucket each side: the end bars show whole
     var options = {
       width: Math.max(280, box.clientWidth), height: 240, series: series,
-      scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(4, max * 1.1)]; } } },
-      axes: [axis, Object.assign({ size: 50 }, axis)], legend: { show: true }, cursor: { drag: { x: false } }
+      scales: {
+        x: { time: true, range: function (u, min, max) { return [min - step / 2, max + step / 2]; } },
+        y: { range: function (u, min, max) { return [0, Math.max(4, max * 1.1)]; } }
+      },
+      axes: [axis, Object.assign({ size: 50 }, axis)], legend: { show: unique }, cursor: { drag: { x: false } }
     };
     if (chart) chart.destroy();
     box.textContent = "";
