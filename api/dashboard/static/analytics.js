@@ -321,7 +321,12 @@
     var polygons = geometry.type === "Polygon" ? [geometry.coordinates] :
       geometry.type === "MultiPolygon" ? geometry.coordinates : [];
     return polygons.map(function (rings) {
-      return rings.map(function (ring) { return "M" + ring.map(project).join("L") + "Z"; }).join("");
+      return rings.map(function (ring) {
+        // a ring across the antimeridian (Chukotka, Fiji) is drawn whole past the right edge, not as a band
+        var wraps = ring.some(function (p, i) { return i > 0 && Math.abs(p[0] - ring[i - 1][0]) > 180; });
+        var points = wraps ? ring.map(function (p) { return p[0] < 0 ? [p[0] + 360, p[1]] : p; }) : ring;
+        return "M" + points.map(project).join("L") + "Z";
+      }).join("");
     }).join("");
   }
 
