@@ -55,9 +55,15 @@ def _fill_workspace(page: Page, marker: str) -> str:
     return page.url.split("?")[0].removeprefix(page.url.split("/app/")[0])
 
 
+def _loaded(page: Page, path: str) -> None:
+    page.wait_for_load_state("networkidle")
+    if path.startswith("/app/analytics"):  # its panels are fetched by its script: wait until all are drawn
+        page.wait_for_function("() => document.body.dataset.analyticsReady")
+
+
 def _check_page(page: Page, problems: Problems, path: str) -> None:
     page.goto(path)
-    page.wait_for_load_state("networkidle")
+    _loaded(page, path)
     assert problems.items == [], f"{path}: {problems.items}"
     violations = axe_violations(page)
     assert violations == [], f"{path}: {violations}"
@@ -95,6 +101,7 @@ def test_every_page_is_clean_empty_and_with_data_and_fits_a_phone(
     problems_phone.watch(phone)
     for path in ["/app/links", "/app/links/new", detail, "/app/domains", "/app/settings", "/app/analytics"]:
         phone.goto(path)
+        _loaded(phone, path)
         overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {PHONE['width']}px"
     phone.goto("/app/links")
