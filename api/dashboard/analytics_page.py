@@ -8,6 +8,7 @@ follows ``/app/analytics/live``: the API's own handlers behind the session inste
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from starlette.responses import Response
@@ -32,7 +33,6 @@ FILTER_LABELS = {
     "qr": "QR scans",
 }  # fmt: skip
 assert set(FILTER_LABELS) == {*FILTERS, "qr"}, "a filter of /analytics has no label on the Analytics page"
-STATE = ("interval", "start", "end", "unique", "includeBots")
 
 
 async def _scope_name(view: View, name: str, value: str) -> str:
@@ -70,8 +70,21 @@ async def _page(view: View) -> Response:
         include_bots=q.get("includeBots") == "true",
         chips=chips,
         scope=next((c for c in chips if c["name"] in ("linkId", "tagId", "folderId", "domain")), None),
-        query=urlencode([(k, v) for k, v in q.multi_items() if k in FILTER_LABELS or k in STATE]),
+        export_query=_export_query(q),
     )
+
+
+def _export_query(q: Mapping[str, str]) -> str:
+    """The export of the view (what analytics.js also builds): its filters, its range, bots or not."""
+    params = [(k, q[k]) for k in FILTER_LABELS if q.get(k)]
+    interval = q.get("interval") or ("custom" if q.get("start") else "24h")
+    if interval == "custom":
+        params += [(k, q[k]) for k in ("start", "end") if q.get(k)]
+    else:
+        params.append(("interval", interval))
+    if q.get("includeBots") == "true":
+        params.append(("includeBots", "true"))
+    return urlencode(params)
 
 
 async def _data(view: View) -> Response:

@@ -364,6 +364,27 @@ def test_a_link_tag_folder_or_domain_opens_the_page_scoped_to_it(
     assert problems.items == []
 
 
+def test_without_javascript_the_period_chips_and_download_still_work(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
+) -> None:
+    page = signed_in(browser, stack, contexts, known.email, java_script_enabled=False)
+    page.goto("/app/analytics?country=GB&interval=7d&unique=true")
+    expect(page.get_by_role("list", name="Filters")).to_contain_text("Country: GB")
+    href = page.get_by_role("link", name="Download CSV").get_attribute("href")
+    assert href is not None
+    export = page.request.get(href)
+    assert export.status == 200
+    rows = list(csv.DictReader(io.StringIO(export.text())))
+    assert len(rows) == 6 and {r["country"] for r in rows} == {"GB"}
+    page.get_by_label("Period").select_option("30d")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url("**interval=30d**")
+    assert "country=GB" in page.url and "unique=true" in page.url
+    page.get_by_role("link", name="Remove filter Country GB").click()
+    page.wait_for_url(lambda url: "country" not in url)
+    expect(page.get_by_role("list", name="Filters")).to_have_text("")
+
+
 def test_bad_parameters_get_the_api_error_shape_and_the_page_says_what_is_wrong(
     browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
 ) -> None:
