@@ -60,16 +60,21 @@ templates.filters["datetime"] = _datetime
 templates.filters["urlquote"] = lambda v: quote(str(v), safe="")
 
 
-def _htmx_sri() -> str:
-    # The integrity hash `make assets` recorded beside the vendored file.
+def _vendor_sri() -> dict[str, str]:
+    # The integrity hash `make assets` recorded beside each vendored file, by file name.
     versions = Path(__file__).parent / "static" / "vendor" / "VERSIONS"
+    sri = {}
     for line in versions.read_text().splitlines():
-        if line.startswith("htmx.org@"):
-            return line.split()[-1]
-    raise RuntimeError("api/dashboard/static/vendor/VERSIONS has no htmx line: run `make assets`")
+        if line and not line.startswith("#"):
+            _, _, name, file_sri = line.split()
+            sri[name] = file_sri
+    for name in ("htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css", "topojson-client.min.js", "countries-110m.json"):
+        if name not in sri:
+            raise RuntimeError(f"api/dashboard/static/vendor/VERSIONS has no line for {name}: run `make assets`")
+    return sri
 
 
-templates.globals["htmx_sri"] = _htmx_sri()
+templates.globals["sri"] = _vendor_sri()
 
 
 class SecurityHeaders:

@@ -95,8 +95,10 @@
     return e.message + (details.length ? " (" + details.join("; ") + ")" : "");
   }
 
-  function getJSON(url) {
-    return fetch(url, { headers: { accept: "application/json" }, credentials: "same-origin" }).then(function (r) {
+  function getJSON(url, integrity) {
+    var init = { headers: { accept: "application/json" }, credentials: "same-origin" };
+    if (integrity) init.integrity = integrity;
+    return fetch(url, init).then(function (r) {
       var type = r.headers.get("content-type") || "";
       if (type.indexOf("application/json") !== 0) {
         throw new Error("Your session has ended: reload the page to sign in again.");
@@ -332,7 +334,8 @@
 
   function loadWorld() {
     if (!world) {
-      world = Promise.all([getJSON("/app/static/vendor/countries-110m.json"), getJSON("/app/static/countries.json")])
+      world = Promise.all([getJSON("/app/static/vendor/countries-110m.json",
+        document.getElementById("world-map").getAttribute("data-atlas-integrity")), getJSON("/app/static/countries.json")])
         .then(function (answers) {
           var topology = answers[0], numeric = answers[1].numeric;
           var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
