@@ -228,7 +228,7 @@ def test_clicks_sent_through_the_edge_show_in_the_chart_map_and_every_table(
              for s, n in _expected("link").items() if link["slug"].endswith(s)}  # fmt: skip
     assert _table(page, "top_links") == links
     _tab(page, "Source")
-    sources = {s or "(unknown)": n for s, n in _expected("source").items()}
+    sources = {s or "(none)": n for s, n in _expected("source").items()}
     assert _table(page, "utm_sources") == sources
     # the map: every country with clicks is shaded, the busiest darkest
     shaded = page.eval_on_selector_all(
@@ -265,7 +265,7 @@ def test_clicking_a_country_filters_every_panel_and_the_url_round_trips(
     expect(page.locator("#total-clicks")).to_have_text(str(sum(_expected("country", gb).values())))
     assert _table(page, "countries") == {"United Kingdom": 6}
     assert _table(page, "devices") == dict(_expected("device", gb))
-    assert _table(page, "referers") == {"(unknown)": 6}
+    assert _table(page, "referers") == {"(direct)": 6}
     assert _table(page, "top_links") == {_link_label(known.links[0]): 6}
     assert page.eval_on_selector_all("#world-map path[data-country]", "ps => ps.map(p => p.dataset.country)") == ["GB"]
     assert page.locator("#timeseries-chart").get_attribute("aria-label").startswith("Clicks over time: 6 clicks")

@@ -43,6 +43,10 @@
     utm_contents: ["utm_content", "utm_content", null, "Content"]
   };
 
+  // what a row without a value means: no referrer is a direct visit, no UTM value is no campaign
+  var NONE = { referers: "(direct)", referer_urls: "(direct)", utm_sources: "(none)", utm_mediums: "(none)",
+    utm_campaigns: "(none)", utm_terms: "(none)", utm_contents: "(none)" };
+
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
@@ -209,7 +213,7 @@
       cell.style.setProperty("--share", (100 * r.clicks / most).toFixed(1) + "%"); // CSSOM: the CSP allows it
       var value = r[key];
       if (value === null || value === undefined || value === "") {
-        cell.appendChild(el("span", { class: "unknown" }, "(unknown)"));
+        cell.appendChild(el("span", { class: "unknown" }, NONE[group] || "(unknown)"));
       } else {
         var shown = label ? label(r) : String(value);
         names[filter + "=" + value] = shown;
@@ -295,7 +299,7 @@
         x: { time: true, range: function (u, min, max) { return [min - step / 2, max + step / 2]; } },
         y: { range: function (u, min, max) { return [0, Math.max(4, max * 1.1)]; } }
       },
-      axes: [axis, Object.assign({ size: 50 }, axis)], legend: { show: unique }, cursor: { drag: { x: false } }
+      axes: [axis, Object.assign({ size: 50 }, axis)], legend: { show: true }, cursor: { drag: { x: false } }
     };
     if (chart) chart.destroy();
     box.textContent = "";
@@ -451,14 +455,16 @@
 
   if (!controls) return;
 
-  // The panels follow stored clicks: a live batch refreshes them (once a second at most) when the
-  // range runs up to now.
-  var pending = null;
+  // The panels follow stored clicks: a live batch redraws them when the range runs up to now, a
+  // second later (what else arrives comes along) and at most every 5 s (a busy workspace would
+  // otherwise query without pause).
+  var pending = null, lastRedraw = 0;
   live.onClicks = function () {
     var params = state();
     if ((params.get("interval") || (params.get("start") ? "custom" : "24h")) === "custom") return;
     if (pending) return;
-    pending = setTimeout(function () { pending = null; refresh(); }, 1000);
+    var wait = Math.max(1000, lastRedraw + 5000 - Date.now());
+    pending = setTimeout(function () { pending = null; lastRedraw = Date.now(); refresh(); }, wait);
   };
 
   // the names the page rendered for its scope chips (a link's short URL, a tag's name)
