@@ -21,6 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from api.services.analytics_query import GROUP_BYS
 from tests.dashboard.conftest import Problems, Stack, _start, axe_violations, signed_in
 from tests.services import free_port
 
@@ -383,6 +384,25 @@ def test_without_javascript_the_period_chips_and_download_still_work(
     page.get_by_role("link", name="Remove filter Country GB").click()
     page.wait_for_url(lambda url: "country" not in url)
     expect(page.get_by_role("list", name="Filters")).to_have_text("")
+
+
+@pytest.mark.parametrize("params", [{"interval": "7d"}, {"interval": "30d", "country": "GB", "unique": "true"},
+                                    {"interval": "24h", "device": "mobile", "includeBots": "true",
+                                     "timezone": "Asia/Kolkata"}])  # fmt: skip
+def test_the_page_data_is_what_get_analytics_answers_for_every_group_by(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known, params: dict[str, str]
+) -> None:
+    page = signed_in(browser, stack, contexts, known.email)
+    with httpx.Client(base_url=stack.api, headers={"x-api-key": known.key}, timeout=30) as api:
+        for group_by in GROUP_BYS:
+            query = {**params, "groupBy": group_by}
+            dashboard = page.request.get("/app/analytics/data", params=query)
+            assert dashboard.status == 200, dashboard.text()
+            answer = api.get("/analytics", params=query)
+            while answer.status_code == 429:  # the key's rate limit (the session's pages have none)
+                time.sleep(float(answer.headers["retry-after"]))
+                answer = api.get("/analytics", params=query)
+            assert dashboard.json() == answer.json(), group_by
 
 
 def test_bad_parameters_get_the_api_error_shape_and_the_page_says_what_is_wrong(
