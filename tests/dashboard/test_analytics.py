@@ -405,6 +405,21 @@ def test_the_page_data_is_what_get_analytics_answers_for_every_group_by(
             assert dashboard.json() == answer.json(), group_by
 
 
+def test_the_time_series_is_bucketed_in_the_browsers_time_zone(
+    browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
+) -> None:
+    page = signed_in(browser, stack, contexts, known.email, timezone_id="America/St_Johns")
+    with page.expect_request(lambda r: "groupBy=timeseries" in r.url) as asked:
+        page.goto("/app/analytics?interval=7d")
+    _ready(page)
+    assert "timezone=America%2FSt_Johns" in asked.value.url
+    expect(page.locator("#timeseries-note")).to_have_text("Times in America/St_Johns.")
+    # the day buckets start at midnight in Newfoundland (UTC-03:30, in summer -02:30), as the API gives them
+    starts = page.request.get(asked.value.url).json()
+    assert starts and all(p["start"][10:] in ("T00:00:00-03:30", "T00:00:00-02:30") for p in starts)
+    assert "timezone=America%2FSt_Johns" in (page.get_by_role("link", name="Download CSV").get_attribute("href") or "")
+
+
 def test_bad_parameters_get_the_api_error_shape_and_the_page_says_what_is_wrong(
     browser: Browser, stack: Stack, contexts: list[BrowserContext], known: Known
 ) -> None:
