@@ -1,7 +1,7 @@
 """`make bench`: install the load tools, run every benchmark section, write loadtests/RESULTS.md.
 
     python -m loadtests.bench [SECTION ...]
-    sections: edge api ingest analytics qr e2e rules agent webhooks capacity dashboard (default: all)
+    sections: edge api ingest analytics qr e2e rules agent webhooks capacity dashboard live (default: all)
 
 Each section is a module ``loadtests.<name>_bench`` that prints a markdown section (a heading
 and a table) on stdout and its progress on stderr. A section that fails is recorded as failed in
@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTIONS = ("edge", "api", "ingest", "analytics", "qr", "e2e", "rules", "agent", "webhooks", "capacity", "dashboard")
+SECTIONS = (
+    "edge", "api", "ingest", "analytics", "qr", "e2e", "rules", "agent", "webhooks", "capacity", "dashboard", "live",
+)  # fmt: skip
 TOOLS = {"wrk": "wrk", "nginx": "nginx", "taskset": "util-linux"}
 
 
