@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -268,30 +269,35 @@ def markdown(runs: list[Run], args: argparse.Namespace) -> str:
     lines = [
         "## Live clicks: redirect → browser (live_bench)",
         "",
-        "Each click is a real redirect sent to the edge (`h0p redirect`, one worker) and goes through the broker"
-        " (Tansu), one `h0p ingest` process, the workspace's Redis Stream and the API's `/app/analytics/live` to"
-        " headless Debian chromium, signed into the dashboard with the Analytics page and the link's page open;"
-        " production settings (edge linger 20 ms, ingest linger 200 ms). Latency = the click's row inserted in the"
-        " page (a MutationObserver's `performance.timeOrigin + performance.now()`) - the redirect request sent"
-        " (same machine, same clock). The SSE client row: a plain `GET /analytics/live` client (API key) reading the"
-        f" same clicks. Lost = not seen within {DRAIN_S:g} s after the last click was sent. The second run adds"
-        " wrk -t1 -c32 redirecting as fast as it can to another workspace's link (the pipeline busy; the page"
-        " shows only its workspace's clicks). Every process shares the machine's 2 cores with other work.",
+        "Each click is a real redirect sent to the edge (`h0p redirect`, its default one worker per core) and"
+        " goes through the broker (Tansu), one `h0p ingest` process, the workspace's Redis Stream and the "
+        "API's `/app/analytics/live` to headless Debian chromium, signed into the dashboard with the "
+        "Analytics page and the link's page open; production settings (edge linger 20 ms, ingest linger 200 "
+        "ms). Latency = the click's row inserted in the page (a MutationObserver's `performance.timeOrigin + "
+        "performance.now()`) - the redirect request sent (same machine, same clock). The SSE client row: a "
+        "plain `GET /analytics/live` client (API key) reading the same clicks. Lost = not seen within "
+        f"{DRAIN_S:g} s after the last click was sent. The second run adds wrk -t1 -c32 redirecting as fast as"
+        " it can to another workspace's link (the pipeline busy; the page shows only its workspace's clicks)."
+        " Every process shares the machine's 2 cores with other work.",
         "",
-        "| run | viewer | clicks | lost | p50 ms | p95 ms | p99 ms | max ms | target |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run | viewer | clicks | lost | p50 ms | p95 ms | p99 ms | max ms | p50 ms first → last tenth | target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for run in runs:
         for viewer, seen in run.seen.items():
             lat = sorted((seen[m] - t) * 1000 for m, t in run.sent.items() if m in seen)
             lost = len(run.sent) - len(lat)
             if not lat:
-                lines.append(f"| {run.name} | {viewer} | {len(run.sent)} | {lost} | - | - | - | - | ❌ |")
+                lines.append(f"| {run.name} | {viewer} | {len(run.sent)} | {lost} | - | - | - | - | - | ❌ |")
                 continue
             met = lat[-1] <= TARGET_MS and not lost
+            # in the order sent: a growing latency means a backlog building up somewhere on the path
+            ordered = [(seen[m] - t) * 1000 for m, t in run.sent.items() if m in seen]
+            tenth = max(1, len(ordered) // 10)
+            trend = f"{statistics.median(ordered[:tenth]):.0f} → {statistics.median(ordered[-tenth:]):.0f}"
             lines.append(
                 f"| {run.name} | {viewer} | {len(run.sent)} | {lost} | {quantile(lat, 0.5):.0f} |"
-                f" {quantile(lat, 0.95):.0f} | {quantile(lat, 0.99):.0f} | {lat[-1]:.0f} |"
+                f" {quantile(lat, 0.95):.0f} | {quantile(lat, 0.99):.0f} | {lat[-1]:.0f} | {trend} |"
                 f" within {TARGET_MS / 1000:g} s {'✅' if met else '❌'} |"
             )
     for run in runs:
