@@ -103,6 +103,7 @@ class IngestConsumer:
         )
 
     async def start(self) -> None:
+        self._enricher.warm()
         await self._dead.start()
         await self._consumer.start()
 

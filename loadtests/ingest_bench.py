@@ -82,10 +82,10 @@ def public_ips(rng: random.Random, n: int = 200_000) -> list[str]:
     return ips
 
 
-async def setup_database(n_links: int) -> tuple[str, list[tuple[str, str]]]:
-    await db.drop_database(DB_URL)
-    await db.migrate(DB_URL)
-    conn = await asyncpg.connect(DB_URL)
+async def setup_database(n_links: int, url: str = DB_URL) -> tuple[str, list[tuple[str, str]]]:
+    await db.drop_database(url)
+    await db.migrate(url)
+    conn = await asyncpg.connect(url)
     try:
         ws = new_id("ws")
         await conn.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'bench')", ws)

@@ -93,6 +93,10 @@ class Enricher:
         self._referers: dict[str, tuple[str, str]] = {}
         self._queries: dict[str, Utm] = {}
 
+    def warm(self) -> None:
+        """Build what the first events would otherwise build lazily (before consuming: off the first batch)."""
+        self.agents.warm()
+
     def referer(self, referer: str) -> tuple[str, str]:
         """(host without "www.", full referrer), cached; ('', '') for direct visits."""
         hit = self._referers.get(referer)

@@ -160,3 +160,52 @@ def _fresh(enricher: Enricher, events: list[ClickEvent]) -> list[tuple[Any, ...]
         copy = ClickEvent(**{f: getattr(e, f) for f in e.__struct_fields__} | {"id": new_event_id(e.ts)})
         out.append(enricher.row(copy, uuid.UUID(copy.id)))
     return out
+
+
+# Each link's and each cube row's sketch as made straight from the raw rows (HLL_ARGS of ingest/store.py).
+RAW_SKETCHES_SQL = """
+SELECT 'link' AS kind, link_id AS key, hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)::text AS sketch
+FROM clicks WHERE workspace_id = $1 GROUP BY date_trunc('hour', ts, 'UTC'), bot, qr, link_id
+UNION ALL
+SELECT 'cube', concat_ws('|', country, continent, device, browser, os),
+       hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)::text
+FROM clicks WHERE workspace_id = $1
+GROUP BY date_trunc('hour', ts, 'UTC'), bot, qr, country, continent, device, browser, os
+ORDER BY 1, 2, 3
+"""
+STORED_SKETCHES_SQL = """
+SELECT 'link' AS kind, value AS key, visitors::text AS sketch FROM {rollup} WHERE workspace_id = $1 AND dim = 'link'
+UNION ALL
+SELECT 'cube', concat_ws('|', country, continent, device, browser, os), visitors::text
+FROM {cube} WHERE workspace_id = $1
+ORDER BY 1, 2, 3
+"""
+
+
+async def test_a_visitor_clicking_many_times_counts_once_in_the_unique_visitors(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    # one person (one address and agent) clicking 40 times among 4 others: 5 unique visitors of the
+    # link, in the sketches analytics reads before the fold and after it, equal to the raw rows'
+    ws = await make_workspace(pool)
+    link = await make_link(pool, ws)
+    now = time.time()
+    events = [click(link, ts=now, ip="81.2.69.142", ua=IPHONE) for _ in range(40)]
+    events += [click(link, ts=now, ip=f"8.8.4.{i}", ua=IPHONE) for i in range(1, 5)]
+    directory = LinkDirectory()
+    enricher = Enricher(settings, directory)
+    store = ClickStore(settings.database_url)
+    try:
+        await directory.load(await store.connection(), [link["id"]], [])
+        assert await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events]) == 44
+        raw = [tuple(r) for r in await pool.fetch(RAW_SKETCHES_SQL, ws)]
+        unfolded = STORED_SKETCHES_SQL.format(rollup="click_rollup_totals", cube="click_cube_totals")
+        assert [tuple(r) for r in await pool.fetch(unfolded, ws)] == raw
+        assert await store.fold() is not None
+    finally:
+        await store.close()
+        enricher.close()
+    folded = STORED_SKETCHES_SQL.format(rollup="click_rollups", cube="click_cube")
+    assert [tuple(r) for r in await pool.fetch(folded, ws)] == raw
+    uniques = "SELECT hll_cardinality(visitors) FROM click_rollups WHERE workspace_id = $1 AND dim = 'link'"
+    assert await pool.fetchval(uniques, ws) == 5
