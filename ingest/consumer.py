@@ -48,6 +48,7 @@ _BACKOFF_FIRST_S = 0.1
 _YIELD_EVERY = 500  # events enriched between two chances for the in-flight write to progress
 _BACKOFF_MAX_S = 5.0
 _FOLD_EVERY_S = 2.0  # rollup increments folded this often; analytics counts them either way
+_PAIRS_EVERY_S = 30.0  # closed periods aggregated into click_pairs this often (analytics reads raw rows meanwhile)
 
 
 @dataclass(slots=True)
@@ -214,12 +215,19 @@ class IngestConsumer:
         await self._commit(offsets)
 
     async def _fold_rollups(self, stop: asyncio.Event) -> None:
-        """Every few seconds, fold the rollup increments; a failure leaves them for the next time."""
+        """Every few seconds, fold the rollup increments; a failure leaves them for the next time.
+
+        Every ``_PAIRS_EVERY_S`` the same loop aggregates closed periods into click_pairs (off the batch path).
+        """
+        next_pairs = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _FOLD_EVERY_S)
             try:
                 await self._store.fold()
+                if time.monotonic() >= next_pairs and not stop.is_set():
+                    next_pairs = time.monotonic() + _PAIRS_EVERY_S
+                    await self._store.aggregate_pairs()
             except TRANSIENT_ERRORS as exc:
                 log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
             except asyncpg.PostgresError as exc:
