@@ -212,4 +212,5 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
         hour += timedelta(hours=1)
     for period, hours in periods:
         await build_period(conn, period, hours)
+    await conn.execute("ANALYZE click_pairs")  # a bulk load's new rows: plans need their statistics at once
     return len(periods)

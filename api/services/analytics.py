@@ -317,9 +317,35 @@ def _pair_pieces(
             else:
                 runs.append((pos, step))
             pos = step
+    if days_ok and not q.unique:
+        runs = _complements(q, built, days, runs)
     if (not days and not hours) or len(runs) > MAX_RAW_RUNS:
         return None
     return days, hours, runs
+
+
+def _complements(
+    q: AnalyticsQuery,
+    built: frozenset[tuple[datetime, int]],
+    days: list[datetime],
+    runs: list[tuple[datetime, datetime]],
+) -> list[tuple[datetime, datetime]]:
+    """Raw runs of more than half a built day (a range's partial first or last day) read as the day's row
+    minus the raw rows of the rest of the day, which are fewer. Clicks only: sketches do not subtract.
+
+    A subtracted run is given backwards (end, start).
+    """
+    out = []
+    for s, e in runs:
+        day = s.replace(hour=0, minute=0, second=0, microsecond=0)
+        whole = (s == max(day, q.start) and e == min(day + _DAY, q.end)) and (day, 24) in built
+        if whole and e - s > _DAY / 2:
+            days.append(day)
+            out += [(s, day)] if s > day else []
+            out += [(day + _DAY, e)] if e < day + _DAY else []
+        else:
+            out.append((s, e))
+    return out
 
 
 def _pairs_sql(
@@ -339,7 +365,7 @@ def _pairs_sql(
     elif key_pre == "0":
         pass
     else:  # a time series bucket over the period's start
-        key_pre = key_pre.replace("hour", "period")
+        key_pre = key_pre.replace(", hour, ", ", period, ")
     periods = []
     if days:
         periods.append(f"(hours = 24 AND period = ANY({sql.p(days)}::timestamptz[]))")
@@ -365,10 +391,18 @@ def _pairs_sql(
     pre = f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM click_pairs WHERE {where} GROUP BY 1"
     raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
     head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
-    edges = [f"{head}{_raw_where(sql, ws, q, s, e)} GROUP BY 1" for s, e in runs]
+    edges = []
+    for s, e in runs:
+        if s < e:
+            edges.append(f"{head}{_raw_where(sql, ws, q, s, e)} GROUP BY 1")
+        else:  # the rest of a day read from its row: subtracted
+            minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
+            edges.append(f"{minus}{_raw_where(sql, ws, q, e, s)} GROUP BY 1")
     union = " UNION ALL ".join([pre, *edges])
     visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
-    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1"
+    # a key whose clicks all fell in a subtracted part nets 0: not a key of the answer
+    having = "" if q.unique else " HAVING sum(clicks) > 0"
+    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1{having}"
 
 
 # Per query, for its workspace: the built periods, the clicks their pairs hold (the 'domain' rows

@@ -298,3 +298,29 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
     assert by_job == by_rebuild
     assert {r[1] for r in by_job} == {1, 24}  # hours and days
     assert any(r[4] == "" and r[9] for r in by_job)  # the single-dimension rows carry their visitors
+
+
+async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
+    ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The questions click_pairs answers, over 24h (hour rows), 7d and 30d (days, hours and raw edges), in
+    UTC and in a zone whose days are not UTC days (the days' rows left out of a daily series there)."""
+    monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)
+    questions = [
+        {"groupBy": "cities", "device": "mobile"},
+        {"groupBy": "referers", "country": "US"},
+        {"groupBy": "utm_sources", "browser": "Chrome"},
+        {"groupBy": "countries", "referer": "t.co"},
+        {"groupBy": "devices", "city": "London"},
+        {"groupBy": "count", "country": "US", "utm_source": "newsletter"},
+        {"groupBy": "timeseries", "device": "desktop", "referer": "google.com"},
+        {"groupBy": "count", "city": "London", "unique": "true"},
+        {"groupBy": "timeseries", "utm_source": "twitter", "unique": "true"},
+    ]
+    for params in questions:
+        for interval in ("24h", "7d", "30d"):
+            for zone in ("UTC", "America/New_York"):
+                q = parse_query({**params, "interval": interval, "timezone": zone}, now=NOW)
+                assert analytics.plan(q).source == "pairs", params
+                fast = await analytics.analytics(ctx, world["ws"], q)
+                assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
