@@ -125,6 +125,7 @@ class IngestConsumer:
         """
         in_flight: asyncio.Task[None] | None = None
         folding = asyncio.create_task(self._fold_rollups(stop), name="h0p-ingest-fold")
+        pairing = asyncio.create_task(self._aggregate_pairs(stop), name="h0p-ingest-pairs")
         try:
             while not stop.is_set():
                 records, offsets = await self._next_batch(stop)
@@ -137,10 +138,12 @@ class IngestConsumer:
                 in_flight = asyncio.create_task(self._finish(offsets, batch, stop), name="h0p-ingest-write")
         finally:
             folding.cancel()  # a fold cut short rolls back: its increments wait for the next one
+            pairing.cancel()  # likewise a build: its periods are built next time
             if in_flight is not None:
                 await in_flight
-            with contextlib.suppress(asyncio.CancelledError):
-                await folding
+            for task in (folding, pairing):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _next_batch(
         self, stop: asyncio.Event
@@ -215,23 +218,29 @@ class IngestConsumer:
         await self._commit(offsets)
 
     async def _fold_rollups(self, stop: asyncio.Event) -> None:
-        """Every few seconds, fold the rollup increments; a failure leaves them for the next time.
-
-        Every ``_PAIRS_EVERY_S`` the same loop aggregates closed periods into click_pairs (off the batch path).
-        """
-        next_pairs = time.monotonic()
+        """Every few seconds, fold the rollup increments; a failure leaves them for the next time."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _FOLD_EVERY_S)
             try:
                 await self._store.fold()
-                if time.monotonic() >= next_pairs and not stop.is_set():
-                    next_pairs = time.monotonic() + _PAIRS_EVERY_S
-                    await self._store.aggregate_pairs()
             except TRANSIENT_ERRORS as exc:
                 log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
             except asyncpg.PostgresError as exc:
                 log.warning("folding rollup increments failed (%s: %s); retrying later", type(exc).__name__, exc)
+
+    async def _aggregate_pairs(self, stop: asyncio.Event) -> None:
+        """Every ``_PAIRS_EVERY_S`` (first at start), aggregate closed periods into click_pairs, on a
+        connection of its own: neither batch writes nor folds wait for a build."""
+        while not stop.is_set():
+            try:
+                await self._store.aggregate_pairs()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("aggregating click pairs failed (%s); retrying later", type(exc).__name__)
+            except asyncpg.PostgresError as exc:
+                log.warning("aggregating click pairs failed (%s: %s); retrying later", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PAIRS_EVERY_S)
 
     async def _with_retry(
         self, work: Callable[[], Awaitable[_T]], stop: asyncio.Event, drop_connection: Callable[[], None]

@@ -414,12 +414,12 @@ class ClickStore:
             raise
 
     async def aggregate_pairs(self) -> int | None:
-        """Build the click_pairs of closed periods (``ingest.pairs.aggregate_closed_periods``) on the
-        fold's connection: off the batch writes, one at a time with the folds."""
+        """Build the click_pairs of closed periods (``ingest.pairs.aggregate_closed_periods``) on a
+        connection of its own: off the batch writes and the folds."""
         try:
-            return await aggregate_closed_periods(await self._side("fold"), datetime.now(UTC))
+            return await aggregate_closed_periods(await self._side("pairs"), datetime.now(UTC))
         except TRANSIENT_ERRORS:
-            self._drop_side("fold")
+            self._drop_side("pairs")
             raise
 
     async def close(self) -> None:
