@@ -25,7 +25,7 @@ from api.services.context import ServiceContext
 from h0p_settings import Settings
 from ingest.enrich.row import Enricher
 from ingest.links import LinkDirectory
-from ingest.pairs import aggregate_closed_periods
+from ingest.pairs import aggregate_closed_periods, build_period
 from ingest.store import ClickStore, rebuild_rollup
 from tests.ingest.conftest import CHROME, click, make_link, make_workspace
 
@@ -324,3 +324,30 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
                 assert analytics.plan(q).source == "pairs", params
                 fast = await analytics.analytics(ctx, world["ws"], q)
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
+
+
+async def test_a_value_met_only_in_the_subtracted_rest_of_a_day_is_not_in_the_ranking(
+    settings: Settings, pool: asyncpg.Pool, ctx: ServiceContext
+) -> None:
+    """A range from 03:00 to the end of a built day reads the day's row minus its first three hours: a city
+    clicked only before 03:00 nets zero and is left out, as the raw rows leave it out."""
+    ws = await make_workspace(pool)
+    link = await make_link(pool, ws)
+    day = (NOW - timedelta(days=12)).replace(hour=0, minute=0, second=0, microsecond=0)
+    before = click(link, ts=(day + timedelta(hours=2)).timestamp(), ip=IPS[1], ua=UAS[1])  # London, before start
+    inside = click(link, ts=(day + timedelta(hours=20)).timestamp(), ip=IPS[5], ua=UAS[1])  # Milton, inside
+    await _store(settings, [before, inside], fold=True)
+    async with pool.acquire() as conn, conn.transaction():
+        await build_period(conn, day, 24)
+    start = day + timedelta(hours=3)
+    params = {
+        "groupBy": "cities",
+        "device": "mobile",
+        "start": start.isoformat(),
+        "end": (day + timedelta(days=1)).isoformat(),
+    }
+    q = parse_query(params, now=NOW)
+    assert analytics.plan(q).source == "pairs"
+    fast = await analytics.analytics(ctx, ws, q)
+    assert fast == await analytics.analytics(ctx, ws, q, fast=False)
+    assert len(fast) == 1 and fast[0]["city"] != "London"  # the city clicked inside the range only
