@@ -48,6 +48,7 @@ _BACKOFF_FIRST_S = 0.1
 _YIELD_EVERY = 500  # events enriched between two chances for the in-flight write to progress
 _BACKOFF_MAX_S = 5.0
 _FOLD_EVERY_S = 2.0  # rollup increments folded this often; analytics counts them either way
+_PAIRS_EVERY_S = 30.0  # closed periods aggregated into click_pairs this often (analytics reads raw rows meanwhile)
 
 
 @dataclass(slots=True)
@@ -125,6 +126,7 @@ class IngestConsumer:
         """
         in_flight: asyncio.Task[None] | None = None
         folding = asyncio.create_task(self._fold_rollups(stop), name="h0p-ingest-fold")
+        pairing = asyncio.create_task(self._aggregate_pairs(stop), name="h0p-ingest-pairs")
         try:
             while not stop.is_set():
                 records, offsets = await self._next_batch(stop)
@@ -137,10 +139,12 @@ class IngestConsumer:
                 in_flight = asyncio.create_task(self._finish(offsets, batch, stop), name="h0p-ingest-write")
         finally:
             folding.cancel()  # a fold cut short rolls back: its increments wait for the next one
+            pairing.cancel()  # likewise a build: its periods are built next time
             if in_flight is not None:
                 await in_flight
-            with contextlib.suppress(asyncio.CancelledError):
-                await folding
+            for task in (folding, pairing):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _next_batch(
         self, stop: asyncio.Event
@@ -225,6 +229,19 @@ class IngestConsumer:
                 log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
             except asyncpg.PostgresError as exc:
                 log.warning("folding rollup increments failed (%s: %s); retrying later", type(exc).__name__, exc)
+
+    async def _aggregate_pairs(self, stop: asyncio.Event) -> None:
+        """Every ``_PAIRS_EVERY_S`` (first at start), aggregate closed periods into click_pairs, on a
+        connection of its own: neither batch writes nor folds wait for a build."""
+        while not stop.is_set():
+            try:
+                await self._store.aggregate_pairs()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("aggregating click pairs failed (%s); retrying later", type(exc).__name__)
+            except asyncpg.PostgresError as exc:
+                log.warning("aggregating click pairs failed (%s: %s); retrying later", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PAIRS_EVERY_S)
 
     async def _with_retry(
         self, work: Callable[[], Awaitable[_T]], stop: asyncio.Event, drop_connection: Callable[[], None]

@@ -14,6 +14,7 @@ import asyncpg
 
 from ingest.enrich.row import COLUMNS
 from ingest.live import LivePublisher
+from ingest.pairs import aggregate_closed_periods, rebuild_pairs
 from ingest.webhook_clicks import ClickSubscriptions, write_click_events
 
 log = logging.getLogger("h0p.ingest")
@@ -419,6 +420,15 @@ class ClickStore:
             self._drop_side("fold")
             raise
 
+    async def aggregate_pairs(self) -> int | None:
+        """Build the click_pairs of closed periods (``ingest.pairs.aggregate_closed_periods``) on a
+        connection of its own: off the batch writes and the folds."""
+        try:
+            return await aggregate_closed_periods(await self._side("pairs"), datetime.now(UTC))
+        except TRANSIENT_ERRORS:
+            self._drop_side("pairs")
+            raise
+
     async def close(self) -> None:
         conns = [*self._sides.values(), *([self._conn] if self._conn is not None else [])]
         self._sides.clear()
@@ -446,8 +456,11 @@ async def fold_rollup_deltas(conn: asyncpg.Connection) -> int | None:
         return int(await conn.fetchval(FOLD_SQL))
 
 
-async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetime) -> str:
-    """Recompute the hourly rollup and cube for whole hours in [start, end) from ``clicks``; returns the status."""
+async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime | None = None) -> str:
+    """Recompute the hourly rollup and cube for whole hours in [start, end) from ``clicks``, and the
+    click_pairs of the closed periods in it (as ingest's background job makes them); returns the status."""
+    async with conn.transaction():
+        await rebuild_pairs(conn, start, end, now or datetime.now(UTC))
     async with conn.transaction():
         await conn.execute("SET LOCAL timezone = 'UTC'")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _FOLD_LOCK)  # no fold adds to it meanwhile

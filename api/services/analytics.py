@@ -27,6 +27,7 @@ import asyncpg
 from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
+from ingest.pairs import CUBE_DIMS, HIGH_DIMS, SKETCHED_DIMS
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
 # Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
@@ -134,18 +135,51 @@ _COUNTRY_CODES = ("", *(a + b for a in string.ascii_uppercase for b in string.as
 
 @dataclass(frozen=True)
 class Plan:
-    """Where an answer comes from: ``raw`` rows, the per-dimension ``rollup``, or the ``cube``.
+    """Where an answer comes from: ``raw`` rows, the per-dimension ``rollup``, the ``cube``, or ``pairs``.
 
     ``dim``/``condition``/``value``: the rollup rows read (one dimension, optionally one value).
+    Pairs: the rows of (``dim``, ``bdim``), filtered on the sides in ``sides`` (filter column → "a"
+    or "b"), grouped by the value of side ``key`` ("" for count and timeseries).
     """
 
     source: str
     dim: str = ""
     condition: str = ""
     value: str | None = None
+    bdim: str = ""
+    sides: tuple[tuple[str, str], ...] = ()
+    key: str = ""
 
 
 RAW = Plan("raw")
+# Raw runs between pre-aggregated periods beyond this: the raw rows for the whole range instead.
+MAX_RAW_RUNS = 4
+
+
+def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
+    """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
+    dimension and the other a high-cardinality one; count and timeseries with one filter of each
+    kind; unique count and timeseries with one filter whose rollup keeps no visitors."""
+    columns = list(q.filters)
+    if any(c not in CUBE_DIMS and c not in HIGH_DIMS for c in columns):
+        return None  # link, tag, folder: the (link_id, ts) index or the link rollup
+    if q.group_by in ("count", "timeseries"):
+        if q.unique and len(columns) == 1 and columns[0] in SKETCHED_DIMS:
+            return Plan("pairs", columns[0], sides=((columns[0], "a"),))
+        if not q.unique and len(columns) == 2:
+            cube, high = sorted(columns, key=lambda c: c not in CUBE_DIMS)
+            if cube in CUBE_DIMS and high in HIGH_DIMS:
+                return Plan("pairs", cube, bdim=high, sides=((cube, "a"), (high, "b")))
+        return None
+    group = DIMENSIONS[q.group_by][1]
+    if q.unique or len(columns) != 1:
+        return None
+    (column,) = columns
+    if column in CUBE_DIMS and group in HIGH_DIMS:
+        return Plan("pairs", column, bdim=group, sides=((column, "a"),), key="b")
+    if column in HIGH_DIMS and group in CUBE_DIMS:
+        return Plan("pairs", group, bdim=column, sides=((column, "b"),), key="a")
+    return None
 
 
 def plan(q: AnalyticsQuery) -> Plan:
@@ -161,14 +195,15 @@ def plan(q: AnalyticsQuery) -> Plan:
     dim = "count" if series else DIMENSIONS[q.group_by][1]
     if not q.filters and (not q.unique or dim in VISITOR_DIMS):
         return Plan("rollup", dim)
-    if series and len(q.filters) == 1:
+    if len(q.filters) == 1:
         ((column, value),) = q.filters.items()
         fdim, condition = _ROLLUP_FILTERS[column]
-        if not q.unique or fdim in VISITOR_DIMS:
+        # count and series with one filter; a ranking filtered by a value of its own dimension
+        if (series or fdim == dim) and (not q.unique or fdim in VISITOR_DIMS):
             return Plan("rollup", fdim, condition, value)
     if (series or q.group_by in CUBE_GROUPS) and set(q.filters) <= CUBE_FILTERS:
         return Plan("cube")
-    return RAW
+    return _pairs_plan(q) or RAW
 
 
 def _pre_where(sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, start: datetime, end: datetime) -> str:
@@ -197,6 +232,7 @@ def _grouped_sql(
     first_args: tuple[Any, ...] = (),
     fast: bool = True,
     only: list[str] | None = None,
+    built: frozenset[tuple[datetime, int]] = frozenset(),
 ) -> tuple[str, list[Any]]:
     """SELECT key, clicks[, visitors] over the range, from pre-aggregated hours where ``plan`` allows.
 
@@ -206,6 +242,11 @@ def _grouped_sql(
     sql = _Sql(list(first_args))
     start, end = q.start, q.end
     how = plan(q) if fast else RAW
+    if how.source == "pairs":
+        pieces = _pair_pieces(q, built)
+        if pieces is not None:
+            return _pairs_sql(sql, ws, q, how, key_raw, key_pre, *pieces), sql.args
+        how = RAW
     if how.source != "raw":
         # whole UTC hours inside the range from the rollup or cube, the partial hours around them raw
         first_hour = start.replace(minute=0, second=0, microsecond=0)
@@ -242,6 +283,164 @@ def _grouped_sql(
     return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1", sql.args
 
 
+_DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
+
+
+def _pair_pieces(
+    q: AnalyticsQuery, built: frozenset[tuple[datetime, int]]
+) -> tuple[list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
+    """[start, end) as built UTC days, built hours and raw runs; None when too fragmented to pay.
+
+    A day row serves a time series only if the day lies in one bucket (day or month buckets on
+    UTC midnights); hour rows serve any hour-aligned bucket.
+    """
+    days_ok = q.group_by != "timeseries" or (
+        q.bucket in ("day", "month")
+        and all(b.timestamp() % 86400 == 0 for b in bucket_starts(q.start, q.end, q.bucket, q.zone))
+    )
+    days: list[datetime] = []
+    hours: list[datetime] = []
+    runs: list[tuple[datetime, datetime]] = []
+    pos, end = q.start, q.end
+    while pos < end:
+        on_hour = pos.minute == 0 and pos.second == 0 and pos.microsecond == 0
+        if days_ok and on_hour and pos.hour == 0 and pos + _DAY <= end and (pos, 24) in built:
+            days.append(pos)
+            pos += _DAY
+        elif on_hour and pos + _HOUR <= end and (pos, 1) in built:
+            hours.append(pos)
+            pos += _HOUR
+        else:
+            step = min(pos.replace(minute=0, second=0, microsecond=0) + _HOUR, end)
+            if runs and runs[-1][1] == pos:
+                runs[-1] = (runs[-1][0], step)
+            else:
+                runs.append((pos, step))
+            pos = step
+    if days_ok and not q.unique:
+        runs = _complements(q, built, days, runs)
+    if (not days and not hours) or len(runs) > MAX_RAW_RUNS:
+        return None
+    return days, hours, runs
+
+
+def _complements(
+    q: AnalyticsQuery,
+    built: frozenset[tuple[datetime, int]],
+    days: list[datetime],
+    runs: list[tuple[datetime, datetime]],
+) -> list[tuple[datetime, datetime]]:
+    """Raw runs of more than half a built day (a range's partial first or last day) read as the day's row
+    minus the raw rows of the rest of the day, which are fewer. Clicks only: sketches do not subtract.
+
+    A subtracted run is given backwards (end, start).
+    """
+    out = []
+    for s, e in runs:
+        day = s.replace(hour=0, minute=0, second=0, microsecond=0)
+        whole = (s == max(day, q.start) and e == min(day + _DAY, q.end)) and (day, 24) in built
+        if whole and e - s > _DAY / 2:
+            days.append(day)
+            out += [(s, day)] if s > day else []
+            out += [(day + _DAY, e)] if e < day + _DAY else []
+        else:
+            out.append((s, e))
+    return out
+
+
+def _pairs_sql(
+    sql: _Sql,
+    ws: str,
+    q: AnalyticsQuery,
+    how: Plan,
+    key_raw: str,
+    key_pre: str,
+    days: list[datetime],
+    hours: list[datetime],
+    runs: list[tuple[datetime, datetime]],
+) -> str:
+    """The click_pairs rows of the built periods plus the raw rows of the rest, added up per key."""
+    if how.key:
+        key_pre = f"{how.key}value"
+    elif key_pre == "0":
+        pass
+    else:  # a time series bucket over the period's start
+        key_pre = key_pre.replace(", hour, ", ", period, ")
+    periods = []
+    if days:
+        periods.append(f"(hours = 24 AND period = ANY({sql.p(days)}::timestamptz[]))")
+    if hours:
+        periods.append(f"(hours = 1 AND period = ANY({sql.p(hours)}::timestamptz[]))")
+    parts = [f"workspace_id = {sql.p(ws)}", f"adim = {sql.p(how.dim)}", f"bdim = {sql.p(how.bdim)}"]
+    for column, side in how.sides:
+        value = q.filters[column]
+        if column in ("city", "region"):  # the name under every country code, as the rollup is read
+            codes = sql.p(list(_COUNTRY_CODES))
+            parts.append(
+                f"{side}value = ANY(ARRAY(SELECT c || '/' || {sql.p(value)} FROM unnest({codes}::text[]) AS c))"
+            )
+        else:
+            parts.append(f"{side}value = {sql.p(value)}")
+    parts.append(f"({' OR '.join(periods)})")
+    if not q.include_bots:
+        parts.append("NOT bot")
+    if q.qr is not None:
+        parts.append(f"qr = {sql.p(q.qr)}")
+    sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
+    where = " AND ".join(parts)
+    pre = f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM click_pairs WHERE {where} GROUP BY 1"
+    raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
+    head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
+    edges = []
+    for s, e in runs:
+        if s < e:
+            edges.append(f"{head}{_raw_where(sql, ws, q, s, e)} GROUP BY 1")
+        else:  # the rest of a day read from its row: subtracted
+            minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
+            edges.append(f"{minus}{_raw_where(sql, ws, q, e, s)} GROUP BY 1")
+    union = " UNION ALL ".join([pre, *edges])
+    visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
+    # a key whose clicks all fell in a subtracted part nets 0: not a key of the answer
+    having = "" if q.unique else " HAVING sum(clicks) > 0"
+    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1{having}"
+
+
+# Per query, for its workspace: the built periods, the clicks their pairs hold (the 'domain' rows
+# count every click once) and the clicks the rollup holds per hour now (folded or not).
+_BUILT_SQL = """
+SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
+WHERE period >= $2 AND period < $3
+UNION ALL
+SELECT 'pairs', period, hours, sum(clicks) FROM click_pairs
+WHERE workspace_id = $1 AND adim = 'domain' AND bdim = '' AND period >= $2 AND period < $3
+GROUP BY 2, 3
+UNION ALL
+SELECT 'rollup', hour, 1::smallint, sum(clicks) FROM (
+    SELECT hour, clicks FROM click_rollups WHERE workspace_id = $1 AND dim = 'count' AND hour >= $2 AND hour < $3
+    UNION ALL
+    SELECT hour, clicks FROM click_rollup_deltas WHERE workspace_id = $1 AND dim = 'count' AND hour >= $2 AND hour < $3
+) AS r
+GROUP BY 2
+"""
+
+
+async def built_pairs(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> frozenset[tuple[datetime, int]]:
+    """The click_pairs periods (ingest/pairs.py) in the query's range that hold every click of the
+    workspace stored now: a period whose clicks changed since it was built (late events, a bulk
+    load) is read from the raw rows until the job rebuilds it."""
+    first = q.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = await conn.fetch(_BUILT_SQL, ws, first, q.end)
+    built = [(r["period"], r["hours"]) for r in rows if r["kind"] == "built"]
+    in_pairs = {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == "pairs"}
+    by_hour = {r["period"]: r["clicks"] for r in rows if r["kind"] == "rollup"}
+    whole = []
+    for period, hours in built:
+        stored = sum(by_hour.get(period + timedelta(hours=h), 0) for h in range(hours))
+        if in_pairs.get((period, hours), 0) == stored:
+            whole.append((period, hours))
+    return frozenset(whole)
+
+
 @asynccontextmanager
 async def reading(pool: asyncpg.Pool, timeout_ms: int) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a read-only transaction whose every statement Postgres cuts at ``timeout_ms``.
@@ -265,7 +464,8 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
         if q.needs_first_click:
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
-        answer = await _answer(conn, workspace_id, q, fast)
+        built = await built_pairs(conn, workspace_id, q) if fast and plan(q).source == "pairs" else frozenset()
+        answer = await _answer(conn, workspace_id, q, fast, built)
         few = fast and q.unique and plan(q).source != "raw"
         if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:
             # few clicks: their visitors counted exactly from the raw rows, as cheap as the sketches
@@ -282,23 +482,27 @@ def _clicks_if_all_shown(q: AnalyticsQuery, answer: Any) -> float:
     return float(sum(item["clicks"] for item in answer))
 
 
-async def _answer(conn: asyncpg.Connection, workspace_id: str, q: AnalyticsQuery, fast: bool) -> Any:
+async def _answer(
+    conn: asyncpg.Connection, workspace_id: str, q: AnalyticsQuery, fast: bool, built: frozenset[Any] = frozenset()
+) -> Any:
     if q.group_by == "count":
-        text, args = _grouped_sql(workspace_id, q, "0", "0", fast=fast)
+        text, args = _grouped_sql(workspace_id, q, "0", "0", fast=fast, built=built)
         row = await conn.fetchrow(text, *args)
         out: dict[str, Any] = {"clicks": int(row["clicks"]) if row else 0}
         if q.unique:
             out["visitors"] = int(row["visitors"]) if row else 0
         return out
     if q.group_by == "timeseries":
-        return await _timeseries(conn, workspace_id, q, fast)
-    return await _ranked(conn, workspace_id, q, fast)
+        return await _timeseries(conn, workspace_id, q, fast, built)
+    return await _ranked(conn, workspace_id, q, fast, built)
 
 
-async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool) -> list[dict[str, Any]]:
+async def _timeseries(
+    conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool, built: frozenset[Any]
+) -> list[dict[str, Any]]:
     unit = q.bucket  # one of four fixed words; the zone is a parameter ($1)
     text, args = _grouped_sql(
-        ws, q, f"date_trunc('{unit}', ts, $1)", f"date_trunc('{unit}', hour, $1)", (q.timezone,), fast
+        ws, q, f"date_trunc('{unit}', ts, $1)", f"date_trunc('{unit}', hour, $1)", (q.timezone,), fast, built=built
     )
     counts = {r["key"].timestamp(): r for r in await conn.fetch(text, *args)}
     series = []
@@ -311,7 +515,9 @@ async def _timeseries(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast
     return series
 
 
-async def _ranked(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool) -> list[dict[str, Any]]:
+async def _ranked(
+    conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bool, built: frozenset[Any]
+) -> list[dict[str, Any]]:
     column, _, key = DIMENSIONS[q.group_by]
     exclude_orphans = "WHERE key <> ''" if q.group_by == "top_links" else ""
     order = f"ORDER BY clicks DESC, key LIMIT {int(q.limit)}"
@@ -323,7 +529,7 @@ async def _ranked(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, fast: bo
         ranked = await conn.fetch(f"SELECT key FROM ({text}) AS g {exclude_orphans} {order}", *args)
         text, args = _grouped_sql(ws, q, column, "value", fast=fast, only=[r["key"] for r in ranked])
     else:
-        text, args = _grouped_sql(ws, q, column, "value", fast=fast)
+        text, args = _grouped_sql(ws, q, column, "value", fast=fast, built=built)
     rows = await conn.fetch(f"SELECT * FROM ({text}) AS g {exclude_orphans} {order}", *args)
     out = []
     for r in rows:

@@ -1,8 +1,10 @@
-"""The pre-aggregated answers (rollup, cube, HyperLogLog visitors) against the raw rows.
+"""The pre-aggregated answers (rollup, cube, pairs, HyperLogLog visitors) against the raw rows.
 
 Clicks are stored through ingest's own write path (rollup and cube increments in the batch's
-transaction), some folded and some still increments, over six weeks; then random queries (groupBy,
-zero to two filters, interval or start/end, time zone, qr, bots, unique) are answered both ways.
+transaction), some folded and some still increments, over six weeks; the pairs of the closed
+periods built by ingest's background job, then a few clicks stored late into periods already
+built; then random queries (groupBy, zero to two filters, interval or start/end, time zone, qr,
+bots, unique) are answered both ways.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from api.services.context import ServiceContext
 from h0p_settings import Settings
 from ingest.enrich.row import Enricher
 from ingest.links import LinkDirectory
+from ingest.pairs import aggregate_closed_periods, build_period
 from ingest.store import ClickStore, rebuild_rollup
 from tests.ingest.conftest import CHROME, click, make_link, make_workspace
 
@@ -91,7 +94,25 @@ async def world(settings: Settings, pool: asyncpg.Pool) -> dict[str, Any]:
     recent = [event(NOW.timestamp() - rng.random() * 7200) for _ in range(150)]  # the last hours: raw edges
     await _store(settings, sorted(old, key=lambda e: e.ts), fold=True)
     await _store(settings, recent, fold=False)  # still increments: read through the *_totals views
-    return {"ws": ws, "links": links, "tag": tag, "folder": folder, "host": host}
+    await _aggregate_pairs(settings, NOW)
+    # stored after their periods were built (a late batch): raw rows for those until rebuilt
+    late = [event(NOW.timestamp() - rng.random() * span) for _ in range(12)]
+    await _store(settings, late, fold=False)
+    return {"ws": ws, "links": links, "tag": tag, "folder": folder, "host": host, "late": late}
+
+
+async def _aggregate_pairs(settings: Settings, now: datetime) -> int:
+    """Run ingest's background job until it has nothing left to build; how many periods it built
+    (late clicks looked for over the whole six weeks, not only the last days)."""
+    conn = await asyncpg.connect(settings.database_url)
+    total = 0
+    weeks = timedelta(days=45)
+    try:
+        while built := await aggregate_closed_periods(conn, now, lookback=weeks, limit=100, late_check=weeks):
+            total += built
+    finally:
+        await conn.close()
+    return total
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +168,7 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
         source = analytics.plan(q).source
         sources[source] = sources.get(source, 0) + 1
     # the comparison exercised every source, not raw against raw
-    assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30, sources
+    assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
 
 
 async def test_the_questions_of_the_issue_are_not_read_from_raw_rows(world: dict[str, Any]) -> None:
@@ -245,3 +266,88 @@ async def test_each_one_filter_count_and_series_from_the_rollup_equal_the_raw_ro
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), params
                 if group_by == "count":
                     assert fast["clicks"] > 0, params  # the value is there: the comparison means something
+
+
+async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are_rebuilt(
+    world: dict[str, Any], pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The periods the late clicks changed are read raw until the job's next run rebuilds them; then
+    rebuild_rollup (bulk loads, repairs) makes exactly the rows the job made."""
+    q = parse_query({"groupBy": "cities", "interval": "30d", "device": "mobile"}, now=NOW)
+    pairs = (
+        "SELECT period, hours, adim, avalue, bdim, bvalue, bot, qr, clicks, hll_cardinality(visitors) FROM click_pairs"
+        " WHERE workspace_id = $1 AND period >= $2 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+    )
+    since = (NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # late clicks into a built day and a built hour of the range (the tests before rebuilt the others)
+    late = [(NOW - timedelta(days=9, hours=5)).timestamp(), (NOW - timedelta(hours=7)).timestamp()]
+    await _store(settings, [click(world["links"][0], ts=ts, ip=IPS[1], ua=UAS[1]) for ts in late], fold=False)
+    async with pool.acquire() as conn:
+        built_marks = await conn.fetchval(
+            "SELECT count(*) FROM click_pairs_built WHERE period >= $1 AND period < $2",
+            q.start - timedelta(days=1),
+            q.end,
+        )
+        stale = built_marks - len(await analytics.built_pairs(conn, world["ws"], q))
+        assert stale == 2  # read from the raw rows meanwhile
+        assert await _aggregate_pairs(settings, NOW) >= stale
+        assert len(await analytics.built_pairs(conn, world["ws"], q)) == built_marks
+        by_job = [tuple(r) for r in await conn.fetch(pairs, world["ws"], since)]
+        await rebuild_rollup(conn, since, NOW + timedelta(hours=1), now=NOW)
+        by_rebuild = [tuple(r) for r in await conn.fetch(pairs, world["ws"], since)]
+    assert by_job == by_rebuild
+    assert {r[1] for r in by_job} == {1, 24}  # hours and days
+    assert any(r[4] == "" and r[9] for r in by_job)  # the single-dimension rows carry their visitors
+
+
+async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
+    ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The questions click_pairs answers, over 24h (hour rows), 7d and 30d (days, hours and raw edges), in
+    UTC and in a zone whose days are not UTC days (the days' rows left out of a daily series there)."""
+    monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)
+    questions = [
+        {"groupBy": "cities", "device": "mobile"},
+        {"groupBy": "referers", "country": "US"},
+        {"groupBy": "utm_sources", "browser": "Chrome"},
+        {"groupBy": "countries", "referer": "t.co"},
+        {"groupBy": "devices", "city": "London"},
+        {"groupBy": "count", "country": "US", "utm_source": "newsletter"},
+        {"groupBy": "timeseries", "device": "desktop", "referer": "google.com"},
+        {"groupBy": "count", "city": "London", "unique": "true"},
+        {"groupBy": "timeseries", "utm_source": "twitter", "unique": "true"},
+    ]
+    for params in questions:
+        for interval in ("24h", "7d", "30d"):
+            for zone in ("UTC", "America/New_York"):
+                q = parse_query({**params, "interval": interval, "timezone": zone}, now=NOW)
+                assert analytics.plan(q).source == "pairs", params
+                fast = await analytics.analytics(ctx, world["ws"], q)
+                assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
+
+
+async def test_a_value_met_only_in_the_subtracted_rest_of_a_day_is_not_in_the_ranking(
+    settings: Settings, pool: asyncpg.Pool, ctx: ServiceContext
+) -> None:
+    """A range from 03:00 to the end of a built day reads the day's row minus its first three hours: a city
+    clicked only before 03:00 nets zero and is left out, as the raw rows leave it out."""
+    ws = await make_workspace(pool)
+    link = await make_link(pool, ws)
+    day = (NOW - timedelta(days=12)).replace(hour=0, minute=0, second=0, microsecond=0)
+    before = click(link, ts=(day + timedelta(hours=2)).timestamp(), ip=IPS[1], ua=UAS[1])  # London, before start
+    inside = click(link, ts=(day + timedelta(hours=20)).timestamp(), ip=IPS[5], ua=UAS[1])  # Milton, inside
+    await _store(settings, [before, inside], fold=True)
+    async with pool.acquire() as conn, conn.transaction():
+        await build_period(conn, day, 24)
+    start = day + timedelta(hours=3)
+    params = {
+        "groupBy": "cities",
+        "device": "mobile",
+        "start": start.isoformat(),
+        "end": (day + timedelta(days=1)).isoformat(),
+    }
+    q = parse_query(params, now=NOW)
+    assert analytics.plan(q).source == "pairs"
+    fast = await analytics.analytics(ctx, ws, q)
+    assert fast == await analytics.analytics(ctx, ws, q, fast=False)
+    assert len(fast) == 1 and fast[0]["city"] != "London"  # the city clicked inside the range only

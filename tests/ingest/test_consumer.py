@@ -136,6 +136,36 @@ async def test_rollup_increments_are_folded_while_the_consumer_runs(
         await wait_until(folded, timeout=15, what="the 20 clicks folded into click_rollups")
 
 
+async def test_the_consumer_aggregates_closed_hours_into_click_pairs_beside_its_folds(
+    ingest_settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clicks of an hour closed 3 hours ago end up in click_pairs, built from the stored rows by the
+    ingest process's own background job (whether the hour was built before they came or not)."""
+    monkeypatch.setattr("ingest.consumer._PAIRS_EVERY_S", 0.5)  # instead of every 30 s
+    ws = await make_workspace(pool)
+    link = await make_link(pool, ws)
+    ts = time.time() - 3 * 3600
+    await publish(producer, ingest_settings.kafka_topic, [click(link, ts=ts, ip="81.2.69.142") for _ in range(20)])
+    hour = int(ts // 3600 * 3600)
+
+    async def built() -> bool:
+        total = await pool.fetchval(
+            "SELECT coalesce(sum(clicks), 0) FROM click_pairs WHERE workspace_id = $1 AND adim = 'domain'"
+            " AND bdim = '' AND hours = 1 AND period = to_timestamp($2)",
+            ws, hour,
+        )  # fmt: skip
+        return bool(total == 20)
+
+    async with running_consumer(ingest_settings):
+        await wait_until(built, timeout=30, what="the hour's 20 clicks in click_pairs")
+    by_country = await pool.fetch(
+        "SELECT adim, avalue, bdim, bvalue, sum(clicks) AS n FROM click_pairs WHERE workspace_id = $1"
+        " AND period = to_timestamp($2) AND bdim = 'domain' AND NOT bot GROUP BY 1, 2, 3, 4",
+        ws, hour,
+    )  # fmt: skip
+    assert ("country", "GB", "domain", link["domain"], 20) in [tuple(r) for r in by_country]
+
+
 class _Crash(Exception):
     pass
 

@@ -1,0 +1,216 @@
+"""Pairs of dimensions per closed UTC day (and hour, for the last two days), aggregated off the hot path.
+
+``click_pairs`` (api/migrations/0021_click_pairs.sql) answers what neither the per-dimension rollup
+nor the cube can: a ranked groupBy of a high-cardinality dimension filtered by a cube dimension
+(cities of mobile clicks), the reverse (countries of one referrer), count and time series with
+one filter of each kind, and unique visitors filtered by any one dimension (the single-dimension
+rows keep a sketch). Ingest's per-click work does not change: the rows are made from the raw
+``clicks`` of a period once it is closed, one GROUPING SETS pass per period, by the ingest process
+that folds (``ClickStore.aggregate_pairs``, every ``PAIRS_EVERY_S``) and by ``rebuild_rollup``
+after bulk loads. ``click_pairs_built`` lists the periods built: readers take the pairs for those
+and the raw rows for the rest, so an answer never depends on whether the job has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import asyncpg
+
+CUBE_DIMS = ("country", "continent", "device", "browser", "os")
+# the dimensions paired with every cube dimension: name → expression over clicks (as the rollup's)
+HIGH_DIMS = {
+    "region": "country || '/' || region",
+    "city": "country || '/' || city",
+    "referer": "referer",
+    "referer_url": "referer_url",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "utm_campaign": "utm_campaign",
+    "utm_term": "utm_term",
+    "utm_content": "utm_content",
+    "domain": "domain",
+}
+_EXPRESSIONS = {**{d: d for d in CUBE_DIMS}, **HIGH_DIMS}
+_COLUMNS = tuple(_EXPRESSIONS)
+# Each unordered pair once (a cube dimension first), read in either direction through two indexes.
+PAIRS = tuple((a, b) for a in CUBE_DIMS for b in HIGH_DIMS)
+# Single dimensions with a visitors sketch: those whose click_rollups rows keep none.
+SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
+HLL_ARGS = "13, 5, -1, 0"  # as ingest/store.py: unions need every sketch made alike
+
+DAY, HOUR = 24, 1  # click_pairs.hours
+HOURLY_KEPT = timedelta(hours=48)  # hourly rows: the last two days (the 24h interval, a range's recent end)
+GRACE = timedelta(minutes=5)  # an hour is closed this long after its end (late batches still arriving)
+LOOKBACK = timedelta(days=400)  # the job builds missing days this far back (older: rebuild_rollup)
+LATE_CHECK = timedelta(days=3)  # built periods whose clicks changed since (late events) are rebuilt
+PERIODS_PER_RUN = 6  # a run's work is bounded: the fold loop it shares goes on
+_LOCK = 0x68307067  # pg advisory lock: one builder at a time across ingest processes
+
+
+def _grouped(sets: Sequence[Sequence[str]]) -> list[str]:
+    return [c for c in _COLUMNS if any(c in s for s in sets)]
+
+
+def _mask(sets: Sequence[Sequence[str]], group: Sequence[str]) -> int:
+    """GROUPING(...) over the grouped columns for one grouping set: a bit set for every column not in it."""
+    columns = _grouped(sets)
+    return sum(1 << (len(columns) - 1 - i) for i, c in enumerate(columns) if c not in group)
+
+
+def _case(sets: Sequence[Sequence[str]], pick: int, name: bool) -> str:
+    whens = []
+    for group in sets:
+        dim = group[pick] if pick < len(group) else ""
+        value = (f"'{dim}'" if name else dim) if dim else "''"
+        whens.append(f"WHEN {_mask(sets, group)} THEN {value}")
+    return f"CASE g {' '.join(whens)} END"
+
+
+def _build_sql(sets: Sequence[Sequence[str]], sketch: bool) -> str:
+    """One pass over a period's raw rows: a row per grouping set's group, as (a, b) pairs."""
+    inner = ", ".join(f"{expr} AS {name}" for name, expr in _EXPRESSIONS.items())
+    grouping = ", ".join("(" + ", ".join(s) + ")" for s in sets)
+    visitors = f"hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})" if sketch else "NULL::hll"
+    return f"""
+INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue, bot, qr, clicks, visitors)
+SELECT workspace_id, $1, $3, {_case(sets, 0, True)}, {_case(sets, 0, False)}, {_case(sets, 1, True)},
+       {_case(sets, 1, False)}, bot, qr, clicks, visitors
+FROM (
+    SELECT workspace_id, bot, qr, {", ".join(_grouped(sets))}, count(*) AS clicks, {visitors} AS visitors,
+           GROUPING({", ".join(_grouped(sets))}) AS g
+    FROM (SELECT workspace_id, bot, qr, visitor, {inner} FROM clicks
+          WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND ts >= $1 AND ts < $2) AS c
+    GROUP BY workspace_id, bot, qr, GROUPING SETS ({grouping})
+) AS grouped
+ORDER BY 1, 4, 6, 5
+"""
+
+
+BUILD_SQL = (_build_sql(PAIRS, sketch=False), _build_sql([(d,) for d in SKETCHED_DIMS], sketch=True))
+
+
+async def build_period(conn: asyncpg.Connection, period: datetime, hours: int) -> None:
+    """(Re)build one closed period's rows from the raw rows; the caller holds a transaction."""
+    end = period + timedelta(hours=hours)
+    await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = $2", period, hours)
+    for sql in BUILD_SQL:
+        await conn.execute(sql, period, end, hours)
+    await conn.execute(
+        "INSERT INTO click_pairs_built (period, hours) VALUES ($1, $2)"
+        " ON CONFLICT (period, hours) DO UPDATE SET built_at = now()",
+        period, hours,
+    )  # fmt: skip
+
+
+def closed_before(now: datetime) -> datetime:
+    """The end of the last closed hour: periods ending at or before it are built."""
+    return (now - GRACE).replace(minute=0, second=0, microsecond=0)
+
+
+def _floor_day(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def _prepare(conn: asyncpg.Connection) -> None:
+    await conn.execute("SET LOCAL timezone = 'UTC'")
+    await conn.execute("SET LOCAL work_mem = '64MB'")  # the grouping sets' hash tables stay in memory
+
+
+async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> list[tuple[datetime, int]]:
+    """Built periods (from ``since``) whose clicks in the rollup (folded or not) now differ from their
+    pairs': events stored late. Readers already take the raw rows for them (api ``built_pairs``)."""
+    rows = await conn.fetch(
+        """
+        WITH stored AS (
+            SELECT workspace_id, hour, sum(clicks) AS clicks FROM (
+                SELECT workspace_id, hour, clicks FROM click_rollups
+                WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND dim = 'count' AND hour >= $1
+                UNION ALL
+                SELECT workspace_id, hour, clicks FROM click_rollup_deltas WHERE dim = 'count' AND hour >= $1
+            ) AS s GROUP BY 1, 2
+        ), r AS (
+            SELECT b.period, b.hours, s.workspace_id, sum(s.clicks) AS clicks
+            FROM click_pairs_built AS b
+            JOIN stored AS s ON s.hour >= b.period AND s.hour < b.period + make_interval(hours => b.hours)
+            WHERE b.period >= $1
+            GROUP BY 1, 2, 3
+        ), p AS (
+            SELECT period, hours, workspace_id, sum(clicks) AS clicks FROM click_pairs
+            WHERE adim = 'domain' AND bdim = '' AND period >= $1
+            GROUP BY 1, 2, 3
+        )
+        SELECT DISTINCT period, hours FROM r FULL JOIN p USING (period, hours, workspace_id)
+        WHERE (r.clicks IS DISTINCT FROM p.clicks) AND (period, hours) IN (SELECT period, hours FROM click_pairs_built)
+        """,
+        since,
+    )
+    return [(r["period"], r["hours"]) for r in rows]
+
+
+async def aggregate_closed_periods(
+    conn: asyncpg.Connection,
+    now: datetime,
+    lookback: timedelta = LOOKBACK,
+    limit: int = PERIODS_PER_RUN,
+    late_check: timedelta = LATE_CHECK,
+) -> int | None:
+    """The background job: build up to ``limit`` closed periods not built yet (newest first),
+    rebuild those of the last ``late_check`` whose clicks changed since, drop hourly rows older than ``HOURLY_KEPT``.
+
+    Returns how many periods were built; ``None`` if another process holds the job.
+    """
+    closed = closed_before(now)
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
+            return None
+        await _prepare(conn)
+        built = {(r["period"], r["hours"]) for r in await conn.fetch("SELECT period, hours FROM click_pairs_built")}
+        todo = [(closed - timedelta(hours=i), HOUR) for i in range(1, int(HOURLY_KEPT / timedelta(hours=1)) + 1)]
+        day = _floor_day(closed) - timedelta(days=1)
+        while day >= closed - lookback:
+            todo.append((day, DAY))
+            day -= timedelta(days=1)
+        todo = [p for p in todo if p not in built]
+        todo += await _changed_since_built(conn, closed - late_check)
+        todo.sort(key=lambda p: p[0], reverse=True)
+        for period, hours in todo[:limit]:
+            await build_period(conn, period, hours)
+        # hourly rows past the kept window are dropped once their day is built (the day answers them)
+        await conn.execute(
+            "DELETE FROM click_pairs AS p USING click_pairs_built AS b WHERE p.hours = 1 AND p.period < $1"
+            " AND b.hours = 24 AND b.period = date_trunc('day', p.period)",
+            closed - HOURLY_KEPT,
+        )  # fmt: skip
+        await conn.execute(
+            "DELETE FROM click_pairs_built AS h WHERE h.hours = 1 AND h.period < $1 AND EXISTS"
+            " (SELECT 1 FROM click_pairs_built AS b WHERE b.hours = 24 AND b.period = date_trunc('day', h.period))",
+            closed - HOURLY_KEPT,
+        )  # fmt: skip
+        return min(len(todo), limit)
+
+
+async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime) -> int:
+    """Rebuild every closed period in [start, end) (the days, and the hours kept); the caller holds a
+    transaction. The same rows as the job's: ``build_period`` for each."""
+    await _prepare(conn)
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+    closed = min(closed_before(now), end.replace(minute=0, second=0, microsecond=0))
+    periods = []
+    day = _floor_day(start)
+    if day < start:
+        day += timedelta(days=1)
+    while day + timedelta(days=1) <= closed:
+        periods.append((day, DAY))
+        day += timedelta(days=1)
+    hour = max(closed - HOURLY_KEPT, start.replace(minute=0, second=0, microsecond=0))
+    if hour < start:
+        hour += timedelta(hours=1)
+    while hour + timedelta(hours=1) <= closed:
+        periods.append((hour, HOUR))
+        hour += timedelta(hours=1)
+    for period, hours in periods:
+        await build_period(conn, period, hours)
+    await conn.execute("ANALYZE click_pairs")  # a bulk load's new rows: plans need their statistics at once
+    return len(periods)
