@@ -118,9 +118,10 @@ async def _prepare(conn: asyncpg.Connection) -> None:
     await conn.execute("SET LOCAL work_mem = '64MB'")  # the grouping sets' hash tables stay in memory
 
 
-async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> list[tuple[datetime, int]]:
+async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> dict[tuple[datetime, int], int]:
     """Built periods (from ``since``) whose clicks in the rollup (folded or not) now differ from their
-    pairs': events stored late. Readers already take the raw rows for them (api ``built_pairs``)."""
+    pairs': events stored late. Readers already take the raw rows for them (api ``built_pairs``).
+    Each with the clicks now stored in its changed workspaces (to tell whether it is still changing)."""
     rows = await conn.fetch(
         """
         WITH stored AS (
@@ -141,12 +142,14 @@ async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> lis
             WHERE adim = 'domain' AND bdim = '' AND period >= $1
             GROUP BY 1, 2, 3
         )
-        SELECT DISTINCT period, hours FROM r FULL JOIN p USING (period, hours, workspace_id)
+        SELECT period, hours, coalesce(sum(r.clicks), 0) AS stored
+        FROM r FULL JOIN p USING (period, hours, workspace_id)
         WHERE (r.clicks IS DISTINCT FROM p.clicks) AND (period, hours) IN (SELECT period, hours FROM click_pairs_built)
+        GROUP BY 1, 2
         """,
         since,
     )
-    return [(r["period"], r["hours"]) for r in rows]
+    return {(r["period"], r["hours"]): r["stored"] for r in rows}
 
 
 async def aggregate_closed_periods(
@@ -155,9 +158,15 @@ async def aggregate_closed_periods(
     lookback: timedelta = LOOKBACK,
     limit: int = PERIODS_PER_RUN,
     late_check: timedelta = LATE_CHECK,
+    seen: dict[tuple[datetime, int], int] | None = None,
 ) -> int | None:
     """The background job: build up to ``limit`` closed periods not built yet (newest first),
     rebuild those of the last ``late_check`` whose clicks changed since, drop hourly rows older than ``HOURLY_KEPT``.
+
+    With ``seen`` (the job's memory from its previous run), a changed period is rebuilt only once its
+    clicks stopped changing since that run: a backlog replayed into a closed hour (ingest catching up
+    after an outage) would otherwise be rebuilt on every run while it lands, a full pass each time.
+    Readers take its raw rows meanwhile, so waiting changes no answer.
 
     Returns how many periods were built; ``None`` if another process holds the job.
     """
@@ -173,7 +182,13 @@ async def aggregate_closed_periods(
             todo.append((day, DAY))
             day -= timedelta(days=1)
         todo = [p for p in todo if p not in built]
-        todo += await _changed_since_built(conn, closed - late_check)
+        changed = await _changed_since_built(conn, closed - late_check)
+        if seen is not None:
+            settled = [p for p, stored in changed.items() if seen.get(p) == stored]
+            seen.clear()
+            seen.update(changed)
+            changed = dict.fromkeys(settled, 0)
+        todo += changed
         todo.sort(key=lambda p: p[0], reverse=True)
         for period, hours in todo[:limit]:
             await build_period(conn, period, hours)

@@ -287,6 +287,7 @@ class ClickStore:
         self._command_timeout = command_timeout
         self._conn: asyncpg.Connection | None = None
         self._sides: dict[str, asyncpg.Connection] = {}  # lookups, folds: beside the write connection
+        self._pairs_seen: dict[tuple[datetime, int], int] = {}  # the pairs job's memory between runs
         self._months: set[date] = set()
         self._slow_batches = 0  # > 0: batches left to write through the slow (deduplicating) path
 
@@ -424,7 +425,7 @@ class ClickStore:
         """Build the click_pairs of closed periods (``ingest.pairs.aggregate_closed_periods``) on a
         connection of its own: off the batch writes and the folds."""
         try:
-            return await aggregate_closed_periods(await self._side("pairs"), datetime.now(UTC))
+            return await aggregate_closed_periods(await self._side("pairs"), datetime.now(UTC), seen=self._pairs_seen)
         except TRANSIENT_ERRORS:
             self._drop_side("pairs")
             raise

@@ -300,6 +300,38 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
     assert any(r[4] == "" and r[9] for r in by_job)  # the single-dimension rows carry their visitors
 
 
+async def test_the_job_rebuilds_a_period_that_late_clicks_changed_only_once_they_stop_landing(
+    world: dict[str, Any], pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A backlog replayed into a closed hour (ingest catching up) is not rebuilt on every run while it
+    lands: the job waits for a run that finds the hour's clicks unchanged, then rebuilds it once."""
+    q = parse_query({"groupBy": "cities", "interval": "24h", "device": "mobile"}, now=NOW)
+    hour_ago = (NOW - timedelta(hours=5)).timestamp()
+    seen: dict[tuple[datetime, int], int] = {}
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+
+        async def job() -> int | None:
+            weeks = timedelta(days=45)  # as _aggregate_pairs
+            return await aggregate_closed_periods(conn, NOW, lookback=weeks, limit=100, late_check=weeks, seen=seen)
+
+        async def usable() -> int:  # the built periods a 24h question reads from the pairs
+            async with pool.acquire() as c:
+                return len(await analytics.built_pairs(c, world["ws"], q))
+
+        assert await job() == 0  # everything built by the tests before
+        built = await usable()
+        for landing in range(3):  # a batch lands between each two runs: still changing, not rebuilt
+            await _store(settings, [click(world["links"][0], ts=hour_ago - landing, ip=IPS[2], ua=UAS[2])], fold=False)
+            assert await job() == 0
+            assert await usable() == built - 1  # read from the raw rows meanwhile
+        assert await job() == 1  # unchanged since the last run: rebuilt now
+        assert await usable() == built
+        assert await job() == 0
+    finally:
+        await conn.close()
+
+
 async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
     ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
