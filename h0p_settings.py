@@ -174,7 +174,7 @@ class Settings:
     export_max_s: float = 900.0
     # Live clicks (GET /analytics/live): entries kept per workspace stream (one per ingest batch), streams open at once.
     live_stream_length: int = 1000
-    live_max_streams: int = 5
+    live_max_streams: int = 20  # every open Analytics or link page in the dashboard holds one
     # Plans as JSON ({"name": {"linksPerMonth": 1000, ...}}), merged over the built-in ones (api/services/plans.py).
     plans_json: str = ""
     # Dashboard sessions (Redis): ended after this long unused, and this long after sign-in at most.
