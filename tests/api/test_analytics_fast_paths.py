@@ -10,7 +10,6 @@ bots, unique) are answered both ways.
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,11 +22,9 @@ from api.services import analytics
 from api.services.analytics_query import GROUP_BYS, parse_query
 from api.services.context import ServiceContext
 from h0p_settings import Settings
-from ingest.enrich.row import Enricher
-from ingest.links import LinkDirectory
 from ingest.pairs import aggregate_closed_periods, build_period
 from ingest.store import ClickStore, rebuild_rollup
-from tests.ingest.conftest import CHROME, click, make_link, make_workspace
+from tests.ingest.conftest import CHROME, click, make_link, make_workspace, store_clicks
 
 NOW = datetime(2025, 3, 31, 12, 17, 23, tzinfo=UTC)
 UAS = [
@@ -46,22 +43,6 @@ REFERERS = ["", "https://www.google.com/search?q=1", "https://t.co/abc", "https:
 QUERIES = ["", "utm_source=newsletter&utm_medium=email", "utm_source=twitter&utm_campaign=launch&utm_term=x",
            "utm_content=ad1"]  # fmt: skip
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Adelaide"]
-
-
-async def _store(settings: Settings, events: list[Any], fold: bool) -> None:
-    links = LinkDirectory()
-    enricher = Enricher(settings, links)
-    store = ClickStore(settings.database_url)
-    try:
-        conn = await store.connection()
-        await links.load(conn, [e.link_id for e in events if e.link_id], [e.domain for e in events])
-        for start in range(0, len(events), 97):
-            await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events[start : start + 97]])
-        if fold:
-            assert await store.fold()
-    finally:
-        await store.close()
-        enricher.close()
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +73,12 @@ async def world(settings: Settings, pool: asyncpg.Pool) -> dict[str, Any]:
     span = timedelta(days=42).total_seconds()
     old = [event(NOW.timestamp() - rng.random() * span) for _ in range(900)]
     recent = [event(NOW.timestamp() - rng.random() * 7200) for _ in range(150)]  # the last hours: raw edges
-    await _store(settings, sorted(old, key=lambda e: e.ts), fold=True)
-    await _store(settings, recent, fold=False)  # still increments: read through the *_totals views
+    await store_clicks(settings, sorted(old, key=lambda e: e.ts), fold=True, batch=97)
+    await store_clicks(settings, recent, fold=False, batch=97)  # still increments: read through the *_totals views
     await _aggregate_pairs(settings, NOW)
     # stored after their periods were built (a late batch): raw rows for those until rebuilt
     late = [event(NOW.timestamp() - rng.random() * span) for _ in range(12)]
-    await _store(settings, late, fold=False)
+    await store_clicks(settings, late, fold=False, batch=97)
     return {"ws": ws, "links": links, "tag": tag, "folder": folder, "host": host, "late": late}
 
 
@@ -203,7 +184,7 @@ async def test_unique_visitors_are_exact_for_few_clicks_and_within_the_stated_er
     # 12,000 addresses in one UTC day: 12,000 visitors
     ips = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(12_000)]
     events = [click(link, ts=(base + timedelta(seconds=i % 7200)).timestamp(), ip=ip) for i, ip in enumerate(ips)]
-    await _store(settings, events, fold=True)
+    await store_clicks(settings, events, fold=True, batch=97)
     q = parse_query({"groupBy": "count", "unique": "true", "interval": "24h"}, now=NOW)
     assert analytics.plan(q).source == "rollup"
     assert await analytics.analytics(ctx, ws, q) == {"clicks": 12_000, "visitors": 12_000}
@@ -281,7 +262,9 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
     since = (NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0, microsecond=0)
     # late clicks into a built day and a built hour of the range (the tests before rebuilt the others)
     late = [(NOW - timedelta(days=9, hours=5)).timestamp(), (NOW - timedelta(hours=7)).timestamp()]
-    await _store(settings, [click(world["links"][0], ts=ts, ip=IPS[1], ua=UAS[1]) for ts in late], fold=False)
+    await store_clicks(
+        settings, [click(world["links"][0], ts=ts, ip=IPS[1], ua=UAS[1]) for ts in late], fold=False, batch=97
+    )
     async with pool.acquire() as conn:
         built_marks = await conn.fetchval(
             "SELECT count(*) FROM click_pairs_built WHERE period >= $1 AND period < $2",
@@ -322,7 +305,9 @@ async def test_the_job_rebuilds_a_period_that_late_clicks_changed_only_once_they
         assert await job() == 0  # everything built by the tests before
         built = await usable()
         for landing in range(3):  # a batch lands between each two runs: still changing, not rebuilt
-            await _store(settings, [click(world["links"][0], ts=hour_ago - landing, ip=IPS[2], ua=UAS[2])], fold=False)
+            await store_clicks(
+                settings, [click(world["links"][0], ts=hour_ago - landing, ip=IPS[2], ua=UAS[2])], fold=False, batch=97
+            )
             assert await job() == 0
             assert await usable() == built - 1  # read from the raw rows meanwhile
         assert await job() == 1  # unchanged since the last run: rebuilt now
@@ -368,7 +353,7 @@ async def test_a_value_met_only_in_the_subtracted_rest_of_a_day_is_not_in_the_ra
     day = (NOW - timedelta(days=12)).replace(hour=0, minute=0, second=0, microsecond=0)
     before = click(link, ts=(day + timedelta(hours=2)).timestamp(), ip=IPS[1], ua=UAS[1])  # London, before start
     inside = click(link, ts=(day + timedelta(hours=20)).timestamp(), ip=IPS[5], ua=UAS[1])  # Milton, inside
-    await _store(settings, [before, inside], fold=True)
+    await store_clicks(settings, [before, inside], fold=True, batch=97)
     async with pool.acquire() as conn, conn.transaction():
         await build_period(conn, day, 24)
     start = day + timedelta(hours=3)

@@ -18,12 +18,9 @@ from api.services.context import ServiceContext
 from api.services.keys import create_key
 from api.services.workspaces import get_or_create_workspace
 from h0p_settings import Settings
-from ingest.enrich.row import Enricher
-from ingest.links import LinkDirectory
 from ingest.live import LivePublisher, stream_key
-from ingest.store import ClickStore
 from tests.api.test_analytics_export_load import api_process
-from tests.ingest.conftest import CHROME, click, make_link, wait_until
+from tests.ingest.conftest import CHROME, click, make_link, store_clicks, wait_until
 from tests.services import free_port
 
 IPHONE = (
@@ -45,20 +42,6 @@ async def _tenant(ctx: ServiceContext, pool: asyncpg.Pool, scopes: list[str] | N
     _, key = await create_key(ctx, ws.id, "live", scopes or ["analytics:read"])
     link = await make_link(pool, ws.id)
     return {"ws": ws.id, "key": key, "link": link}
-
-
-async def _ingest(settings: Settings, events: list[Any]) -> None:
-    """Enrich and store like the consumer, live publisher included."""
-    links = LinkDirectory()
-    enricher = Enricher(settings, links)
-    store = ClickStore(settings.database_url, live=LivePublisher.from_settings(settings))
-    try:
-        conn = await store.connection()
-        await links.load(conn, [e.link_id for e in events if e.link_id], [e.domain for e in events])
-        await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events])
-    finally:
-        await store.close()
-        enricher.close()
 
 
 class Sse:
@@ -112,12 +95,12 @@ async def test_stored_clicks_that_pass_the_filters_arrive_as_events(
     other = await _tenant(ctx, pool)
     cm, sse = await _open(http, t["key"], {"device": "mobile"})
     try:
-        await _ingest(settings, [
+        await store_clicks(settings, [
             click(t["link"], ua=IPHONE, ip="81.2.69.142", query="utm_source=news"),
             click(t["link"], ua=CHROME),  # desktop: filtered out
             click(t["link"], ua=GOOGLEBOT),  # a bot: left out as in /analytics
             click(other["link"], ua=IPHONE),  # another workspace: never seen here
-        ])  # fmt: skip
+        ], live=LivePublisher.from_settings(settings))  # fmt: skip
         event = await sse.next_event()
     finally:
         await cm.__aexit__(None, None, None)
@@ -134,13 +117,19 @@ async def test_a_reconnect_with_last_event_id_gets_the_clicks_stored_meanwhile(
     t = await _tenant(ctx, pool)
     cm, sse = await _open(http, t["key"])
     try:
-        await _ingest(settings, [click(t["link"], query="utm_content=first")])
+        await store_clicks(
+            settings, [click(t["link"], query="utm_content=first")], live=LivePublisher.from_settings(settings)
+        )
         first = await sse.next_event()
     finally:
         await cm.__aexit__(None, None, None)
     # disconnected: two more batches are stored before the client comes back
-    await _ingest(settings, [click(t["link"], query="utm_content=second")])
-    await _ingest(settings, [click(t["link"], query="utm_content=third")])
+    await store_clicks(
+        settings, [click(t["link"], query="utm_content=second")], live=LivePublisher.from_settings(settings)
+    )
+    await store_clicks(
+        settings, [click(t["link"], query="utm_content=third")], live=LivePublisher.from_settings(settings)
+    )
     cm, sse = await _open(http, t["key"], headers={"Last-Event-ID": first["id"]})
     try:
         missed = [await sse.next_event(), await sse.next_event()]
@@ -208,7 +197,7 @@ async def test_clicks_of_an_unwatched_workspace_are_not_published(
     settings: Settings, ctx: ServiceContext, pool: asyncpg.Pool
 ) -> None:
     t = await _tenant(ctx, pool)
-    await _ingest(settings, [click(t["link"])])
+    await store_clicks(settings, [click(t["link"])], live=LivePublisher.from_settings(settings))
     assert await ctx.redis.exists(stream_key(settings.redis_db, t["ws"])) == 0
 
 
@@ -217,15 +206,5 @@ async def test_redis_away_loses_the_live_view_not_the_clicks(
 ) -> None:
     t = await _tenant(ctx, pool)
     away = LivePublisher(f"redis://127.0.0.1:{free_port()}/0", settings.redis_db, 1000)  # nothing listens there
-    links = LinkDirectory()
-    enricher = Enricher(settings, links)
-    store = ClickStore(settings.database_url, live=away)
-    try:
-        conn = await store.connection()
-        events = [click(t["link"]), click(t["link"])]
-        await links.load(conn, [t["link"]["id"]], [t["link"]["domain"]])
-        assert await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events]) == 2
-    finally:
-        await store.close()
-        enricher.close()
+    assert await store_clicks(settings, [click(t["link"]), click(t["link"])], live=away) == 2
     assert await pool.fetchval("SELECT count(*) FROM clicks WHERE workspace_id = $1", t["ws"]) == 2

@@ -18,11 +18,7 @@ from api.services.analytics_export import ClickExport
 from api.services.analytics_query import AnalyticsQuery, parse_query
 from api.services.context import ServiceContext
 from h0p_settings import Settings
-from ingest.enrich.row import Enricher
-from ingest.links import LinkDirectory
-from ingest.store import ClickStore
-from redirect.events import ClickEvent
-from tests.ingest.conftest import CHROME, click, make_link, make_workspace
+from tests.ingest.conftest import CHROME, click, make_link, make_workspace, store_clicks
 
 NOW = datetime(2025, 3, 31, 12, 0, tzinfo=UTC)
 IPHONE = (
@@ -35,22 +31,6 @@ US, GB, DE = "8.8.8.8", "81.2.69.142", "2a00:1450:4001:80b::200e"
 
 def ago(**kw: float) -> float:
     return (NOW - timedelta(**kw)).timestamp()
-
-
-async def store_events(settings: Settings, pool: asyncpg.Pool, events: list[ClickEvent]) -> None:
-    """Enrich and write like the consumer does (rollup and counters included), without Kafka."""
-    import uuid
-
-    links = LinkDirectory()
-    enricher = Enricher(settings, links)
-    store = ClickStore(settings.database_url)
-    try:
-        conn = await store.connection()
-        await links.load(conn, [e.link_id for e in events if e.link_id], [e.domain for e in events])
-        await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events])
-    finally:
-        await store.close()
-        enricher.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +60,7 @@ async def world(settings: Settings, pool: asyncpg.Pool) -> dict[str, Any]:
         click(c, ts=ago(hours=1), ip=US),  # another workspace: never visible to the first
         click(a, ts=ago(minutes=90, seconds=1), ip=DE, ua=CHROME + " extra"),  # partial hour at the range edge
     ]
-    await store_events(settings, pool, events)
+    await store_clicks(settings, events)
     return {"ws": ws, "other": other_ws, "a": a, "b": b, "host": host, "folder": folder, "tag": tag}
 
 
@@ -263,7 +243,7 @@ async def test_day_buckets_follow_the_requested_time_zone(
     link = await make_link(pool, ws)
     before = datetime(2025, 3, 30, 21, 59, 59, tzinfo=UTC).timestamp()  # 23:59:59 in Paris, 03:29 next day in Kolkata
     after = datetime(2025, 3, 30, 22, 0, 0, tzinfo=UTC).timestamp()  # midnight in Paris
-    await store_events(settings, pool, [click(link, ts=before), click(link, ts=after)])
+    await store_clicks(settings, [click(link, ts=before), click(link, ts=after)])
     series = await analytics.analytics(
         ctx, ws, parse_query({"groupBy": "timeseries", "start": "2025-03-25", "end": "2025-04-02", "timezone": tz})
     )

@@ -15,6 +15,10 @@ from aiokafka import AIOKafkaProducer
 
 from api.ids import new_id, random_slug
 from h0p_settings import Settings
+from ingest.enrich.row import Enricher
+from ingest.links import LinkDirectory
+from ingest.live import LivePublisher
+from ingest.store import ClickStore
 from redirect.events import EVENT_VERSION, ClickEvent, encode, new_event_id, partition_key
 
 CHROME = (
@@ -106,3 +110,32 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 async def count_clicks(pool: asyncpg.Pool, link_id: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link_id))
+
+
+async def store_clicks(
+    settings: Settings,
+    events: list[ClickEvent],
+    *,
+    fold: bool = False,
+    batch: int | None = None,
+    live: LivePublisher | None = None,
+) -> int:
+    """Enrich and write like the consumer does (rollup, cube and counters included), without Kafka:
+    in batches of ``batch`` events (one batch by default), folded into the rollup if ``fold``,
+    published to ``live``'s streams. Returns how many rows were written."""
+    links = LinkDirectory()
+    enricher = Enricher(settings, links)
+    store = ClickStore(settings.database_url, live=live)
+    written = 0
+    try:
+        conn = await store.connection()
+        await links.load(conn, [e.link_id for e in events if e.link_id], [e.domain for e in events])
+        size = batch or max(len(events), 1)
+        for start in range(0, len(events), size):
+            written += await store.write([enricher.row(e, uuid.UUID(e.id)) for e in events[start : start + size]])
+        if fold:
+            assert await store.fold()
+    finally:
+        await store.close()
+        enricher.close()
+    return written
