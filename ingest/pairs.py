@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from ingest.sketch import HLL_ARGS
+
 CUBE_DIMS = ("country", "continent", "device", "browser", "os")
 # the dimensions paired with every cube dimension: name → expression over clicks (as the rollup's)
 HIGH_DIMS = {
@@ -38,7 +40,6 @@ _COLUMNS = tuple(_EXPRESSIONS)
 PAIRS = tuple((a, b) for a in CUBE_DIMS for b in HIGH_DIMS)
 # Single dimensions with a visitors sketch: those whose click_rollups rows keep none.
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
-HLL_ARGS = "13, 5, -1, 0"  # as ingest/store.py: unions need every sketch made alike
 
 DAY, HOUR = 24, 1  # click_pairs.hours
 HOURLY_KEPT = timedelta(hours=48)  # hourly rows: the last two days (the 24h interval, a range's recent end)

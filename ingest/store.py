@@ -15,6 +15,7 @@ import asyncpg
 from ingest.enrich.row import COLUMNS
 from ingest.live import LivePublisher
 from ingest.pairs import aggregate_closed_periods, rebuild_pairs
+from ingest.sketch import HLL_ARGS
 from ingest.webhook_clicks import ClickSubscriptions, write_click_events
 
 log = logging.getLogger("h0p.ingest")
@@ -100,9 +101,7 @@ CUBE_COLUMNS = ("workspace_id", "hour", "bot", "qr", *CUBE_DIMENSIONS, "clicks",
 # (one snapshot) sees each increment either in the deltas or in the rollup, never both. Rows
 # appended meanwhile are not visible to the DELETE and wait for the next fold. Keys are sorted
 # so that the upsert takes row locks in the same order as any other writer.
-# Visitor hashes become a sketch when folded; every sketch of H0p has these parameters (unions
-# need them equal): log2m 13, regwidth 5, the exact set up to 640 hashes (docs/analytics.md).
-HLL_ARGS = "13, 5, -1, 0"
+# Visitor hashes become a sketch (made with ingest/sketch.py's parameters) when folded.
 _SKETCH = f"(SELECT hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) FROM unnest(m.visitors) AS v)"
 _CUBE_KEYS = ", ".join(CUBE_DIMENSIONS)
 # The visitors of the count, country and device rows are not shipped by ingest: they are unions

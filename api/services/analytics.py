@@ -103,7 +103,7 @@ def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: date
 # Unique visitors of a range with at most this many clicks are counted exactly from the raw rows
 # (a count(DISTINCT) over them costs about what the sketches do); above it, sketches (1.15 %).
 EXACT_VISITORS_MAX_CLICKS = 20_000
-# Sketch parameters shared with ingest (ingest/store.py HLL_ARGS): unions need them equal.
+# Sketch parameters shared with ingest (ingest/sketch.py HLL_ARGS): unions need them equal.
 _RAW_SKETCH = "hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)"
 # groupBy → column of click_cube (count and timeseries use any table)
 CUBE_GROUPS = {"countries": "country", "continents": "continent", "devices": "device", "browsers": "browser",

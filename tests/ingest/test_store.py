@@ -162,7 +162,7 @@ def _fresh(enricher: Enricher, events: list[ClickEvent]) -> list[tuple[Any, ...]
     return out
 
 
-# Each link's and each cube row's sketch as made straight from the raw rows (HLL_ARGS of ingest/store.py).
+# Each link's and each cube row's sketch as made straight from the raw rows (HLL_ARGS of ingest/sketch.py).
 RAW_SKETCHES_SQL = """
 SELECT 'link' AS kind, link_id AS key, hll_add_agg(hll_hash_bigint(visitor), 13, 5, -1, 0)::text AS sketch
 FROM clicks WHERE workspace_id = $1 GROUP BY date_trunc('hour', ts, 'UTC'), bot, qr, link_id
