@@ -27,8 +27,8 @@ from api.services.keys import create_key
 from api.services.workspaces import Workspace
 from h0p_settings import Settings
 from tests.api.conftest import client_for, running
-from tests.api.test_analytics_service import GB, US, store_events
-from tests.ingest.conftest import CHROME, click, make_link
+from tests.api.test_analytics_service import GB, US
+from tests.ingest.conftest import CHROME, click, make_link, store_clicks
 
 CHROME_UA_OF_FIXTURE = CHROME
 
@@ -49,7 +49,7 @@ async def client(
     gb = now - timedelta(hours=2)
     if (gb - timedelta(minutes=1)).date() != gb.date():
         gb += timedelta(minutes=1)
-    await store_events(api_settings, pool, [
+    await store_clicks(api_settings, [
         click(link, ts=(now - timedelta(hours=1)).timestamp(), ip=US),
         click(link, ts=gb.timestamp(), ip=GB),
         click(link, ts=(gb - timedelta(minutes=1)).timestamp(), ip=GB, method="HEAD"),
@@ -168,7 +168,7 @@ async def test_export_csv_neutralises_visitor_text_that_a_spreadsheet_would_run(
         f"dom_{workspace.id}", workspace.id, domain,
     )  # fmt: skip
     utm = "utm_source=" + quote(FORMULA) + "&utm_medium=%2Bcmd%7C'%2FC%20calc'!A0&utm_campaign=-2%2B3"
-    await store_events(api_settings, pool, [
+    await store_clicks(api_settings, [
         click(link, ip=US, ua=FORMULA, referer="=1+2", query=utm),
         click(None, ip=US, domain=domain, slug="@SUM(1+1)", ua="\tTAB"),  # an orphan: the slug is the visitor's
     ])  # fmt: skip
@@ -210,7 +210,7 @@ async def test_events_cursor_pages_neither_repeat_nor_skip_while_clicks_arrive(
     assert len(first["data"]) == 2 and first["nextCursor"]
     # two newer clicks land between the pages: with OFFSET, page 1 would show a row of page 0 again
     link = await make_link(pool, workspace.id)
-    await store_events(api_settings, pool, [click(link, ip=US), click(link, ip=GB)])
+    await store_clicks(api_settings, [click(link, ip=US), click(link, ip=GB)])
     second = (await client.get("/analytics/events", params={**params, "cursor": first["nextCursor"]})).json()
     assert second["total"] == 5 and second["nextCursor"] is None
     seen = [e["id"] for e in first["data"] + second["data"]]
