@@ -125,8 +125,18 @@ class IngestConsumer:
         batch N's offsets are committed: commits stay in order, each after its own DB commit.
         """
         in_flight: asyncio.Task[None] | None = None
-        folding = asyncio.create_task(self._fold_rollups(stop), name="h0p-ingest-fold")
-        pairing = asyncio.create_task(self._aggregate_pairs(stop), name="h0p-ingest-pairs")
+        # the rollup increments folded every few seconds; closed periods aggregated into click_pairs
+        # (first at start) on a connection of their own: neither batch writes nor folds wait for a build
+        folding = asyncio.create_task(
+            self._periodically(stop, _FOLD_EVERY_S, self._store.fold, "folding rollup increments", first=False),
+            name="h0p-ingest-fold",
+        )
+        pairing = asyncio.create_task(
+            self._periodically(
+                stop, _PAIRS_EVERY_S, self._store.aggregate_pairs, "aggregating click pairs", first=True
+            ),
+            name="h0p-ingest-pairs",
+        )
         try:
             while not stop.is_set():
                 records, offsets = await self._next_batch(stop)
@@ -218,30 +228,23 @@ class IngestConsumer:
             await self._after_write(len(pending))
         await self._commit(offsets)
 
-    async def _fold_rollups(self, stop: asyncio.Event) -> None:
-        """Every few seconds, fold the rollup increments; a failure leaves them for the next time."""
+    async def _periodically(
+        self, stop: asyncio.Event, every_s: float, work: Callable[[], Awaitable[object]], what: str, *, first: bool
+    ) -> None:
+        """Run ``work`` every ``every_s`` (at once too if ``first``) until ``stop``; a failure is logged
+        and its work left for the next run."""
+        wait = not first
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _FOLD_EVERY_S)
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every_s)
+            wait = True
             try:
-                await self._store.fold()
+                await work()
             except TRANSIENT_ERRORS as exc:
-                log.warning("folding rollup increments failed (%s); retrying later", type(exc).__name__)
+                log.warning("%s failed (%s); retrying later", what, type(exc).__name__)
             except asyncpg.PostgresError as exc:
-                log.warning("folding rollup increments failed (%s: %s); retrying later", type(exc).__name__, exc)
-
-    async def _aggregate_pairs(self, stop: asyncio.Event) -> None:
-        """Every ``_PAIRS_EVERY_S`` (first at start), aggregate closed periods into click_pairs, on a
-        connection of its own: neither batch writes nor folds wait for a build."""
-        while not stop.is_set():
-            try:
-                await self._store.aggregate_pairs()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("aggregating click pairs failed (%s); retrying later", type(exc).__name__)
-            except asyncpg.PostgresError as exc:
-                log.warning("aggregating click pairs failed (%s: %s); retrying later", type(exc).__name__, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _PAIRS_EVERY_S)
+                log.warning("%s failed (%s: %s); retrying later", what, type(exc).__name__, exc)
 
     async def _with_retry(
         self, work: Callable[[], Awaitable[_T]], stop: asyncio.Event, drop_connection: Callable[[], None]
