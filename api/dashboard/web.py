@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import msgspec
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -148,6 +149,19 @@ def render(request: Request, template: str, status: int = 200, **values: Any) ->
 def redirect(path: str) -> RedirectResponse:
     """After a successful POST: 303 to a page (so reload does not resubmit)."""
     return RedirectResponse(path, status_code=303)
+
+
+async def redirect_with_secret(view: View, path: str, name: str, secret: str) -> RedirectResponse:
+    """303 to the page that shows a new secret once: it is kept for this session's next page only
+    (Redis, 5 minutes at most), so a reload neither shows it again nor makes a second one."""
+    await sessions.set_flash(view.ctx, view.token, msgspec.json.encode({"name": name, "secret": secret}).decode())
+    return redirect(path)
+
+
+async def pop_secret(view: View) -> dict[str, str] | None:
+    """The ``{"name", "secret"}`` that redirect_with_secret left for this page, deleted as it is read."""
+    flash = await sessions.pop_flash(view.ctx, view.token)
+    return msgspec.json.decode(flash) if flash else None
 
 
 def error_page(request: Request, status: int, title: str, message: str, view: View | None = None) -> HTMLResponse:
