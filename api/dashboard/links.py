@@ -6,15 +6,14 @@ import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 from starlette.datastructures import UploadFile
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api.dashboard import link_form
-from api.dashboard.web import PREFIX, View, field_errors, page, redirect
-from api.errors import AlreadyExists, FeatureNotAvailable, PlanLimitReached, ValidationFailed, from_msgspec
-from api.schemas import Link, LinkListQuery, LinkUpdate, PageQuery
+from api.dashboard.web import PREFIX, View, field_errors, page, redirect, to_struct
+from api.errors import AlreadyExists, FeatureNotAvailable, PlanLimitReached, ValidationFailed
+from api.schemas import Link, LinkCreate, LinkListQuery, LinkUpdate, PageQuery
 from api.services import analytics, analytics_query, domains, files, folders, link_search, links, qr, tags
 
 PAGE_SIZE = 25
@@ -50,10 +49,7 @@ def _list_query(params: dict[str, str]) -> LinkListQuery:
         raw["order"] = params["order"]
     if params.get("page", "").isdigit():
         raw["page"] = min(int(params["page"]), 1_000_000)
-    try:
-        return msgspec.convert(raw, LinkListQuery)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
+    return to_struct(raw, LinkListQuery)
 
 
 async def _links(view: View) -> Response:
@@ -148,7 +144,7 @@ async def _create(view: View) -> Response:
     try:
         data = link_form.form_to_json(view.form, editing=False)
         await _upload_og_image(view, data)
-        link = await links.create_link(view.ctx, view.workspace_id, link_form.to_create(data))
+        link = await links.create_link(view.ctx, view.workspace_id, to_struct(data, LinkCreate))
     except ValidationFailed as exc:
         return await _form(view, None, field_errors(exc), 400)
     except (AlreadyExists, FeatureNotAvailable, PlanLimitReached) as exc:
@@ -167,7 +163,7 @@ async def _save(view: View) -> Response:
     try:
         data = link_form.form_to_json(view.form, editing=True)
         await _upload_og_image(view, data)
-        await links.update_link(view.ctx, view.workspace_id, link.id, link_form.to_update(data))
+        await links.update_link(view.ctx, view.workspace_id, link.id, to_struct(data, LinkUpdate))
     except ValidationFailed as exc:
         return await _form(view, link, field_errors(exc), 400)
     except (AlreadyExists, FeatureNotAvailable, PlanLimitReached) as exc:

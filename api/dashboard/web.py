@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
@@ -24,10 +24,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard import sessions
-from api.errors import Forbidden, H0pError, NotFound, ValidationFailed
+from api.errors import Forbidden, H0pError, NotFound, ValidationFailed, from_msgspec
 from api.services import users
 from api.services.context import ServiceContext
 from api.services.users import Membership, Role, User
+
+T = TypeVar("T")
 
 PREFIX = "/app"
 CSRF_FIELD = "csrf"
@@ -179,6 +181,15 @@ def field_errors(exc: ValidationFailed) -> dict[str, str]:
             message = f"{path}: {message}"
         out.setdefault(name, message)
     return out
+
+
+def to_struct(data: dict[str, Any], kind: type[T]) -> T:
+    """A page's fields, shaped as the API's JSON, decoded as the API decodes them: a bad one is
+    the API's ValidationFailed, on the same field path."""
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from None
 
 
 def _same_origin(request: Request) -> bool:

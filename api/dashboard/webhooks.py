@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.dashboard.web import PREFIX, View, field_errors, page, pop_secret, redirect, redirect_with_secret
-from api.errors import PlanLimitReached, ValidationFailed, from_msgspec
+from api.dashboard.web import PREFIX, View, field_errors, page, pop_secret, redirect, redirect_with_secret, to_struct
+from api.errors import PlanLimitReached, ValidationFailed
 from api.schemas import PageQuery
 from api.services import webhooks
 from api.webhook_schemas import EVENT_TYPES, DeliveryListQuery, WebhookCreate, WebhookUpdate
-
-
-def _convert(data: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
 
 
 async def _list(view: View, status: int = 200, errors: dict[str, str] | None = None) -> Response:
@@ -37,7 +27,7 @@ async def _create(view: View) -> Response:
     assert view.form is not None
     events = [e for e in view.form.getlist("events") if isinstance(e, str)]
     try:
-        data = _convert({"url": view.text("url"), "name": view.text("name"), "events": events}, WebhookCreate)
+        data = to_struct({"url": view.text("url"), "name": view.text("name"), "events": events}, WebhookCreate)
         hook = await webhooks.create_webhook(view.ctx, view.workspace_id, data)
     except ValidationFailed as exc:
         return await _list(view, 400, field_errors(exc))
