@@ -140,16 +140,7 @@ async def _new(view: View) -> Response:
 
 
 async def _create(view: View) -> Response:
-    assert view.form is not None
-    try:
-        data = link_form.form_to_json(view.form, editing=False)
-        await _upload_og_image(view, data)
-        link = await links.create_link(view.ctx, view.workspace_id, to_struct(data, LinkCreate))
-    except ValidationFailed as exc:
-        return await _form(view, None, field_errors(exc), 400)
-    except (AlreadyExists, FeatureNotAvailable, PlanLimitReached) as exc:
-        return await _form(view, None, {"slug" if "slug" in exc.message else "form": exc.message}, 409)
-    return redirect(f"{PREFIX}/links/{link.id}?created=1")
+    return await _submit(view, None)
 
 
 async def _edit(view: View) -> Response:
@@ -158,11 +149,19 @@ async def _edit(view: View) -> Response:
 
 
 async def _save(view: View) -> Response:
-    assert view.form is not None
     link = await links.get_link(view.ctx, view.workspace_id, view.request.path_params["id"])
+    return await _submit(view, link)
+
+
+async def _submit(view: View, link: Link | None) -> Response:
+    """The posted form makes a new link (``link`` None) or saves ``link``; refused, the form again with why."""
+    assert view.form is not None
     try:
-        data = link_form.form_to_json(view.form, editing=True)
+        data = link_form.form_to_json(view.form, editing=link is not None)
         await _upload_og_image(view, data)
+        if link is None:
+            created = await links.create_link(view.ctx, view.workspace_id, to_struct(data, LinkCreate))
+            return redirect(f"{PREFIX}/links/{created.id}?created=1")
         await links.update_link(view.ctx, view.workspace_id, link.id, to_struct(data, LinkUpdate))
     except ValidationFailed as exc:
         return await _form(view, link, field_errors(exc), 400)
