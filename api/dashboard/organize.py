@@ -21,8 +21,10 @@ def _page(view: View) -> PageQuery:
     return PageQuery(page=min(int(raw), 10_000) if raw.isdigit() else 0, limit=LIMIT)
 
 
-def _errors(exc: Exception) -> dict[str, str]:
-    return field_errors(exc) if isinstance(exc, ValidationFailed) else {"form": str(exc)}
+def _errors(exc: Exception, row: str = "") -> dict[str, str]:
+    """A refusal's messages by field; for a table row's own form (``row``), its first message alone."""
+    errors = field_errors(exc) if isinstance(exc, ValidationFailed) else {"form": str(exc)}
+    return {row: next(iter(errors.values()))} if row else errors
 
 
 # --- folders ----------------------------------------------------------------------------
@@ -51,7 +53,7 @@ async def _folder_rename(view: View) -> Response:
         data = to_struct({"name": view.text("name")}, FolderWrite)
         await folders.rename_folder(view.ctx, view.workspace_id, folder_id, data)
     except REFUSALS as exc:
-        return await _folders(view, {f"rename-{folder_id}": next(iter(_errors(exc).values()))}, 400)
+        return await _folders(view, _errors(exc, row=f"rename-{folder_id}"), 400)
     return redirect(f"{PREFIX}/folders")
 
 
@@ -90,7 +92,7 @@ async def _tag_update(view: View) -> Response:
         data = to_struct({"name": view.text("name"), "color": view.text("color") or "gray"}, TagUpdate)
         await tags.update_tag(view.ctx, view.workspace_id, tag_id, data)
     except REFUSALS as exc:
-        errors = {f"rename-{tag_id}": next(iter(_errors(exc).values()))}
+        errors = _errors(exc, row=f"rename-{tag_id}")
     if view.request.headers.get("hx-request") == "true":
         # htmx edits the row in place: the row comes back (200, so htmx swaps it in) with any error in it
         tag = await tags.get_tag(view.ctx, view.workspace_id, tag_id)
@@ -149,7 +151,7 @@ async def _domain_update(view: View) -> Response:
     try:
         await domains.update_domain(view.ctx, view.workspace_id, domain_id, to_struct(_url_fields(view), DomainUpdate))
     except REFUSALS as exc:
-        return await _domains(view, {f"update-{domain_id}": next(iter(_errors(exc).values()))}, 400)
+        return await _domains(view, _errors(exc, row=f"update-{domain_id}"), 400)
     return redirect(f"{PREFIX}/domains")
 
 
