@@ -32,11 +32,8 @@ import redis.asyncio as aioredis
 
 from api import db
 from api.services import folders, tags, users
-from api.services.context import close_context, open_context
 from api.services.keys import create_key
-from api.services.workspaces import get_or_create_workspace
-from h0p_settings import load_settings
-from loadtests.api_bench import copy_links
+from loadtests.api_bench import loaded_workspace
 from tests.services import free_port, wait_for_port
 
 PG_BASE = os.environ.get("H0P_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -56,23 +53,15 @@ def log(message: str) -> None:
 
 async def prepare(links: int) -> None:
     """A fresh database; a workspace with ``links`` links (COPY), folders, tags, keys and its owner."""
-    await db.drop_database(DATABASE_URL)
-    await db.migrate(DATABASE_URL)
-    settings = load_settings({"H0P_DATABASE_URL": DATABASE_URL, "H0P_REDIS_URL": REDIS_URL})
-    ctx = await open_context(settings)
-    try:
-        ws = await get_or_create_workspace(ctx, "bench-100k")
-        await users.create_user(ctx, EMAIL, PASSWORD, ws.id, "owner")
+    async with loaded_workspace(DATABASE_URL, REDIS_URL, DOMAIN, links) as (ctx, ws_id):
+        await users.create_user(ctx, EMAIL, PASSWORD, ws_id, "owner")
         from api.schemas import FolderWrite, TagCreate
 
         for i in range(20):
-            await folders.create_folder(ctx, ws.id, FolderWrite(name=f"Folder {i}"))
-            await tags.create_tag(ctx, ws.id, TagCreate(name=f"tag-{i}"))
+            await folders.create_folder(ctx, ws_id, FolderWrite(name=f"Folder {i}"))
+            await tags.create_tag(ctx, ws_id, TagCreate(name=f"tag-{i}"))
         for i in range(10):
-            await create_key(ctx, ws.id, f"key {i}", None)
-        await copy_links(DATABASE_URL, ws.id, DOMAIN, links)
-    finally:
-        await close_context(ctx)
+            await create_key(ctx, ws_id, f"key {i}", None)
 
 
 async def remove_keys() -> None:
