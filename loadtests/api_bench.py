@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -137,18 +137,13 @@ async def remove_keys(redis_url: str) -> None:
 
 
 @contextmanager
-def api_process(redis_url: str, port: int) -> Iterator[None]:
+def api_process(port: int, settings: dict[str, str], prefix: Sequence[str] = ()) -> Iterator[None]:
+    """An `api.app.serve` process on ``port`` with these H0P_ settings only (none from this shell),
+    started behind ``prefix`` (e.g. taskset) and ready; stopped on leaving."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")}
-    env.update(
-        H0P_DATABASE_URL=DATABASE_URL,
-        H0P_REDIS_URL=redis_url,
-        H0P_API_PORT=str(port),
-        H0P_DEFAULT_DOMAIN=DOMAIN,
-        H0P_RATE_LIMITS_ENABLED="false",
-        H0P_LOG_LEVEL="warning",
-    )
+    env.update(settings, H0P_API_PORT=str(port))
     code = "from api.app import serve; from h0p_settings import load_settings_or_exit; serve(load_settings_or_exit())"
-    proc = subprocess.Popen([*pinned(SERVER_CORE), sys.executable, "-c", code], env=env)
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", code], env=env)
     try:
         wait_for_port(port, timeout=30)
         yield
@@ -196,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     log(f"loaded in {time.monotonic() - t0:.1f} s")
     results: list[Result] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp, api_process(redis_url, port):
+        settings = {
+            "H0P_DATABASE_URL": DATABASE_URL,
+            "H0P_REDIS_URL": redis_url,
+            "H0P_DEFAULT_DOMAIN": DOMAIN,
+            "H0P_RATE_LIMITS_ENABLED": "false",
+            "H0P_LOG_LEVEL": "warning",
+        }
+        with tempfile.TemporaryDirectory() as tmp, api_process(port, settings, pinned(SERVER_CORE)):
             script = Path(tmp) / "api.lua"
             script.write_text(WRK_SCRIPT)
             body = json.dumps({"url": "https://example.com/bench-target?x=1", "title": "bench"})
