@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from api import db
 from api.ids import new_id
-from api.services.context import close_context, open_context
+from api.services.context import ServiceContext, close_context, open_context
 from api.services.keys import create_key
 from api.services.workspaces import get_or_create_workspace
 from h0p_settings import load_settings
@@ -97,23 +97,33 @@ async def copy_links(database_url: str, workspace_id: str, domain: str, links: i
         await conn.close()
 
 
-async def prepare(redis_url: str, links: int) -> tuple[str, str, int]:
-    """A fresh database, a workspace with ``links`` links (COPY) and an empty one; their keys."""
-    await db.drop_database(DATABASE_URL)
-    await db.migrate(DATABASE_URL)
+@asynccontextmanager
+async def loaded_workspace(
+    database_url: str, redis_url: str, domain: str, links: int
+) -> AsyncIterator[tuple[ServiceContext, str]]:
+    """A fresh database whose workspace bench-100k has ``links`` links (COPY), and a service context
+    on it for the rest of a bench's setup: (context, workspace id)."""
+    await db.drop_database(database_url)
+    await db.migrate(database_url)
     settings = load_settings(
-        {"H0P_DATABASE_URL": DATABASE_URL, "H0P_REDIS_URL": redis_url, "H0P_DEFAULT_DOMAIN": DOMAIN}
+        {"H0P_DATABASE_URL": database_url, "H0P_REDIS_URL": redis_url, "H0P_DEFAULT_DOMAIN": domain}
     )
     ctx = await open_context(settings)
     try:
-        big = await get_or_create_workspace(ctx, "bench-100k")
-        empty = await get_or_create_workspace(ctx, "bench-create")
-        _, big_key = await create_key(ctx, big.id, "bench", None)
-        _, create_key_secret = await create_key(ctx, empty.id, "bench", None)
-        await copy_links(DATABASE_URL, big.id, DOMAIN, links)
-        return big_key, create_key_secret, links
+        workspace = await get_or_create_workspace(ctx, "bench-100k")
+        await copy_links(database_url, workspace.id, domain, links)
+        yield ctx, workspace.id
     finally:
         await close_context(ctx)
+
+
+async def prepare(redis_url: str, links: int) -> tuple[str, str, int]:
+    """A fresh database, a workspace with ``links`` links (COPY) and an empty one; their keys."""
+    async with loaded_workspace(DATABASE_URL, redis_url, DOMAIN, links) as (ctx, big_id):
+        empty = await get_or_create_workspace(ctx, "bench-create")
+        _, big_key = await create_key(ctx, big_id, "bench", None)
+        _, create_key_secret = await create_key(ctx, empty.id, "bench", None)
+        return big_key, create_key_secret, links
 
 
 async def remove_keys(redis_url: str) -> None:
@@ -127,18 +137,13 @@ async def remove_keys(redis_url: str) -> None:
 
 
 @contextmanager
-def api_process(redis_url: str, port: int) -> Iterator[None]:
+def api_process(port: int, settings: dict[str, str], prefix: Sequence[str] = ()) -> Iterator[None]:
+    """An `api.app.serve` process on ``port`` with these H0P_ settings only (none from this shell),
+    started behind ``prefix`` (e.g. taskset) and ready; stopped on leaving."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")}
-    env.update(
-        H0P_DATABASE_URL=DATABASE_URL,
-        H0P_REDIS_URL=redis_url,
-        H0P_API_PORT=str(port),
-        H0P_DEFAULT_DOMAIN=DOMAIN,
-        H0P_RATE_LIMITS_ENABLED="false",
-        H0P_LOG_LEVEL="warning",
-    )
+    env.update(settings, H0P_API_PORT=str(port))
     code = "from api.app import serve; from h0p_settings import load_settings_or_exit; serve(load_settings_or_exit())"
-    proc = subprocess.Popen([*pinned(SERVER_CORE), sys.executable, "-c", code], env=env)
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", code], env=env)
     try:
         wait_for_port(port, timeout=30)
         yield
@@ -186,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     log(f"loaded in {time.monotonic() - t0:.1f} s")
     results: list[Result] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp, api_process(redis_url, port):
+        settings = {
+            "H0P_DATABASE_URL": DATABASE_URL,
+            "H0P_REDIS_URL": redis_url,
+            "H0P_DEFAULT_DOMAIN": DOMAIN,
+            "H0P_RATE_LIMITS_ENABLED": "false",
+            "H0P_LOG_LEVEL": "warning",
+        }
+        with tempfile.TemporaryDirectory() as tmp, api_process(port, settings, pinned(SERVER_CORE)):
             script = Path(tmp) / "api.lua"
             script.write_text(WRK_SCRIPT)
             body = json.dumps({"url": "https://example.com/bench-target?x=1", "title": "bench"})

@@ -20,11 +20,8 @@ import gzip
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,12 +29,9 @@ import redis.asyncio as aioredis
 
 from api import db
 from api.services import folders, tags, users
-from api.services.context import close_context, open_context
 from api.services.keys import create_key
-from api.services.workspaces import get_or_create_workspace
-from h0p_settings import load_settings
-from loadtests.api_bench import copy_links
-from tests.services import free_port, wait_for_port
+from loadtests.api_bench import api_process, loaded_workspace
+from tests.services import free_port
 
 PG_BASE = os.environ.get("H0P_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("H0P_BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -56,23 +50,15 @@ def log(message: str) -> None:
 
 async def prepare(links: int) -> None:
     """A fresh database; a workspace with ``links`` links (COPY), folders, tags, keys and its owner."""
-    await db.drop_database(DATABASE_URL)
-    await db.migrate(DATABASE_URL)
-    settings = load_settings({"H0P_DATABASE_URL": DATABASE_URL, "H0P_REDIS_URL": REDIS_URL})
-    ctx = await open_context(settings)
-    try:
-        ws = await get_or_create_workspace(ctx, "bench-100k")
-        await users.create_user(ctx, EMAIL, PASSWORD, ws.id, "owner")
+    async with loaded_workspace(DATABASE_URL, REDIS_URL, DOMAIN, links) as (ctx, ws_id):
+        await users.create_user(ctx, EMAIL, PASSWORD, ws_id, "owner")
         from api.schemas import FolderWrite, TagCreate
 
         for i in range(20):
-            await folders.create_folder(ctx, ws.id, FolderWrite(name=f"Folder {i}"))
-            await tags.create_tag(ctx, ws.id, TagCreate(name=f"tag-{i}"))
+            await folders.create_folder(ctx, ws_id, FolderWrite(name=f"Folder {i}"))
+            await tags.create_tag(ctx, ws_id, TagCreate(name=f"tag-{i}"))
         for i in range(10):
-            await create_key(ctx, ws.id, f"key {i}", None)
-        await copy_links(DATABASE_URL, ws.id, DOMAIN, links)
-    finally:
-        await close_context(ctx)
+            await create_key(ctx, ws_id, f"key {i}", None)
 
 
 async def remove_keys() -> None:
@@ -83,30 +69,6 @@ async def remove_keys() -> None:
             await r.unlink(*batch)
     finally:
         await r.aclose()
-
-
-@contextmanager
-def api_process(port: int) -> Iterator[None]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("H0P_")}
-    env.update(
-        H0P_DATABASE_URL=DATABASE_URL,
-        H0P_REDIS_URL=REDIS_URL,
-        H0P_API_PORT=str(port),
-        H0P_LOG_LEVEL="warning",
-        H0P_SECRET_KEY="dashboard-bench-secret-0123456789abcdef",
-    )
-    code = "from api.app import serve; from h0p_settings import load_settings_or_exit; serve(load_settings_or_exit())"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    try:
-        wait_for_port(port, timeout=30)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def sign_in(client: httpx.Client) -> None:
@@ -183,7 +145,13 @@ def main() -> None:
     ]
     rows = []
     try:
-        with api_process(port), httpx.Client(base_url=base, timeout=30) as client:
+        settings = {
+            "H0P_DATABASE_URL": DATABASE_URL,
+            "H0P_REDIS_URL": REDIS_URL,
+            "H0P_LOG_LEVEL": "warning",
+            "H0P_SECRET_KEY": "dashboard-bench-secret-0123456789abcdef",
+        }
+        with api_process(port, settings), httpx.Client(base_url=base, timeout=30) as client:
             sign_in(client)
             for name, path in pages:
                 log(f"GET {path} × {args.requests}")

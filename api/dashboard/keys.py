@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import msgspec
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.dashboard import sessions
-from api.dashboard.web import PREFIX, View, field_errors, page, redirect
+from api.dashboard.web import PREFIX, View, field_errors, page, pop_secret, redirect, redirect_with_secret
 from api.errors import PlanLimitReached, ValidationFailed
 from api.services import keys
 
@@ -15,9 +13,7 @@ from api.services import keys
 async def _keys(view: View, status: int = 200, **values: object) -> Response:
     listed = await keys.list_keys(view.ctx, view.workspace_id)
     values.setdefault("errors", {})
-    values["created"] = None
-    if view.request.method == "GET" and (flash := await sessions.pop_flash(view.ctx, view.token)):
-        values["created"] = msgspec.json.decode(flash)
+    values["created"] = await pop_secret(view) if view.request.method == "GET" else None
     return view.render("keys.html", status, keys=listed, resources=keys.RESOURCES, **values)
 
 
@@ -37,10 +33,8 @@ async def _create(view: View) -> Response:
         return await _keys(view, 400, errors=field_errors(exc))
     except PlanLimitReached as exc:
         return await _keys(view, 403, errors={"form": exc.message})
-    # Shown on the next page only (Redis, this session, 5 minutes at most): the secret is stored
-    # hashed and cannot be shown again; the redirect means a reload does not create a second key.
-    await sessions.set_flash(view.ctx, view.token, msgspec.json.encode({"name": key.name, "secret": secret}).decode())
-    return redirect(f"{PREFIX}/keys")
+    # the secret is stored hashed: this redirect is the only time it can be shown
+    return await redirect_with_secret(view, f"{PREFIX}/keys", key.name, secret)
 
 
 async def _revoke(view: View) -> Response:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from starlette.datastructures import FormData
 
-from api.errors import field_error, from_msgspec
-from api.schemas import Link, LinkCreate, LinkUpdate, Rule
+from api.errors import field_error
+from api.schemas import Link, Rule
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 CONDITION_TYPES = (
@@ -140,20 +139,6 @@ def form_to_json(form: FormData, editing: bool) -> dict[str, Any]:
     if editing and data.get("domain") is None:
         data.pop("domain", None)
     return data
-
-
-def to_create(data: dict[str, Any]) -> LinkCreate:
-    try:
-        return msgspec.convert(data, LinkCreate)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
-
-
-def to_update(data: dict[str, Any]) -> LinkUpdate:
-    try:
-        return msgspec.convert(data, LinkUpdate)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
 
 
 def values_of(link: Link | None, form: FormData | None) -> dict[str, Any]:

@@ -6,15 +6,14 @@ import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
-import msgspec
 from starlette.datastructures import UploadFile
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api.dashboard import link_form
-from api.dashboard.web import PREFIX, View, field_errors, page, redirect
-from api.errors import AlreadyExists, FeatureNotAvailable, PlanLimitReached, ValidationFailed, from_msgspec
-from api.schemas import Link, LinkListQuery, LinkUpdate, PageQuery
+from api.dashboard.web import PREFIX, View, field_errors, page, redirect, to_struct
+from api.errors import AlreadyExists, FeatureNotAvailable, PlanLimitReached, ValidationFailed
+from api.schemas import Link, LinkCreate, LinkListQuery, LinkUpdate, PageQuery
 from api.services import analytics, analytics_query, domains, files, folders, link_search, links, qr, tags
 
 PAGE_SIZE = 25
@@ -50,10 +49,7 @@ def _list_query(params: dict[str, str]) -> LinkListQuery:
         raw["order"] = params["order"]
     if params.get("page", "").isdigit():
         raw["page"] = min(int(params["page"]), 1_000_000)
-    try:
-        return msgspec.convert(raw, LinkListQuery)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
+    return to_struct(raw, LinkListQuery)
 
 
 async def _links(view: View) -> Response:
@@ -144,16 +140,7 @@ async def _new(view: View) -> Response:
 
 
 async def _create(view: View) -> Response:
-    assert view.form is not None
-    try:
-        data = link_form.form_to_json(view.form, editing=False)
-        await _upload_og_image(view, data)
-        link = await links.create_link(view.ctx, view.workspace_id, link_form.to_create(data))
-    except ValidationFailed as exc:
-        return await _form(view, None, field_errors(exc), 400)
-    except (AlreadyExists, FeatureNotAvailable, PlanLimitReached) as exc:
-        return await _form(view, None, {"slug" if "slug" in exc.message else "form": exc.message}, 409)
-    return redirect(f"{PREFIX}/links/{link.id}?created=1")
+    return await _submit(view, None)
 
 
 async def _edit(view: View) -> Response:
@@ -162,12 +149,20 @@ async def _edit(view: View) -> Response:
 
 
 async def _save(view: View) -> Response:
-    assert view.form is not None
     link = await links.get_link(view.ctx, view.workspace_id, view.request.path_params["id"])
+    return await _submit(view, link)
+
+
+async def _submit(view: View, link: Link | None) -> Response:
+    """The posted form makes a new link (``link`` None) or saves ``link``; refused, the form again with why."""
+    assert view.form is not None
     try:
-        data = link_form.form_to_json(view.form, editing=True)
+        data = link_form.form_to_json(view.form, editing=link is not None)
         await _upload_og_image(view, data)
-        await links.update_link(view.ctx, view.workspace_id, link.id, link_form.to_update(data))
+        if link is None:
+            created = await links.create_link(view.ctx, view.workspace_id, to_struct(data, LinkCreate))
+            return redirect(f"{PREFIX}/links/{created.id}?created=1")
+        await links.update_link(view.ctx, view.workspace_id, link.id, to_struct(data, LinkUpdate))
     except ValidationFailed as exc:
         return await _form(view, link, field_errors(exc), 400)
     except (AlreadyExists, FeatureNotAvailable, PlanLimitReached) as exc:

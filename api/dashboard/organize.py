@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.dashboard.web import PREFIX, View, field_errors, page, redirect
-from api.errors import AlreadyExists, FeatureNotAvailable, PlanLimitReached, ValidationFailed, from_msgspec
+from api.dashboard.web import PREFIX, View, field_errors, page, redirect, to_struct
+from api.errors import AlreadyExists, FeatureNotAvailable, PlanLimitReached, ValidationFailed
 from api.schemas import DomainCreate, DomainUpdate, FolderWrite, PageQuery, TagCreate, TagUpdate
 from api.services import domains, folders, tags
 
@@ -17,20 +16,15 @@ LIMIT = 50
 REFUSALS = (ValidationFailed, AlreadyExists, PlanLimitReached, FeatureNotAvailable)
 
 
-def _convert(data: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
-
-
 def _page(view: View) -> PageQuery:
     raw = view.request.query_params.get("page", "0")
     return PageQuery(page=min(int(raw), 10_000) if raw.isdigit() else 0, limit=LIMIT)
 
 
-def _errors(exc: Exception) -> dict[str, str]:
-    return field_errors(exc) if isinstance(exc, ValidationFailed) else {"form": str(exc)}
+def _errors(exc: Exception, row: str = "") -> dict[str, str]:
+    """A refusal's messages by field; for a table row's own form (``row``), its first message alone."""
+    errors = field_errors(exc) if isinstance(exc, ValidationFailed) else {"form": str(exc)}
+    return {row: next(iter(errors.values()))} if row else errors
 
 
 # --- folders ----------------------------------------------------------------------------
@@ -47,7 +41,7 @@ async def _folders_get(view: View) -> Response:
 
 async def _folder_create(view: View) -> Response:
     try:
-        await folders.create_folder(view.ctx, view.workspace_id, _convert({"name": view.text("name")}, FolderWrite))
+        await folders.create_folder(view.ctx, view.workspace_id, to_struct({"name": view.text("name")}, FolderWrite))
     except REFUSALS as exc:
         return await _folders(view, _errors(exc), 400)
     return redirect(f"{PREFIX}/folders")
@@ -56,10 +50,10 @@ async def _folder_create(view: View) -> Response:
 async def _folder_rename(view: View) -> Response:
     folder_id = view.request.path_params["id"]
     try:
-        data = _convert({"name": view.text("name")}, FolderWrite)
+        data = to_struct({"name": view.text("name")}, FolderWrite)
         await folders.rename_folder(view.ctx, view.workspace_id, folder_id, data)
     except REFUSALS as exc:
-        return await _folders(view, {f"rename-{folder_id}": next(iter(_errors(exc).values()))}, 400)
+        return await _folders(view, _errors(exc, row=f"rename-{folder_id}"), 400)
     return redirect(f"{PREFIX}/folders")
 
 
@@ -84,7 +78,7 @@ async def _tags_get(view: View) -> Response:
 
 async def _tag_create(view: View) -> Response:
     try:
-        data = _convert({"name": view.text("name"), "color": view.text("color") or "gray"}, TagCreate)
+        data = to_struct({"name": view.text("name"), "color": view.text("color") or "gray"}, TagCreate)
         await tags.create_tag(view.ctx, view.workspace_id, data)
     except REFUSALS as exc:
         return await _tags(view, _errors(exc), 400)
@@ -95,10 +89,10 @@ async def _tag_update(view: View) -> Response:
     tag_id = view.request.path_params["id"]
     errors: dict[str, str] = {}
     try:
-        data = _convert({"name": view.text("name"), "color": view.text("color") or "gray"}, TagUpdate)
+        data = to_struct({"name": view.text("name"), "color": view.text("color") or "gray"}, TagUpdate)
         await tags.update_tag(view.ctx, view.workspace_id, tag_id, data)
     except REFUSALS as exc:
-        errors = {f"rename-{tag_id}": next(iter(_errors(exc).values()))}
+        errors = _errors(exc, row=f"rename-{tag_id}")
     if view.request.headers.get("hx-request") == "true":
         # htmx edits the row in place: the row comes back (200, so htmx swaps it in) with any error in it
         tag = await tags.get_tag(view.ctx, view.workspace_id, tag_id)
@@ -140,7 +134,7 @@ def _url_fields(view: View) -> dict[str, str | None]:
 
 async def _domain_add(view: View) -> Response:
     try:
-        data = _convert({"domain": view.text("domain"), **_url_fields(view)}, DomainCreate)
+        data = to_struct({"domain": view.text("domain"), **_url_fields(view)}, DomainCreate)
         await domains.add_domain(view.ctx, view.workspace_id, data)
     except REFUSALS as exc:
         return await _domains(view, _errors(exc), 400)
@@ -155,9 +149,9 @@ async def _domain_verify(view: View) -> Response:
 async def _domain_update(view: View) -> Response:
     domain_id = view.request.path_params["id"]
     try:
-        await domains.update_domain(view.ctx, view.workspace_id, domain_id, _convert(_url_fields(view), DomainUpdate))
+        await domains.update_domain(view.ctx, view.workspace_id, domain_id, to_struct(_url_fields(view), DomainUpdate))
     except REFUSALS as exc:
-        return await _domains(view, {f"update-{domain_id}": next(iter(_errors(exc).values()))}, 400)
+        return await _domains(view, _errors(exc, row=f"update-{domain_id}"), 400)
     return redirect(f"{PREFIX}/domains")
 
 

@@ -13,20 +13,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
+import msgspec
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard import sessions
-from api.errors import Forbidden, H0pError, NotFound, ValidationFailed
+from api.errors import Forbidden, H0pError, NotFound, ValidationFailed, from_msgspec
 from api.services import users
 from api.services.context import ServiceContext
 from api.services.users import Membership, Role, User
+
+T = TypeVar("T")
 
 PREFIX = "/app"
 CSRF_FIELD = "csrf"
@@ -150,6 +153,19 @@ def redirect(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
 
+async def redirect_with_secret(view: View, path: str, name: str, secret: str) -> RedirectResponse:
+    """303 to the page that shows a new secret once: it is kept for this session's next page only
+    (Redis, 5 minutes at most), so a reload neither shows it again nor makes a second one."""
+    await sessions.set_flash(view.ctx, view.token, msgspec.json.encode({"name": name, "secret": secret}).decode())
+    return redirect(path)
+
+
+async def pop_secret(view: View) -> dict[str, str] | None:
+    """The ``{"name", "secret"}`` that redirect_with_secret left for this page, deleted as it is read."""
+    flash = await sessions.pop_flash(view.ctx, view.token)
+    return msgspec.json.decode(flash) if flash else None
+
+
 def error_page(request: Request, status: int, title: str, message: str, view: View | None = None) -> HTMLResponse:
     return render(request, "error.html", status, title=title, message=message, view=view)
 
@@ -165,6 +181,15 @@ def field_errors(exc: ValidationFailed) -> dict[str, str]:
             message = f"{path}: {message}"
         out.setdefault(name, message)
     return out
+
+
+def to_struct(data: dict[str, Any], kind: type[T]) -> T:
+    """A page's fields, shaped as the API's JSON, decoded as the API decodes them: a bad one is
+    the API's ValidationFailed, on the same field path."""
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from None
 
 
 def _same_origin(request: Request) -> bool:

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.dashboard import sessions
-from api.dashboard.web import PREFIX, View, field_errors, page, redirect
-from api.errors import PlanLimitReached, ValidationFailed, from_msgspec
+from api.dashboard.web import PREFIX, View, field_errors, page, pop_secret, redirect, redirect_with_secret, to_struct
+from api.errors import PlanLimitReached, ValidationFailed
 from api.schemas import PageQuery
 from api.services import webhooks
 from api.webhook_schemas import EVENT_TYPES, DeliveryListQuery, WebhookCreate, WebhookUpdate
 
 
-def _convert(data: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from None
-
-
 async def _list(view: View, status: int = 200, errors: dict[str, str] | None = None) -> Response:
     result = await webhooks.list_webhooks(view.ctx, view.workspace_id, PageQuery(page=0, limit=50))
-    created = None
-    if view.request.method == "GET" and (flash := await sessions.pop_flash(view.ctx, view.token)):
-        created = msgspec.json.decode(flash)
+    created = await pop_secret(view) if view.request.method == "GET" else None
     return view.render("webhooks.html", status, result=result, events=EVENT_TYPES, errors=errors or {},
                        created=created, values=view.form or {})  # fmt: skip
 
@@ -40,16 +27,14 @@ async def _create(view: View) -> Response:
     assert view.form is not None
     events = [e for e in view.form.getlist("events") if isinstance(e, str)]
     try:
-        data = _convert({"url": view.text("url"), "name": view.text("name"), "events": events}, WebhookCreate)
+        data = to_struct({"url": view.text("url"), "name": view.text("name"), "events": events}, WebhookCreate)
         hook = await webhooks.create_webhook(view.ctx, view.workspace_id, data)
     except ValidationFailed as exc:
         return await _list(view, 400, field_errors(exc))
     except PlanLimitReached as exc:
         return await _list(view, 403, {"form": exc.message})
     # shown once, on the page the redirect leads to: the service keeps it only to sign deliveries
-    flash = {"name": hook.name or hook.url, "secret": hook.secret}
-    await sessions.set_flash(view.ctx, view.token, msgspec.json.encode(flash).decode())
-    return redirect(f"{PREFIX}/webhooks/{hook.id}")
+    return await redirect_with_secret(view, f"{PREFIX}/webhooks/{hook.id}", hook.name or hook.url, hook.secret)
 
 
 async def _detail(view: View) -> Response:
@@ -58,10 +43,7 @@ async def _detail(view: View) -> Response:
     raw_page = view.request.query_params.get("page", "0")
     query = DeliveryListQuery(page=int(raw_page) if raw_page.isdigit() else 0, limit=20)
     deliveries = await webhooks.list_deliveries(view.ctx, view.workspace_id, hook_id, query)
-    created = None
-    if flash := await sessions.pop_flash(view.ctx, view.token):
-        created = msgspec.json.decode(flash)
-    return view.render("webhook_detail.html", hook=hook, deliveries=deliveries, created=created)
+    return view.render("webhook_detail.html", hook=hook, deliveries=deliveries, created=await pop_secret(view))
 
 
 async def _test(view: View) -> Response:
@@ -72,9 +54,7 @@ async def _test(view: View) -> Response:
 
 async def _rotate(view: View) -> Response:
     hook = await webhooks.rotate_secret(view.ctx, view.workspace_id, view.request.path_params["id"])
-    flash = {"name": hook.name or hook.url, "secret": hook.secret}
-    await sessions.set_flash(view.ctx, view.token, msgspec.json.encode(flash).decode())
-    return redirect(f"{PREFIX}/webhooks/{hook.id}")
+    return await redirect_with_secret(view, f"{PREFIX}/webhooks/{hook.id}", hook.name or hook.url, hook.secret)
 
 
 async def _toggle(view: View) -> Response:
