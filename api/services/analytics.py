@@ -84,7 +84,13 @@ class _Sql:
 
 
 def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: datetime) -> str:
-    parts = [f"workspace_id = {sql.p(ws)}", f"ts >= {sql.p(start)}", f"ts < {sql.p(end)}"]
+    return _raw_where_in(sql, ws, q, [(start, end)])
+
+
+def _raw_where_in(sql: _Sql, ws: str, q: AnalyticsQuery, spans: list[tuple[datetime, datetime]]) -> str:
+    """The raw rows of the query's filters in any of the [start, end) ``spans`` (one index range scan each)."""
+    within = " OR ".join(f"(ts >= {sql.p(s)} AND ts < {sql.p(e)})" for s, e in spans)
+    parts = [f"workspace_id = {sql.p(ws)}", within if len(spans) == 1 else f"({within})"]
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:
@@ -151,8 +157,8 @@ class Plan:
 
 
 RAW = Plan("raw")
-# Raw runs between pre-aggregated periods beyond this: the raw rows for the whole range instead.
-MAX_RAW_RUNS = 4
+# Raw runs covering more than this share of the range: the raw rows for the whole range instead.
+MAX_RAW_SHARE = 0.5
 
 
 def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
@@ -184,12 +190,12 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
 def plan(q: AnalyticsQuery) -> Plan:
     """The cheapest source that gives exactly the raw rows' answer (visitors within the sketch's error).
 
-    Pre-aggregated hours need hour-aligned buckets; then, in order: the per-dimension rollup
-    (unfiltered, or count/timeseries with one filter), the cube (groupBy and filters among its
-    columns), else the raw rows (through the (workspace_id, ts) or (link_id, ts) index).
+    In order: the per-dimension rollup (unfiltered, or count/timeseries with one filter), the cube
+    (groupBy and filters among its columns), the pairs, else the raw rows (through the (workspace_id, ts)
+    or (link_id, ts) index). Which periods of the range they answer is ``_pieces``' choice (the others
+    are read raw): a time series whose buckets split every hour (minute buckets, hour buckets in
+    Asia/Kolkata) is read raw whatever the plan.
     """
-    if not q.hour_aligned:
-        return RAW
     series = q.group_by in ("count", "timeseries")
     dim = "count" if series else DIMENSIONS[q.group_by][1]
     if not q.filters and (not q.unique or dim in VISITOR_DIMS):
@@ -323,12 +329,13 @@ def _summed(
     raw_only = f" AND {key_raw} = ANY({only_p})" if only_p else ""
     head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
     edges = []
-    for s, e in runs:
-        if s < e:
-            edges.append(f"{head}{_raw_where(sql, ws, q, s, e)}{raw_only} GROUP BY 1")
-        else:  # the rest of a day read from its row: subtracted
-            minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
-            edges.append(f"{minus}{_raw_where(sql, ws, q, e, s)}{raw_only} GROUP BY 1")
+    added = [(s, e) for s, e in runs if s < e]
+    if added:
+        edges.append(f"{head}{_raw_where_in(sql, ws, q, added)}{raw_only} GROUP BY 1")
+    subtracted = [(e, s) for s, e in runs if e < s]  # the rest of a day read from its row
+    if subtracted:
+        minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
+        edges.append(f"{minus}{_raw_where_in(sql, ws, q, subtracted)}{raw_only} GROUP BY 1")
     union = " UNION ALL ".join([*pre, *edges])
     visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
     # a key whose clicks all fell in a subtracted part nets 0: not a key of the answer
@@ -346,12 +353,13 @@ def _pieces(
 
     Hours: every whole hour with ``every_hour`` (the rollup and the cube are hourly), else the built
     ones (click_pairs). A day row serves a time series only if the day lies in one bucket (day or
-    month buckets on UTC midnights); hour rows serve any hour-aligned bucket.
+    month buckets on UTC midnights); an hour row only if the hour does (a bucket starting inside it,
+    as every Asia/Kolkata day does at 18:30 UTC, makes it a raw run).
     """
-    days_ok = q.group_by != "timeseries" or (
-        q.bucket in ("day", "month")
-        and all(b.timestamp() % 86400 == 0 for b in bucket_starts(q.start, q.end, q.bucket, q.zone))
-    )
+    series = q.group_by == "timeseries"
+    cuts = [b.astimezone(UTC) for b in bucket_starts(q.start, q.end, q.bucket, q.zone)] if series else []
+    days_ok = not series or (q.bucket in ("day", "month") and all(b.timestamp() % 86400 == 0 for b in cuts))
+    split = {b.replace(minute=0, second=0, microsecond=0) for b in cuts if b.timestamp() % 3600}
     days: list[datetime] = []
     hours: list[datetime] = []
     runs: list[tuple[datetime, datetime]] = []
@@ -361,7 +369,7 @@ def _pieces(
         if days_ok and on_hour and pos.hour == 0 and pos + _DAY <= end and (pos, 24) in built:
             days.append(pos)
             pos += _DAY
-        elif on_hour and pos + _HOUR <= end and (every_hour or (pos, 1) in built):
+        elif on_hour and pos + _HOUR <= end and pos not in split and (every_hour or (pos, 1) in built):
             hours.append(pos)
             pos += _HOUR
         else:
@@ -373,7 +381,7 @@ def _pieces(
             pos = step
     if days_ok and not q.unique:
         runs = _complements(q, built, days, runs)
-    if (not days and not hours) or len(runs) > MAX_RAW_RUNS:
+    if (not days and not hours) or sum((abs(e - s) for s, e in runs), timedelta()) > MAX_RAW_SHARE * (end - q.start):
         return None
     return days, hours, runs
 

@@ -151,18 +151,21 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
         source = analytics.plan(q).source
         sources[source] = sources.get(source, 0) + 1
         if source in ("rollup", "cube"):
-            days, stale = await _days_read(ctx, world["ws"], q)
-            sources["days read"] = sources.get("days read", 0) + bool(days)
+            pieces, stale = await _pieces_read(ctx, world["ws"], q)
+            sources["days read"] = sources.get("days read", 0) + bool(pieces and pieces[0])
             sources["stale days"] = sources.get("stale days", 0) + bool(stale)
+            # a series in a zone whose buckets start inside UTC hours: the other hours pre-aggregated
+            split = q.group_by == "timeseries" and q.timezone in ("Asia/Kolkata", "Australia/Adelaide")
+            sources["split buckets"] = sources.get("split buckets", 0) + bool(split and pieces and pieces[1])
     # the comparison exercised every source, not raw against raw; the day rows, and the hours of days the
-    # late clicks changed since they were built
+    # late clicks changed since they were built; hours between split ones
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
-    assert sources["days read"] > 30 and sources["stale days"] > 10, sources
+    assert sources["days read"] > 30 and sources["stale days"] > 10 and sources["split buckets"] > 5, sources
 
 
-async def _days_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[list[datetime], set[datetime]]:
-    """The days a rollup or cube answer reads from the day rows, and the days of its range marked built whose
-    rows no longer hold the clicks stored (read from their hours)."""
+async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[datetime]]:
+    """The days, hours and raw runs a rollup or cube answer reads (None: raw rows only), and the days of its
+    range marked built whose rows no longer hold the clicks stored (read from their hours)."""
     if q.needs_first_click:
         first = await ctx.pool.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", ws)
         q = q.with_start(first or q.end)
@@ -174,7 +177,7 @@ async def _days_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[list[datetim
             q.start, q.end,
         )  # fmt: skip
     pieces = analytics._pieces(q, built, every_hour=True)
-    return (pieces[0] if pieces else []), {r["period"] for r in marked} - {p for p, h in built if h == 24}
+    return pieces, {r["period"] for r in marked} - {p for p, h in built if h == 24}
 
 
 async def test_the_questions_of_the_issue_are_not_read_from_raw_rows(world: dict[str, Any]) -> None:
@@ -477,8 +480,10 @@ async def test_unique_visitors_over_built_days_hours_and_raw_edges_are_within_th
     }
     for params in ({"groupBy": "count"}, {"groupBy": "top_links"}, {"groupBy": "devices"}, {"groupBy": "timeseries"}):
         q = parse_query({**params, **span, "unique": "true"}, now=NOW)
-        days, _ = await _days_read(ctx, ws, q)
-        assert len(days) == 3 or params["groupBy"] == "timeseries", params  # days from 23:40 UTC: hour buckets
+        pieces, _ = await _pieces_read(ctx, ws, q)
+        assert pieces and len(pieces[0]) == 3 or params["groupBy"] == "timeseries", (
+            params
+        )  # days from 23:40 UTC: hour buckets
         fast, raw = await analytics.analytics(ctx, ws, q), await analytics.analytics(ctx, ws, q, fast=False)
         rows = [fast] if isinstance(fast, dict) else fast
         raw_rows = [raw] if isinstance(raw, dict) else raw
@@ -487,7 +492,8 @@ async def test_unique_visitors_over_built_days_hours_and_raw_edges_are_within_th
             assert abs(got["visitors"] - want["visitors"]) <= max(0.03 * want["visitors"], 0), (params, got, want)
     whole = parse_query({"groupBy": "count", "unique": "true", "start": first.isoformat(),
                          "end": (first + timedelta(days=3)).isoformat()}, now=NOW)  # fmt: skip
-    assert len((await _days_read(ctx, ws, whole))[0]) == 3
+    pieces, _ = await _pieces_read(ctx, ws, whole)
+    assert pieces and len(pieces[0]) == 3
     estimate = await analytics.analytics(ctx, ws, whole)
     assert estimate["clicks"] == 12_000 and abs(estimate["visitors"] - 12_000) <= 360, estimate
 
@@ -537,3 +543,26 @@ async def test_the_migrations_backfill_makes_the_day_rows_the_job_makes(settings
     finally:
         await pool.close()
         await db.drop_database(url)
+
+
+async def test_series_in_half_hour_zones_read_raw_only_the_hours_a_bucket_starts_in(
+    ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asia/Kolkata (+05:30) and Australia/Adelaide (+10:30/+09:30, a DST change in the range) days start
+    inside a UTC hour: those hours from the raw rows, the other hours from the rollup or cube, equal to the
+    raw rows' series; hour buckets there split every hour (raw rows only)."""
+    monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)
+    questions = [{}, {"unique": "true"}, {"country": "US"}, {"device": "mobile", "os": "iOS"}, {"qr": "false"}]
+    for zone in ("Asia/Kolkata", "Australia/Adelaide"):
+        for interval in ("24h", "7d", "30d", "90d"):
+            for params in questions:
+                q = parse_query({"groupBy": "timeseries", "interval": interval, "timezone": zone, **params}, now=NOW)
+                assert analytics.plan(q).source in ("rollup", "cube"), params
+                pieces, _ = await _pieces_read(ctx, world["ws"], q)
+                if interval == "24h":
+                    assert pieces is None  # hour buckets: every hour split
+                else:
+                    days, hours, runs = pieces
+                    assert not days and len(hours) > 100 and len(runs) >= 7, (zone, interval)  # a run per day
+                fast = await analytics.analytics(ctx, world["ws"], q)
+                assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (zone, interval, params)
