@@ -94,21 +94,22 @@ ORDER BY 1, 4, 6, 5
 BUILD_SQL = (_build_sql(PAIRS, sketch=False), _build_sql([(d,) for d in SKETCHED_DIMS], sketch=True))
 
 
-async def build_days(conn: asyncpg.Connection, day: datetime) -> None:
-    """(Re)build one UTC day's rows of click_rollup_days and click_cube_days from the hourly tables
-    (migration 0022's ``build_click_days``, which its backfill runs too)."""
-    await conn.execute("SELECT build_click_days(ARRAY[$1::timestamptz])", day)
+async def build_days(conn: asyncpg.Connection, days: Sequence[datetime]) -> None:
+    """(Re)build these UTC days' rows of click_rollup_days and click_cube_days from the hourly tables, in one
+    pass over them (migration 0022's ``build_click_days``, which its backfill runs too)."""
+    await conn.execute("SELECT build_click_days($1::timestamptz[])", list(days))
 
 
-async def build_period(conn: asyncpg.Connection, period: datetime, hours: int) -> None:
+async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, days: bool = True) -> None:
     """(Re)build one closed period's rows from the raw rows (a day's rollup and cube rows from the hourly
-    ones, under the same mark); the caller holds a transaction."""
+    ones, under the same mark; ``days=False``: the caller builds them, several days in one pass); the
+    caller holds a transaction."""
     end = period + timedelta(hours=hours)
     await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = $2", period, hours)
     for sql in BUILD_SQL:
         await conn.execute(sql, period, end, hours)
-    if hours == DAY:
-        await build_days(conn, period)
+    if hours == DAY and days:
+        await build_days(conn, [period])
     await conn.execute(
         "INSERT INTO click_pairs_built (period, hours) VALUES ($1, $2)"
         " ON CONFLICT (period, hours) DO UPDATE SET built_at = now()",
@@ -226,7 +227,8 @@ async def aggregate_closed_periods(
 
 async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime) -> int:
     """Rebuild every closed period in [start, end) (the days, and the hours kept); the caller holds a
-    transaction. The same rows as the job's: ``build_period`` for each."""
+    transaction. The same rows as the job's: ``build_period`` for each, the days' rollup and cube rows
+    with one ``build_days``."""
     await _prepare(conn)
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
     closed = min(closed_before(now), end.replace(minute=0, second=0, microsecond=0))
@@ -244,7 +246,10 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
         periods.append((hour, HOUR))
         hour += timedelta(hours=1)
     for period, hours in periods:
-        await build_period(conn, period, hours)
+        await build_period(conn, period, hours, days=False)
+    # the days' rollup and cube rows in one pass over the hours (a pass per day read the whole range each time
+    # after a bulk load, whose rows are in no hour order)
+    await build_days(conn, [period for period, hours in periods if hours == DAY])
     for table in ("click_pairs", "click_rollup_days", "click_cube_days"):
         await conn.execute(f"ANALYZE {table}")  # a bulk load's new rows: plans need their statistics at once
     return len(periods)

@@ -279,7 +279,7 @@ def _grouped_sql(
     return _summed(sql, ws, q, key_raw, pre, runs, only_p), sql.args
 
 
-# per source: (day table, hour table) and the key over the cube's rows for a ranked groupBy
+# per source: (day table, hour table)
 _TABLES = {"rollup": ("click_rollup_days", "click_rollup_totals"), "cube": ("click_cube_days", "click_cube_totals")}
 
 
@@ -346,6 +346,29 @@ def _summed(
 _DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
 
 
+def _bucket_cuts(q: AnalyticsQuery) -> list[datetime]:
+    """The starts (UTC) of a time series' buckets; none for other groupBys."""
+    if q.group_by != "timeseries":
+        return []
+    return [b.astimezone(UTC) for b in bucket_starts(q.start, q.end, q.bucket, q.zone)]
+
+
+def _days_serve(q: AnalyticsQuery, cuts: list[datetime]) -> bool:
+    """Day rows can answer: a count per value, or a series whose every bucket starts on a UTC midnight."""
+    return q.group_by != "timeseries" or (
+        q.bucket in ("day", "month") and all(b.timestamp() % 86400 == 0 for b in cuts)
+    )
+
+
+def _reads_built(q: AnalyticsQuery, source: str) -> bool:
+    """Whether the answer may read a built period: pairs always; rollup and cube only whole days (their
+    hours are all there), so not a range without a whole UTC day (24h) nor buckets days cannot serve."""
+    if source in ("raw", "pairs"):
+        return source == "pairs"
+    first_day = (q.start - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0) + _DAY
+    return first_day + _DAY <= q.end and _days_serve(q, _bucket_cuts(q))
+
+
 def _pieces(
     q: AnalyticsQuery, built: frozenset[tuple[datetime, int]], every_hour: bool
 ) -> tuple[list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
@@ -356,9 +379,8 @@ def _pieces(
     month buckets on UTC midnights); an hour row only if the hour does (a bucket starting inside it,
     as every Asia/Kolkata day does at 18:30 UTC, makes it a raw run).
     """
-    series = q.group_by == "timeseries"
-    cuts = [b.astimezone(UTC) for b in bucket_starts(q.start, q.end, q.bucket, q.zone)] if series else []
-    days_ok = not series or (q.bucket in ("day", "month") and all(b.timestamp() % 86400 == 0 for b in cuts))
+    cuts = _bucket_cuts(q)
+    days_ok = _days_serve(q, cuts)
     split = {b.replace(minute=0, second=0, microsecond=0) for b in cuts if b.timestamp() % 3600}
     days: list[datetime] = []
     hours: list[datetime] = []
@@ -517,7 +539,7 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
         if q.needs_first_click:
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
-        built = await built_pairs(conn, workspace_id, q) if fast and plan(q).source != "raw" else frozenset()
+        built = await built_pairs(conn, workspace_id, q) if fast and _reads_built(q, plan(q).source) else frozenset()
         answer = await _answer(conn, workspace_id, q, fast, built)
         few = fast and q.unique and plan(q).source != "raw"
         if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:

@@ -176,7 +176,8 @@ async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[d
             " WHERE hours = 24 AND period >= $1 AND period + interval '24 hours' <= $2",
             q.start, q.end,
         )  # fmt: skip
-    pieces = analytics._pieces(q, built, every_hour=True)
+    used = built if analytics._reads_built(q, analytics.plan(q).source) else frozenset()  # as analytics() does
+    pieces = analytics._pieces(q, used, every_hour=True)
     return pieces, {r["period"] for r in marked} - {p for p, h in built if h == 24}
 
 
@@ -530,7 +531,7 @@ async def test_the_migrations_backfill_makes_the_day_rows_the_job_makes(settings
             await conn.execute("DELETE FROM click_rollup_days")
             await conn.execute("DELETE FROM click_cube_days")
             for day in built:
-                await build_days(conn, day)
+                await build_days(conn, [day])
         by_job = [[tuple(r) for r in await pool.fetch(sql)] for sql in queries]
         assert by_migration == by_job
         assert {r[0] for r in by_job[0]} == set(built) == {r[0] for r in by_job[1]}
