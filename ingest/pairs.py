@@ -8,7 +8,9 @@ rows keep a sketch). Ingest's per-click work does not change: the rows are made 
 ``clicks`` of a period once it is closed, one GROUPING SETS pass per period, by the ingest process
 that folds (``ClickStore.aggregate_pairs``, every ``PAIRS_EVERY_S``) and by ``rebuild_rollup``
 after bulk loads. ``click_pairs_built`` lists the periods built: readers take the pairs for those
-and the raw rows for the rest, so an answer never depends on whether the job has run.
+and the raw rows for the rest, so an answer never depends on whether the job has run. A day's build also
+sums its hours of the rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration
+0022), which the same mark governs.
 """
 
 from __future__ import annotations
@@ -92,12 +94,22 @@ ORDER BY 1, 4, 6, 5
 BUILD_SQL = (_build_sql(PAIRS, sketch=False), _build_sql([(d,) for d in SKETCHED_DIMS], sketch=True))
 
 
-async def build_period(conn: asyncpg.Connection, period: datetime, hours: int) -> None:
-    """(Re)build one closed period's rows from the raw rows; the caller holds a transaction."""
+async def build_days(conn: asyncpg.Connection, days: Sequence[datetime]) -> None:
+    """(Re)build these UTC days' rows of click_rollup_days and click_cube_days from the hourly tables, in one
+    pass over them (migration 0022's ``build_click_days``, which its backfill runs too)."""
+    await conn.execute("SELECT build_click_days($1::timestamptz[])", list(days))
+
+
+async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, days: bool = True) -> None:
+    """(Re)build one closed period's rows from the raw rows (a day's rollup and cube rows from the hourly
+    ones, under the same mark; ``days=False``: the caller builds them, several days in one pass); the
+    caller holds a transaction."""
     end = period + timedelta(hours=hours)
     await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = $2", period, hours)
     for sql in BUILD_SQL:
         await conn.execute(sql, period, end, hours)
+    if hours == DAY and days:
+        await build_days(conn, [period])
     await conn.execute(
         "INSERT INTO click_pairs_built (period, hours) VALUES ($1, $2)"
         " ON CONFLICT (period, hours) DO UPDATE SET built_at = now()",
@@ -121,7 +133,8 @@ async def _prepare(conn: asyncpg.Connection) -> None:
 
 async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> dict[tuple[datetime, int], int]:
     """Built periods (from ``since``) whose clicks in the rollup (folded or not) now differ from their
-    pairs': events stored late. Readers already take the raw rows for them (api ``built_pairs``).
+    pairs' or (days) their day rows': events stored late. Readers already take the raw rows or hours for
+    them (api ``built_pairs``).
     Each with the clicks now stored in its changed workspaces (to tell whether it is still changing)."""
     rows = await conn.fetch(
         """
@@ -142,10 +155,15 @@ async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> dic
             SELECT period, hours, workspace_id, sum(clicks) AS clicks FROM click_pairs
             WHERE adim = 'domain' AND bdim = '' AND period >= $1
             GROUP BY 1, 2, 3
+        ), d AS (
+            SELECT day AS period, 24::smallint AS hours, workspace_id, sum(clicks) AS clicks FROM click_rollup_days
+            WHERE dim = 'count' AND day >= $1
+            GROUP BY 1, 2, 3
         )
         SELECT period, hours, coalesce(sum(r.clicks), 0) AS stored
-        FROM r FULL JOIN p USING (period, hours, workspace_id)
-        WHERE (r.clicks IS DISTINCT FROM p.clicks) AND (period, hours) IN (SELECT period, hours FROM click_pairs_built)
+        FROM r FULL JOIN p USING (period, hours, workspace_id) FULL JOIN d USING (period, hours, workspace_id)
+        WHERE (r.clicks IS DISTINCT FROM p.clicks OR (hours = 24 AND r.clicks IS DISTINCT FROM d.clicks))
+          AND (period, hours) IN (SELECT period, hours FROM click_pairs_built)
         GROUP BY 1, 2
         """,
         since,
@@ -209,7 +227,8 @@ async def aggregate_closed_periods(
 
 async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime) -> int:
     """Rebuild every closed period in [start, end) (the days, and the hours kept); the caller holds a
-    transaction. The same rows as the job's: ``build_period`` for each."""
+    transaction. The same rows as the job's: ``build_period`` for each, the days' rollup and cube rows
+    with one ``build_days``."""
     await _prepare(conn)
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
     closed = min(closed_before(now), end.replace(minute=0, second=0, microsecond=0))
@@ -227,6 +246,10 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
         periods.append((hour, HOUR))
         hour += timedelta(hours=1)
     for period, hours in periods:
-        await build_period(conn, period, hours)
-    await conn.execute("ANALYZE click_pairs")  # a bulk load's new rows: plans need their statistics at once
+        await build_period(conn, period, hours, days=False)
+    # the days' rollup and cube rows in one pass over the hours (a pass per day read the whole range each time
+    # after a bulk load, whose rows are in no hour order)
+    await build_days(conn, [period for period, hours in periods if hours == DAY])
+    for table in ("click_pairs", "click_rollup_days", "click_cube_days"):
+        await conn.execute(f"ANALYZE {table}")  # a bulk load's new rows: plans need their statistics at once
     return len(periods)

@@ -458,9 +458,8 @@ async def fold_rollup_deltas(conn: asyncpg.Connection) -> int | None:
 
 async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime | None = None) -> str:
     """Recompute the hourly rollup and cube for whole hours in [start, end) from ``clicks``, and the
-    click_pairs of the closed periods in it (as ingest's background job makes them); returns the status."""
-    async with conn.transaction():
-        await rebuild_pairs(conn, start, end, now or datetime.now(UTC))
+    click_pairs of the closed periods in it (as ingest's background job makes them, the days' rollup and
+    cube rows from the rebuilt hours: so after them); returns the status."""
     async with conn.transaction():
         await conn.execute("SET LOCAL timezone = 'UTC'")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _FOLD_LOCK)  # no fold adds to it meanwhile
@@ -470,4 +469,6 @@ async def rebuild_rollup(conn: asyncpg.Connection, start: datetime, end: datetim
         await conn.execute("DELETE FROM click_cube WHERE hour >= $1 AND hour < $2", start, end)
         await conn.execute(REBUILD_CUBE_SQL, start, end)
         statuses = [await conn.execute(sql, start, end) for sql in REBUILD_ROLLUP_SQL]
-        return ", ".join(statuses)
+    async with conn.transaction():
+        await rebuild_pairs(conn, start, end, now or datetime.now(UTC))
+    return ", ".join(statuses)

@@ -1,12 +1,11 @@
 """Click analytics for one workspace: grouped counts, time series, raw events, streamed export.
 
-Reads ``clicks`` (written by ingest) and ``click_rollup_totals`` (hourly counts per dimension
-value: the folded ``click_rollups`` plus the increments ingest appended in the same transaction
-as the rows and has not folded yet). A query is answered from the rollup when nothing in
-it needs the raw rows (no filter but ``qr``, no unique visitors, hour-aligned buckets): whole
-UTC hours come from the rollup and the partial hours at both ends from ``clicks``, so the
-answer is the same either way, only faster. Everything else reads ``clicks`` through its
-(workspace_id, ts) or (link_id, ts) index.
+Reads ``clicks`` (written by ingest), the hourly ``click_rollup_totals`` and ``click_cube_totals``
+(the folded rows plus the increments ingest appended in the same transaction as the clicks and
+has not folded yet), their per-day ``click_rollup_days`` and ``click_cube_days``, and ``click_pairs``
+(docs/analytics.md). ``plan`` picks the source that gives exactly the raw rows' answer; the range is
+cut into built UTC days, pre-aggregated hours and raw runs (the partial hours), added up per key.
+Everything else reads ``clicks`` through its (workspace_id, ts) or (link_id, ts) index.
 """
 
 from __future__ import annotations
@@ -85,7 +84,13 @@ class _Sql:
 
 
 def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: datetime) -> str:
-    parts = [f"workspace_id = {sql.p(ws)}", f"ts >= {sql.p(start)}", f"ts < {sql.p(end)}"]
+    return _raw_where_in(sql, ws, q, [(start, end)])
+
+
+def _raw_where_in(sql: _Sql, ws: str, q: AnalyticsQuery, spans: list[tuple[datetime, datetime]]) -> str:
+    """The raw rows of the query's filters in any of the [start, end) ``spans`` (one index range scan each)."""
+    within = " OR ".join(f"(ts >= {sql.p(s)} AND ts < {sql.p(e)})" for s, e in spans)
+    parts = [f"workspace_id = {sql.p(ws)}", within if len(spans) == 1 else f"({within})"]
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:
@@ -152,8 +157,8 @@ class Plan:
 
 
 RAW = Plan("raw")
-# Raw runs between pre-aggregated periods beyond this: the raw rows for the whole range instead.
-MAX_RAW_RUNS = 4
+# Raw runs covering more than this share of the range: the raw rows for the whole range instead.
+MAX_RAW_SHARE = 0.5
 
 
 def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
@@ -185,12 +190,12 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
 def plan(q: AnalyticsQuery) -> Plan:
     """The cheapest source that gives exactly the raw rows' answer (visitors within the sketch's error).
 
-    Pre-aggregated hours need hour-aligned buckets; then, in order: the per-dimension rollup
-    (unfiltered, or count/timeseries with one filter), the cube (groupBy and filters among its
-    columns), else the raw rows (through the (workspace_id, ts) or (link_id, ts) index).
+    In order: the per-dimension rollup (unfiltered, or count/timeseries with one filter), the cube
+    (groupBy and filters among its columns), the pairs, else the raw rows (through the (workspace_id, ts)
+    or (link_id, ts) index). Which periods of the range they answer is ``_pieces``' choice (the others
+    are read raw): a time series whose buckets split every hour (minute buckets, hour buckets in
+    Asia/Kolkata) is read raw whatever the plan.
     """
-    if not q.hour_aligned:
-        return RAW
     series = q.group_by in ("count", "timeseries")
     dim = "count" if series else DIMENSIONS[q.group_by][1]
     if not q.filters and (not q.unique or dim in VISITOR_DIMS):
@@ -206,8 +211,22 @@ def plan(q: AnalyticsQuery) -> Plan:
     return _pairs_plan(q) or RAW
 
 
-def _pre_where(sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, start: datetime, end: datetime) -> str:
-    parts = [f"workspace_id = {sql.p(ws)}", f"hour >= {sql.p(start)}", f"hour < {sql.p(end)}"]
+def _spans(starts: list[datetime], step: timedelta) -> list[tuple[datetime, datetime]]:
+    """Consecutive periods (sorted starts, each ``step`` long) as few [start, end) ranges."""
+    out: list[tuple[datetime, datetime]] = []
+    for s in sorted(starts):
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], s + step)
+        else:
+            out.append((s, s + step))
+    return out
+
+
+def _pre_where(
+    sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, period: str, spans: list[tuple[datetime, datetime]]
+) -> str:
+    within = " OR ".join(f"({period} >= {sql.p(s)} AND {period} < {sql.p(e)})" for s, e in spans)
+    parts = [f"workspace_id = {sql.p(ws)}", f"({within})"]
     if p.source == "rollup":
         parts.append(f"dim = {sql.p(p.dim)}")
         if p.value is not None:
@@ -234,70 +253,135 @@ def _grouped_sql(
     only: list[str] | None = None,
     built: frozenset[tuple[datetime, int]] = frozenset(),
 ) -> tuple[str, list[Any]]:
-    """SELECT key, clicks[, visitors] over the range, from pre-aggregated hours where ``plan`` allows.
+    """SELECT key, clicks[, visitors] over the range, from pre-aggregated periods where ``plan`` allows.
 
     ``first_args`` become $1… (used by the key expressions, e.g. the time zone); ``key_pre`` is
-    the key over the rollup or cube rows, written for the rollup (``value``) or a column name.
+    the key over the pre-aggregated rows, written for the rollup (``value``) or a column name, over
+    the column ``hour``. ``built``: the periods ``built_pairs`` found whole. ``only``: the keys to
+    count (the ranked rows shown), so that only their sketches are unioned.
     """
     sql = _Sql(list(first_args))
-    start, end = q.start, q.end
     how = plan(q) if fast else RAW
-    if how.source == "pairs":
-        pieces = _pair_pieces(q, built)
-        if pieces is not None:
-            return _pairs_sql(sql, ws, q, how, key_raw, key_pre, *pieces), sql.args
-        how = RAW
-    if how.source != "raw":
-        # whole UTC hours inside the range from the rollup or cube, the partial hours around them raw
-        first_hour = start.replace(minute=0, second=0, microsecond=0)
-        if first_hour < start:
-            first_hour += timedelta(hours=1)
-        last_hour = end.replace(minute=0, second=0, microsecond=0)
-        if not first_hour < last_hour:
-            how = RAW
-    if how.source == "raw":
+    pieces = _pieces(q, built, every_hour=how.source != "pairs") if how.source != "raw" else None
+    if pieces is None:
         visitors = ", count(DISTINCT visitor) AS visitors" if q.unique else ""
         text = (
             f"SELECT {key_raw} AS key, count(*) AS clicks{visitors} FROM clicks"
-            f" WHERE {_raw_where(sql, ws, q, start, end)} GROUP BY 1"
+            f" WHERE {_raw_where(sql, ws, q, q.start, q.end)} GROUP BY 1"
         )
         return text, sql.args
-    table = "click_rollup_totals" if how.source == "rollup" else "click_cube_totals"
+    days, hours, runs = pieces
+    only_p = f"{sql.p(only)}::text[]" if only is not None else ""
+    if how.source == "pairs":
+        pre = [_pairs_pre(sql, ws, q, how, key_pre, days, hours)]
+    else:
+        pre = _rollup_pre(sql, ws, q, how, key_pre, days, hours, only_p)
+    return _summed(sql, ws, q, key_raw, pre, runs, only_p), sql.args
+
+
+# per source: (day table, hour table)
+_TABLES = {"rollup": ("click_rollup_days", "click_rollup_totals"), "cube": ("click_cube_days", "click_cube_totals")}
+
+
+def _at(key_pre: str, column: str) -> str:
+    """A key over the ``hour`` column (a time series bucket) over another period column."""
+    return key_pre.replace(", hour, ", f", {column}, ")
+
+
+def _rollup_pre(
+    sql: _Sql,
+    ws: str,
+    q: AnalyticsQuery,
+    how: Plan,
+    key_pre: str,
+    days: list[datetime],
+    hours: list[datetime],
+    only_p: str,
+) -> list[str]:
+    """SELECTs of the rollup's or the cube's rows: the day rows of ``days``, the hour rows of ``hours``."""
     if how.source == "cube" and key_pre == "value":
         key_pre = CUBE_GROUPS[q.group_by]
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
-    # only: the keys to count (the ranked rows shown), so that only their sketches are unioned
-    pre_only = f" AND {key_pre} = ANY({sql.p(only)}::text[])" if only is not None else ""
-    pre = (
-        f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM {table}"
-        f" WHERE {_pre_where(sql, ws, q, how, first_hour, last_hour)}{pre_only} GROUP BY 1"
-    )
+    day_table, hour_table = _TABLES[how.source]
+    out = []
+    for table, column, starts, step in ((day_table, "day", days, _DAY), (hour_table, "hour", hours, _HOUR)):
+        if starts:
+            key = _at(key_pre, column)
+            where = _pre_where(sql, ws, q, how, column, _spans(starts, step))
+            pre_only = f" AND {key} = ANY({only_p})" if only_p else ""
+            out.append(
+                f"SELECT {key} AS key, sum(clicks) AS clicks{sketch} FROM {table} WHERE {where}{pre_only} GROUP BY 1"
+            )
+    return out
+
+
+def _summed(
+    sql: _Sql,
+    ws: str,
+    q: AnalyticsQuery,
+    key_raw: str,
+    pre: list[str],
+    runs: list[tuple[datetime, datetime]],
+    only_p: str,
+) -> str:
+    """The pre-aggregated SELECTs plus the raw rows of ``runs`` (a backwards run subtracted), added up per key."""
     raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
-    raw_only = f" AND {key_raw} = ANY({sql.p(only)}::text[])" if only is not None else ""
+    raw_only = f" AND {key_raw} = ANY({only_p})" if only_p else ""
     head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
-    edges = [f"{head}{_raw_where(sql, ws, q, start, first_hour)}{raw_only} GROUP BY 1"] if start < first_hour else []
-    if last_hour < end:
-        edges.append(f"{head}{_raw_where(sql, ws, q, last_hour, end)}{raw_only} GROUP BY 1")
-    union = " UNION ALL ".join([pre, *edges])
+    edges = []
+    added = [(s, e) for s, e in runs if s < e]
+    if added:
+        edges.append(f"{head}{_raw_where_in(sql, ws, q, added)}{raw_only} GROUP BY 1")
+    subtracted = [(e, s) for s, e in runs if e < s]  # the rest of a day read from its row
+    if subtracted:
+        minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
+        edges.append(f"{minus}{_raw_where_in(sql, ws, q, subtracted)}{raw_only} GROUP BY 1")
+    union = " UNION ALL ".join([*pre, *edges])
     visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
-    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1", sql.args
+    # a key whose clicks all fell in a subtracted part nets 0: not a key of the answer
+    having = "" if q.unique else " HAVING sum(clicks) > 0"
+    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1{having}"
 
 
 _DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
 
 
-def _pair_pieces(
-    q: AnalyticsQuery, built: frozenset[tuple[datetime, int]]
-) -> tuple[list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
-    """[start, end) as built UTC days, built hours and raw runs; None when too fragmented to pay.
+def _bucket_cuts(q: AnalyticsQuery) -> list[datetime]:
+    """The starts (UTC) of a time series' buckets; none for other groupBys."""
+    if q.group_by != "timeseries":
+        return []
+    return [b.astimezone(UTC) for b in bucket_starts(q.start, q.end, q.bucket, q.zone)]
 
-    A day row serves a time series only if the day lies in one bucket (day or month buckets on
-    UTC midnights); hour rows serve any hour-aligned bucket.
-    """
-    days_ok = q.group_by != "timeseries" or (
-        q.bucket in ("day", "month")
-        and all(b.timestamp() % 86400 == 0 for b in bucket_starts(q.start, q.end, q.bucket, q.zone))
+
+def _days_serve(q: AnalyticsQuery, cuts: list[datetime]) -> bool:
+    """Day rows can answer: a count per value, or a series whose every bucket starts on a UTC midnight."""
+    return q.group_by != "timeseries" or (
+        q.bucket in ("day", "month") and all(b.timestamp() % 86400 == 0 for b in cuts)
     )
+
+
+def _reads_built(q: AnalyticsQuery, source: str) -> bool:
+    """Whether the answer may read a built period: pairs always; rollup and cube only whole days (their
+    hours are all there), so not a range without a whole UTC day (24h) nor buckets days cannot serve."""
+    if source in ("raw", "pairs"):
+        return source == "pairs"
+    first_day = (q.start - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0) + _DAY
+    return first_day + _DAY <= q.end and _days_serve(q, _bucket_cuts(q))
+
+
+def _pieces(
+    q: AnalyticsQuery, built: frozenset[tuple[datetime, int]], every_hour: bool
+) -> tuple[list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
+    """[start, end) as built UTC days, pre-aggregated hours and raw runs; None when too fragmented to pay.
+
+    Hours: every whole hour with ``every_hour`` (the rollup and the cube are hourly), else the built
+    ones (click_pairs). A day row serves a time series only if the day lies in one bucket (day or
+    month buckets on UTC midnights); an hour row only if the hour does (a bucket starting inside it,
+    as every Asia/Kolkata day does at 18:30 UTC, makes it a raw run).
+    """
+    cuts = _bucket_cuts(q)
+    days_ok = _days_serve(q, cuts)
+    split = {b.replace(minute=0, second=0, microsecond=0) for b in cuts if b.timestamp() % 3600}
     days: list[datetime] = []
     hours: list[datetime] = []
     runs: list[tuple[datetime, datetime]] = []
@@ -307,7 +391,7 @@ def _pair_pieces(
         if days_ok and on_hour and pos.hour == 0 and pos + _DAY <= end and (pos, 24) in built:
             days.append(pos)
             pos += _DAY
-        elif on_hour and pos + _HOUR <= end and (pos, 1) in built:
+        elif on_hour and pos + _HOUR <= end and pos not in split and (every_hour or (pos, 1) in built):
             hours.append(pos)
             pos += _HOUR
         else:
@@ -319,7 +403,7 @@ def _pair_pieces(
             pos = step
     if days_ok and not q.unique:
         runs = _complements(q, built, days, runs)
-    if (not days and not hours) or len(runs) > MAX_RAW_RUNS:
+    if (not days and not hours) or sum((abs(e - s) for s, e in runs), timedelta()) > MAX_RAW_SHARE * (end - q.start):
         return None
     return days, hours, runs
 
@@ -348,24 +432,20 @@ def _complements(
     return out
 
 
-def _pairs_sql(
+def _pairs_pre(
     sql: _Sql,
     ws: str,
     q: AnalyticsQuery,
     how: Plan,
-    key_raw: str,
     key_pre: str,
     days: list[datetime],
     hours: list[datetime],
-    runs: list[tuple[datetime, datetime]],
 ) -> str:
-    """The click_pairs rows of the built periods plus the raw rows of the rest, added up per key."""
+    """The SELECT of the click_pairs rows of the built periods."""
     if how.key:
         key_pre = f"{how.key}value"
-    elif key_pre == "0":
-        pass
-    else:  # a time series bucket over the period's start
-        key_pre = key_pre.replace(", hour, ", ", period, ")
+    else:  # count, or a time series bucket over the period's start
+        key_pre = _at(key_pre, "period")
     periods = []
     if days:
         periods.append(f"(hours = 24 AND period = ANY({sql.p(days)}::timestamptz[]))")
@@ -388,25 +468,12 @@ def _pairs_sql(
         parts.append(f"qr = {sql.p(q.qr)}")
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
     where = " AND ".join(parts)
-    pre = f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM click_pairs WHERE {where} GROUP BY 1"
-    raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
-    head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
-    edges = []
-    for s, e in runs:
-        if s < e:
-            edges.append(f"{head}{_raw_where(sql, ws, q, s, e)} GROUP BY 1")
-        else:  # the rest of a day read from its row: subtracted
-            minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
-            edges.append(f"{minus}{_raw_where(sql, ws, q, e, s)} GROUP BY 1")
-    union = " UNION ALL ".join([pre, *edges])
-    visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
-    # a key whose clicks all fell in a subtracted part nets 0: not a key of the answer
-    having = "" if q.unique else " HAVING sum(clicks) > 0"
-    return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1{having}"
+    return f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM click_pairs WHERE {where} GROUP BY 1"
 
 
 # Per query, for its workspace: the built periods, the clicks their pairs hold (the 'domain' rows
-# count every click once) and the clicks the rollup holds per hour now (folded or not).
+# count every click once), the clicks the days' rollup rows hold, and the clicks the rollup holds per
+# hour now (folded or not).
 _BUILT_SQL = """
 SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
 WHERE period >= $2 AND period < $3
@@ -414,6 +481,10 @@ UNION ALL
 SELECT 'pairs', period, hours, sum(clicks) FROM click_pairs
 WHERE workspace_id = $1 AND adim = 'domain' AND bdim = '' AND period >= $2 AND period < $3
 GROUP BY 2, 3
+UNION ALL
+SELECT 'days', day, 24::smallint, sum(clicks) FROM click_rollup_days
+WHERE workspace_id = $1 AND dim = 'count' AND day >= $2 AND day < $3
+GROUP BY 2
 UNION ALL
 SELECT 'rollup', hour, 1::smallint, sum(clicks) FROM (
     SELECT hour, clicks FROM click_rollups WHERE workspace_id = $1 AND dim = 'count' AND hour >= $2 AND hour < $3
@@ -425,18 +496,22 @@ GROUP BY 2
 
 
 async def built_pairs(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> frozenset[tuple[datetime, int]]:
-    """The click_pairs periods (ingest/pairs.py) in the query's range that hold every click of the
-    workspace stored now: a period whose clicks changed since it was built (late events, a bulk
-    load) is read from the raw rows until the job rebuilds it."""
+    """The built periods (ingest/pairs.py) in the query's range whose click_pairs, and for a day its
+    click_rollup_days and click_cube_days, hold every click of the workspace stored now: a period whose
+    clicks changed since it was built (late events, a bulk load) is read from the raw rows (pairs) or
+    the hourly rows (rollup, cube) until the job rebuilds it."""
     first = q.start.replace(hour=0, minute=0, second=0, microsecond=0)
     rows = await conn.fetch(_BUILT_SQL, ws, first, q.end)
     built = [(r["period"], r["hours"]) for r in rows if r["kind"] == "built"]
-    in_pairs = {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == "pairs"}
+    held = {
+        kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind} for kind in ("pairs", "days")
+    }
     by_hour = {r["period"]: r["clicks"] for r in rows if r["kind"] == "rollup"}
     whole = []
     for period, hours in built:
         stored = sum(by_hour.get(period + timedelta(hours=h), 0) for h in range(hours))
-        if in_pairs.get((period, hours), 0) == stored:
+        kinds = ("pairs", "days") if hours == 24 else ("pairs",)
+        if all(held[kind].get((period, hours), 0) == stored for kind in kinds):
             whole.append((period, hours))
     return frozenset(whole)
 
@@ -464,7 +539,7 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
         if q.needs_first_click:
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
-        built = await built_pairs(conn, workspace_id, q) if fast and plan(q).source == "pairs" else frozenset()
+        built = await built_pairs(conn, workspace_id, q) if fast and _reads_built(q, plan(q).source) else frozenset()
         answer = await _answer(conn, workspace_id, q, fast, built)
         few = fast and q.unique and plan(q).source != "raw"
         if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:
@@ -525,9 +600,9 @@ async def _ranked(
         # rank by clicks first (no sketches), then union the sketches of the rows shown only: a
         # month of top links is hundreds of thousands of link-hour sketches, the top 100 a fraction
         clicks_only = dataclasses.replace(q, unique=False)
-        text, args = _grouped_sql(ws, clicks_only, column, "value", fast=fast)
+        text, args = _grouped_sql(ws, clicks_only, column, "value", fast=fast, built=built)
         ranked = await conn.fetch(f"SELECT key FROM ({text}) AS g {exclude_orphans} {order}", *args)
-        text, args = _grouped_sql(ws, q, column, "value", fast=fast, only=[r["key"] for r in ranked])
+        text, args = _grouped_sql(ws, q, column, "value", fast=fast, only=[r["key"] for r in ranked], built=built)
     else:
         text, args = _grouped_sql(ws, q, column, "value", fast=fast, built=built)
     rows = await conn.fetch(f"SELECT * FROM ({text}) AS g {exclude_orphans} {order}", *args)

@@ -142,15 +142,6 @@ class AnalyticsQuery:
             return "day"
         return "month"
 
-    @cached_property
-    def hour_aligned(self) -> bool:
-        """Hourly aggregates can answer: a count per value, or a time series whose buckets start on UTC hours."""
-        if self.group_by != "timeseries":
-            return True  # a count per value does not depend on the time zone
-        if self.bucket == "minute":
-            return False
-        return all(b.timestamp() % 3600 == 0 for b in bucket_starts(self.start, self.end, self.bucket, self.zone))
-
 
 def parse_query(params: Mapping[str, Any], now: datetime | None = None) -> AnalyticsQuery:
     """Validate ``GET /analytics`` parameters (HTTP names: groupBy, interval, start, end, …)."""
