@@ -122,16 +122,10 @@ WITH moved AS (
     SELECT workspace_id, d.dim, hour, d.value, bot, qr, hll_union_agg(sketch) AS sketch
     FROM cube_sketched CROSS JOIN LATERAL (VALUES {_DERIVED_DIMS}) AS d(dim, value)
     GROUP BY 1, 2, 3, 4, 5, 6
-), counted AS (
-    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) AS clicks FROM moved GROUP BY 1, 2, 3, 4, 5, 6
-), link_sketched AS (
-    -- one sketch per key from all its hashes: not one per increment, then their union (every hll
-    -- aggregate state is ~128 kB: per increment, they were most of the fold's time and memory)
-    SELECT workspace_id, dim, hour, value, bot, qr, hll_add_agg(hll_hash_bigint(v), {HLL_ARGS}) AS sketch
-    FROM moved CROSS JOIN LATERAL unnest(visitors) AS v
-    GROUP BY 1, 2, 3, 4, 5, 6
 ), summed AS (
-    SELECT * FROM counted LEFT JOIN link_sketched USING (workspace_id, dim, hour, value, bot, qr)
+    SELECT workspace_id, dim, hour, value, bot, qr, sum(clicks) AS clicks, hll_union_agg(sketch) AS sketch
+    FROM (SELECT m.*, {_SKETCH} AS sketch FROM moved AS m) AS s
+    GROUP BY 1, 2, 3, 4, 5, 6
 ), folded AS (
     INSERT INTO click_rollups AS r (workspace_id, dim, hour, value, bot, qr, clicks, visitors)
     SELECT s.workspace_id, s.dim, s.hour, s.value, s.bot, s.qr, s.clicks, coalesce(s.sketch, d.sketch)
