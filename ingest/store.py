@@ -83,11 +83,12 @@ RETURNING event_id, ts
 # Link counters aggregated in Python from the inserted rows, one statement. A link's clicks are
 # on one partition, so only one ingest process updates its row; keys are sorted all the same.
 # Bots (crawlers, preview fetchers, HEAD probes) are not counted on links, as on Dub.
+# link_counters (api/migrations/0023_link_counters.sql), not the wide, many-indexed links row.
 COUNTERS_SQL = """
-UPDATE links AS l
+UPDATE link_counters AS l
 SET clicks = l.clicks + c.n, last_clicked_at = GREATEST(l.last_clicked_at, c.last)
 FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS c(link_id, n, last)
-WHERE l.id = c.link_id
+WHERE l.link_id = c.link_id
 """
 
 # The rollup increments of the inserted rows, aggregated in Python, are COPYed to

@@ -194,7 +194,7 @@ async def measure_ingest(settings: Settings, broker: Broker, n: int, processes: 
     """
     conn = await asyncpg.connect(DB_URL)
     await conn.execute("TRUNCATE clicks, click_rollups, click_rollup_deltas, click_cube, click_cube_deltas")
-    await conn.execute("UPDATE links SET clicks = 0, last_clicked_at = NULL")
+    await conn.execute("UPDATE link_counters SET clicks = 0, last_clicked_at = NULL")
     assert broker.proc is not None
     pg0, broker0 = postgres_cpu_s(), cpu_s(broker.proc.pid)
     t0 = time.perf_counter()

@@ -175,7 +175,7 @@ async def profile(n: int, batch_size: int, fold_every: int, keep: bool, links_n:
         await s.run("COPY click_cube_deltas", k, partial(
             conn.copy_records_to_table, "click_cube_deltas", records=cube, columns=CUBE_COLUMNS))  # fmt: skip
         ordered = sorted(counters.items())
-        await s.run("UPDATE links counters", k, partial(
+        await s.run("UPDATE link_counters", k, partial(
             conn.execute, COUNTERS_SQL, [link for link, _ in ordered], [m for _, (m, _) in ordered],
             [last for _, (_, last) in ordered]))  # fmt: skip
         await s.run("COMMIT", k, tr.commit)

@@ -6,9 +6,10 @@ from typing import Any
 
 from api.schemas import LinkList, LinkListQuery
 from api.services.context import ServiceContext
-from api.services.links import LINK_COLUMNS, link_from_row
+from api.services.links import LINK_COLUMNS, WITH_COUNTERS, link_from_row
 
-_SORT_COLUMNS = {"createdAt": "l.created_at", "clicks": "l.clicks", "lastClickedAt": "l.last_clicked_at"}
+# clicks and lastClickedAt: a range of link_counters' sort indexes (migration 0023), hence c.workspace_id below
+_SORT_COLUMNS = {"createdAt": "l.created_at", "clicks": "c.clicks", "lastClickedAt": "c.last_clicked_at"}
 
 
 def _like(text: str) -> str:
@@ -48,7 +49,8 @@ async def list_links(ctx: ServiceContext, workspace_id: str, query: LinkListQuer
     # not for every row an OFFSET skips.
     window = f"LIMIT {arg(query.limit)} OFFSET {arg(query.page * query.limit)}"
     page_sql = (
-        f"{LINK_COLUMNS} FROM (SELECT * FROM links l WHERE {condition} ORDER BY {order} {window}) l ORDER BY {order}"
+        f"{LINK_COLUMNS} FROM (SELECT l.* FROM links l{WITH_COUNTERS} WHERE {condition} AND c.workspace_id = $1"
+        f" ORDER BY {order} {window}) l{WITH_COUNTERS} ORDER BY {order}"
     )
     async with ctx.pool.acquire() as conn:
         if len(where) == 1:  # no filter: the count kept by the links_count triggers (migration 0002)

@@ -38,10 +38,12 @@ LINK_COLUMNS = (
     " l.password_hash IS NOT NULL AS password_protected, l.expires_at, l.expired_url, l.utm_source,"
     " l.utm_medium, l.utm_campaign, l.utm_term, l.utm_content, l.forward_query, l.archived, l.og_title,"
     " l.og_description, l.og_image, l.title, l.description, l.comments, l.folder_id, l.external_id,"
-    " l.clicks, l.last_clicked_at, l.created_at, l.updated_at,"
+    " c.clicks, c.last_clicked_at, l.created_at, l.updated_at,"
     " ARRAY(SELECT t.tag_id FROM link_tags t WHERE t.link_id = l.id ORDER BY t.tag_id) AS tag_ids"
 )
-LINK_SELECT = LINK_COLUMNS + " FROM links l"
+# A link's click counters live beside it (api/migrations/0023_link_counters.sql): every link has its row.
+WITH_COUNTERS = " JOIN link_counters c ON c.link_id = l.id"
+LINK_SELECT = LINK_COLUMNS + " FROM links l" + WITH_COUNTERS
 
 
 def link_from_row(ctx: ServiceContext, row: asyncpg.Record) -> Link:

@@ -187,8 +187,8 @@ async def test_list_filters_by_search_tag_folder_archived_and_sorts_by_clicks(
     c = (
         await api.post("/links", json={"url": "https://example.com/c", "folderId": folder["id"], "archived": True})
     ).json()
-    await ctx.pool.execute("UPDATE links SET clicks = 5 WHERE id = $1", b["id"])
-    await ctx.pool.execute("UPDATE links SET clicks = 9 WHERE id = $1", c["id"])
+    await ctx.pool.execute("UPDATE link_counters SET clicks = 5 WHERE link_id = $1", b["id"])
+    await ctx.pool.execute("UPDATE link_counters SET clicks = 9 WHERE link_id = $1", c["id"])
 
     async def ids(**params: Any) -> list[str]:
         return [d["id"] for d in (await api.get("/links", params=params)).json()["data"]]

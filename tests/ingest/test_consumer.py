@@ -59,7 +59,7 @@ async def test_clicks_are_stored_enriched_and_humans_counted_on_the_link(
     assert rows[crawler.id]["bot"] and rows[crawler.id]["device"] == "bot"
     assert rows[head.id]["bot"]
 
-    counters = await pool.fetchrow("SELECT clicks, last_clicked_at FROM links WHERE id = $1", link["id"])
+    counters = await pool.fetchrow("SELECT clicks, last_clicked_at FROM link_counters WHERE link_id = $1", link["id"])
     assert counters["clicks"] == 2  # bots are stored, not counted
     assert abs(counters["last_clicked_at"].timestamp() - max(human.ts, mobile_qr.ts)) < 0.001
 
@@ -113,7 +113,7 @@ async def test_redelivered_events_are_stored_once_and_counted_once(
         await wait_until(lambda: _stats_at(consumer.stats.received, 80))
     assert await count_clicks(pool, link["id"]) == 50
     assert consumer.stats.duplicates == 30
-    assert await pool.fetchval("SELECT clicks FROM links WHERE id = $1", link["id"]) == 50
+    assert await pool.fetchval("SELECT clicks FROM link_counters WHERE link_id = $1", link["id"]) == 50
     rollup = await pool.fetchval(
         "SELECT sum(clicks) FROM click_rollup_totals WHERE workspace_id = $1 AND dim = 'count'", ws
     )
@@ -193,7 +193,7 @@ async def test_a_crash_between_database_commit_and_offset_commit_stores_each_eve
         await wait_until(lambda: _stats_at(consumer.stats.received, 120), what="redelivery of the whole topic")
     assert await count_clicks(pool, link["id"]) == 120
     assert consumer.stats.duplicates == written_before_restart
-    assert await pool.fetchval("SELECT clicks FROM links WHERE id = $1", link["id"]) == 120
+    assert await pool.fetchval("SELECT clicks FROM link_counters WHERE link_id = $1", link["id"]) == 120
 
 
 async def test_malformed_events_are_dead_lettered_and_the_partition_keeps_moving(
@@ -275,7 +275,7 @@ async def test_postgres_outage_pauses_ingest_and_loses_nothing(
     finally:
         await proxy.close()
     assert await count_clicks(pool, link["id"]) == 100
-    assert await pool.fetchval("SELECT clicks FROM links WHERE id = $1", link["id"]) == 100
+    assert await pool.fetchval("SELECT clicks FROM link_counters WHERE link_id = $1", link["id"]) == 100
     assert await _committed_total(ingest_settings) == 100
 
 

@@ -96,7 +96,7 @@ async def test_rollups_and_counters_equal_the_raw_rows_after_fresh_redelivered_a
         expected = await pool.fetchrow(
             "SELECT count(*) AS n, max(ts) AS last FROM clicks WHERE link_id = $1 AND NOT bot", link["id"]
         )
-        got = await pool.fetchrow("SELECT clicks, last_clicked_at FROM links WHERE id = $1", link["id"])
+        got = await pool.fetchrow("SELECT clicks, last_clicked_at FROM link_counters WHERE link_id = $1", link["id"])
         assert (got["clicks"], got["last_clicked_at"]) == (expected["n"], expected["last"])
         assert expected["n"] > 0
 
@@ -148,7 +148,7 @@ async def test_two_processes_writing_one_workspace_do_not_wait_for_each_other(
         "SELECT sum(clicks) FROM click_rollup_totals WHERE workspace_id = $1 AND dim = 'count'", ws
     )
     assert counts == 100
-    assert await pool.fetchval("SELECT sum(clicks) FROM links WHERE workspace_id = $1", ws) == 100
+    assert await pool.fetchval("SELECT sum(clicks) FROM link_counters WHERE workspace_id = $1", ws) == 100
 
 
 def _fresh(enricher: Enricher, events: list[ClickEvent]) -> list[tuple[Any, ...]]:
