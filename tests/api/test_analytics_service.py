@@ -335,3 +335,10 @@ async def test_an_export_fetch_past_the_statement_timeout_is_cut_and_frees_the_c
         assert len(b"".join([c async for c in again.chunks("ndjson")]).splitlines()) == 7
     finally:
         await again.close()
+
+
+async def test_analytics_reads_are_not_jit_compiled(ctx: ServiceContext) -> None:
+    # compiling took longer than the queries compiled (api/services/analytics.py ``reading``)
+    async with analytics.reading(ctx.reader, 1000) as conn:
+        assert await conn.fetchval("SHOW jit") == "off"
+        assert await conn.fetchval("SHOW statement_timeout") == "1s"
