@@ -58,9 +58,8 @@ def migration_files() -> list[tuple[int, str, str]]:
     return out
 
 
-async def migrate(database_url: str, timeout: float = 10.0, upto: int | None = None) -> list[str]:
-    """Create the database if needed and apply pending migrations (those numbered up to ``upto`` only, if
-    given: tests of a migration's data step); returns the names applied."""
+async def migrate(database_url: str, timeout: float = 10.0) -> list[str]:
+    """Create the database if needed and apply pending migrations; returns the names applied."""
     await ensure_database(database_url, timeout)
     conn = await asyncpg.connect(database_url, timeout=timeout)
     applied: list[str] = []
@@ -73,7 +72,7 @@ async def migrate(database_url: str, timeout: float = 10.0, upto: int | None = N
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for version, name, sql in migration_files():
-            if version in done or (upto is not None and version > upto):
+            if version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
