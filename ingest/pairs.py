@@ -2,15 +2,17 @@
 
 ``click_pairs`` (api/migrations/0021_click_pairs.sql) answers what neither the per-dimension rollup
 nor the cube can: a ranked groupBy of a high-cardinality dimension filtered by a cube dimension
-(cities of mobile clicks), the reverse (countries of one referrer), count and time series with
-one filter of each kind, and unique visitors filtered by any one dimension (the single-dimension
-rows keep a sketch). Ingest's per-click work does not change: the rows are made from the raw
-``clicks`` of a period once it is closed, one GROUPING SETS pass per period, by the ingest process
-that folds (``ClickStore.aggregate_pairs``, every ``PAIRS_EVERY_S``) and by ``rebuild_rollup``
-after bulk loads. ``click_pairs_built`` lists the periods built: readers take the pairs for those
-and the raw rows for the rest, so an answer never depends on whether the job has run. A day's build also
-sums its hours of the rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration
-0022), which the same mark governs.
+(cities of mobile clicks), the reverse (countries of one referrer), the same with the link in place
+of the high-cardinality dimension (top links of mobile clicks, countries of one link, tag or folder),
+count and time series with one filter of each kind, and unique visitors filtered by any one dimension
+(the single-dimension rows keep a sketch, and so do a link's countries and devices: migration 0024).
+Ingest's per-click work does not change: the rows are made from the raw ``clicks`` of a period once it
+is closed, two GROUPING SETS passes per period, by the ingest process that folds
+(``ClickStore.aggregate_pairs``, every ``PAIRS_EVERY_S``) and by ``rebuild_rollup`` after bulk loads.
+``click_pairs_built`` lists the periods built: readers take the pairs for those and the raw rows for the
+rest, so an answer never depends on whether the job has run. A day's build also sums its hours of the
+rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration 0022), which the same
+mark governs.
 """
 
 from __future__ import annotations
@@ -36,14 +38,24 @@ HIGH_DIMS = {
     "utm_content": "utm_content",
     "domain": "domain",
 }
-_EXPRESSIONS = {**{d: d for d in CUBE_DIMS}, **HIGH_DIMS}
+# a click's link as the pairs store it: as the rollup's 'link' rows ('' for a click of no link)
+LINK = "link"
+_EXPRESSIONS = {**{d: d for d in CUBE_DIMS}, **HIGH_DIMS, LINK: "coalesce(link_id, '')"}
 _COLUMNS = tuple(_EXPRESSIONS)
-# Each unordered pair once (a cube dimension first), read in either direction through two indexes.
-PAIRS = tuple((a, b) for a in CUBE_DIMS for b in HIGH_DIMS)
+# Pairs whose rows keep a visitors sketch: a link's countries and devices (the dimensions whose rollup
+# rows keep one too), for unique visitors of one link by country or device and top links of one of them.
+SKETCHED_PAIRS = (("country", LINK), ("device", LINK))
+# Each unordered pair once (a cube dimension first), read in either direction through two indexes: every
+# cube dimension with every high-cardinality one and with the link (the rankings of one link, tag or
+# folder by a cube dimension; top links of one cube value).
+PAIRS = tuple((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) not in SKETCHED_PAIRS)
 # Single dimensions with a visitors sketch: those whose click_rollups rows keep none.
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
 
 DAY, HOUR = 24, 1  # click_pairs.hours
+# The periods built with their link pairs (migration 0024): the others (built before it, or rebuilt since by
+# an ingest process of the previous release during a rolling upgrade, which sets built_at only) have none.
+BUILT_WITH_LINKS = "click_pairs_built WHERE links_built_at = built_at"
 HOURLY_KEPT = timedelta(hours=48)  # hourly rows: the last two days (the 24h interval, a range's recent end)
 GRACE = timedelta(minutes=5)  # an hour is closed this long after its end (late batches still arriving)
 LOOKBACK = timedelta(days=400)  # the job builds missing days this far back (older: rebuild_rollup)
@@ -91,7 +103,10 @@ ORDER BY 1, 4, 6, 5
 """
 
 
-BUILD_SQL = (_build_sql(PAIRS, sketch=False), _build_sql([(d,) for d in SKETCHED_DIMS], sketch=True))
+BUILD_SQL = (
+    _build_sql(PAIRS, sketch=False),
+    _build_sql([*SKETCHED_PAIRS, *((d,) for d in SKETCHED_DIMS)], sketch=True),
+)
 
 
 async def build_days(conn: asyncpg.Connection, days: Sequence[datetime]) -> None:
@@ -111,8 +126,8 @@ async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, d
     if hours == DAY and days:
         await build_days(conn, [period])
     await conn.execute(
-        "INSERT INTO click_pairs_built (period, hours) VALUES ($1, $2)"
-        " ON CONFLICT (period, hours) DO UPDATE SET built_at = now()",
+        "INSERT INTO click_pairs_built (period, hours, links_built_at) VALUES ($1, $2, now())"
+        " ON CONFLICT (period, hours) DO UPDATE SET built_at = now(), links_built_at = now()",
         period, hours,
     )  # fmt: skip
 
@@ -194,7 +209,7 @@ async def aggregate_closed_periods(
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
             return None
         await _prepare(conn)
-        built = {(r["period"], r["hours"]) for r in await conn.fetch("SELECT period, hours FROM click_pairs_built")}
+        built = {(r["period"], r["hours"]) for r in await conn.fetch(f"SELECT period, hours FROM {BUILT_WITH_LINKS}")}
         todo = [(closed - timedelta(hours=i), HOUR) for i in range(1, int(HOURLY_KEPT / timedelta(hours=1)) + 1)]
         day = _floor_day(closed) - timedelta(days=1)
         while day >= closed - lookback:

@@ -26,7 +26,7 @@ import asyncpg
 from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
-from ingest.pairs import CUBE_DIMS, HIGH_DIMS, SKETCHED_DIMS
+from ingest.pairs import BUILT_WITH_LINKS, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
 # Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
@@ -161,30 +161,42 @@ RAW = Plan("raw")
 MAX_RAW_SHARE = 0.5
 
 
+def _pair_dim(column: str) -> str:
+    """The click_pairs dimension of a filter column or a groupBy's dimension ('' if none): the link's
+    for a link, a tag or a folder (the link rows of the tag's or folder's links)."""
+    if column in CUBE_DIMS or column in HIGH_DIMS:
+        return column
+    return LINK if column in ("link_id", "tag_id", "folder_id", LINK) else ""
+
+
 def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
-    dimension and the other a high-cardinality one; count and timeseries with one filter of each
-    kind; unique count and timeseries with one filter whose rollup keeps no visitors."""
-    columns = list(q.filters)
-    if any(c not in CUBE_DIMS and c not in HIGH_DIMS for c in columns):
-        return None  # link, tag, folder: the (link_id, ts) index or the link rollup
+    dimension and the other a high-cardinality one or the link; count and timeseries with one filter of
+    each kind; unique visitors where the rows read keep a sketch (the single dimensions whose rollup
+    keeps none, a link's countries and devices)."""
+    dims = {column: _pair_dim(column) for column in q.filters}
+    if not all(dims.values()):
+        return None
     if q.group_by in ("count", "timeseries"):
-        if q.unique and len(columns) == 1 and columns[0] in SKETCHED_DIMS:
-            return Plan("pairs", columns[0], sides=((columns[0], "a"),))
-        if not q.unique and len(columns) == 2:
-            cube, high = sorted(columns, key=lambda c: c not in CUBE_DIMS)
-            if cube in CUBE_DIMS and high in HIGH_DIMS:
-                return Plan("pairs", cube, bdim=high, sides=((cube, "a"), (high, "b")))
+        if q.unique and len(dims) == 1 and next(iter(dims.values())) in SKETCHED_DIMS:
+            ((column, dim),) = dims.items()
+            return Plan("pairs", dim, sides=((column, "a"),))
+        if len(dims) == 2:
+            (cube, a), (other, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
+            if a in CUBE_DIMS and b not in CUBE_DIMS and (not q.unique or (a, b) in SKETCHED_PAIRS):
+                return Plan("pairs", a, bdim=b, sides=((cube, "a"), (other, "b")))
         return None
-    group = DIMENSIONS[q.group_by][1]
-    if q.unique or len(columns) != 1:
+    group = _pair_dim(DIMENSIONS[q.group_by][1])
+    if len(dims) != 1 or not group:
         return None
-    (column,) = columns
-    if column in CUBE_DIMS and group in HIGH_DIMS:
-        return Plan("pairs", column, bdim=group, sides=((column, "a"),), key="b")
-    if column in HIGH_DIMS and group in CUBE_DIMS:
-        return Plan("pairs", group, bdim=column, sides=((column, "b"),), key="a")
-    return None
+    ((column, dim),) = dims.items()
+    if dim in CUBE_DIMS and group not in CUBE_DIMS:
+        how = Plan("pairs", dim, bdim=group, sides=((column, "a"),), key="b")
+    elif dim not in CUBE_DIMS and group in CUBE_DIMS:
+        how = Plan("pairs", group, bdim=dim, sides=((column, "b"),), key="a")
+    else:
+        return None
+    return how if not q.unique or (how.dim, how.bdim) in SKETCHED_PAIRS else None
 
 
 def plan(q: AnalyticsQuery) -> Plan:
@@ -222,6 +234,13 @@ def _spans(starts: list[datetime], step: timedelta) -> list[tuple[datetime, date
     return out
 
 
+def _value_condition(sql: _Sql, condition: str, value: str, side: str = "") -> str:
+    """A ``_ROLLUP_FILTERS`` condition on the ``value`` column (``side``: on ``avalue`` or ``bvalue``)."""
+    if "${codes}" in condition:
+        condition = condition.replace("${codes}", sql.p(list(_COUNTRY_CODES)))
+    return side + condition.format(sql.p(value))
+
+
 def _pre_where(
     sql: _Sql, ws: str, q: AnalyticsQuery, p: Plan, period: str, spans: list[tuple[datetime, datetime]]
 ) -> str:
@@ -230,10 +249,7 @@ def _pre_where(
     if p.source == "rollup":
         parts.append(f"dim = {sql.p(p.dim)}")
         if p.value is not None:
-            condition = p.condition
-            if "${codes}" in condition:
-                condition = condition.replace("${codes}", sql.p(list(_COUNTRY_CODES)))
-            parts.append(condition.format(sql.p(p.value)))
+            parts.append(_value_condition(sql, p.condition, p.value))
     else:
         parts += [f"{column} = {sql.p(value)}" for column, value in q.filters.items()]
     if not q.include_bots:
@@ -273,7 +289,7 @@ def _grouped_sql(
     days, hours, runs = pieces
     only_p = f"{sql.p(only)}::text[]" if only is not None else ""
     if how.source == "pairs":
-        pre = [_pairs_pre(sql, ws, q, how, key_pre, days, hours)]
+        pre = [_pairs_pre(sql, ws, q, how, key_pre, days, hours, only_p)]
     else:
         pre = _rollup_pre(sql, ws, q, how, key_pre, days, hours, only_p)
     return _summed(sql, ws, q, key_raw, pre, runs, only_p), sql.args
@@ -440,8 +456,9 @@ def _pairs_pre(
     key_pre: str,
     days: list[datetime],
     hours: list[datetime],
+    only_p: str,
 ) -> str:
-    """The SELECT of the click_pairs rows of the built periods."""
+    """The SELECT of the click_pairs rows of the built periods (``only_p``: of these keys only)."""
     if how.key:
         key_pre = f"{how.key}value"
     else:  # count, or a time series bucket over the period's start
@@ -452,20 +469,14 @@ def _pairs_pre(
     if hours:
         periods.append(f"(hours = 1 AND period = ANY({sql.p(hours)}::timestamptz[]))")
     parts = [f"workspace_id = {sql.p(ws)}", f"adim = {sql.p(how.dim)}", f"bdim = {sql.p(how.bdim)}"]
-    for column, side in how.sides:
-        value = q.filters[column]
-        if column in ("city", "region"):  # the name under every country code, as the rollup is read
-            codes = sql.p(list(_COUNTRY_CODES))
-            parts.append(
-                f"{side}value = ANY(ARRAY(SELECT c || '/' || {sql.p(value)} FROM unnest({codes}::text[]) AS c))"
-            )
-        else:
-            parts.append(f"{side}value = {sql.p(value)}")
+    parts += [_value_condition(sql, _ROLLUP_FILTERS[column][1], q.filters[column], side) for column, side in how.sides]
     parts.append(f"({' OR '.join(periods)})")
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:
         parts.append(f"qr = {sql.p(q.qr)}")
+    if only_p:
+        parts.append(f"{key_pre} = ANY({only_p})")
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
     where = " AND ".join(parts)
     return f"SELECT {key_pre} AS key, sum(clicks) AS clicks{sketch} FROM click_pairs WHERE {where} GROUP BY 1"
@@ -474,9 +485,11 @@ def _pairs_pre(
 # Per query, for its workspace: the built periods, the clicks their pairs hold (the 'domain' rows
 # count every click once), the clicks the days' rollup rows hold, and the clicks the rollup holds per
 # hour now (folded or not).
-_BUILT_SQL = """
+_BUILT_SQL = f"""
 SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
-WHERE period >= $2 AND period < $3
+WHERE period >= $2 AND period < $3 AND NOT $4
+UNION ALL
+SELECT 'built', period, hours, 0 FROM {BUILT_WITH_LINKS} AND period >= $2 AND period < $3 AND $4
 UNION ALL
 SELECT 'pairs', period, hours, sum(clicks) FROM click_pairs
 WHERE workspace_id = $1 AND adim = 'domain' AND bdim = '' AND period >= $2 AND period < $3
@@ -495,13 +508,16 @@ GROUP BY 2
 """
 
 
-async def built_pairs(conn: asyncpg.Connection, ws: str, q: AnalyticsQuery) -> frozenset[tuple[datetime, int]]:
+async def built_pairs(
+    conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, links: bool = False
+) -> frozenset[tuple[datetime, int]]:
     """The built periods (ingest/pairs.py) in the query's range whose click_pairs, and for a day its
     click_rollup_days and click_cube_days, hold every click of the workspace stored now: a period whose
     clicks changed since it was built (late events, a bulk load) is read from the raw rows (pairs) or
-    the hourly rows (rollup, cube) until the job rebuilds it."""
+    the hourly rows (rollup, cube) until the job rebuilds it. ``links``: only those built with their link
+    pairs (migration 0024)."""
     first = q.start.replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = await conn.fetch(_BUILT_SQL, ws, first, q.end)
+    rows = await conn.fetch(_BUILT_SQL, ws, first, q.end, links)
     built = [(r["period"], r["hours"]) for r in rows if r["kind"] == "built"]
     held = {
         kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind} for kind in ("pairs", "days")
@@ -543,9 +559,11 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
         if q.needs_first_click:
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
-        built = await built_pairs(conn, workspace_id, q) if fast and _reads_built(q, plan(q).source) else frozenset()
+        how = plan(q)
+        links = how.bdim == LINK
+        built = await built_pairs(conn, workspace_id, q, links) if fast and _reads_built(q, how.source) else frozenset()
         answer = await _answer(conn, workspace_id, q, fast, built)
-        few = fast and q.unique and plan(q).source != "raw"
+        few = fast and q.unique and how.source != "raw"
         if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:
             # few clicks: their visitors counted exactly from the raw rows, as cheap as the sketches
             answer = await _answer(conn, workspace_id, q, False)

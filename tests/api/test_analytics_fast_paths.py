@@ -149,8 +149,10 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
         fast = await analytics.analytics(ctx, world["ws"], q)
         raw = await analytics.analytics(ctx, world["ws"], q, fast=False)
         assert fast == raw, params
-        source = analytics.plan(q).source
+        how = analytics.plan(q)
+        source = how.source
         sources[source] = sources.get(source, 0) + 1
+        sources["link pairs"] = sources.get("link pairs", 0) + (how.bdim == "link")
         if source in ("rollup", "cube"):
             pieces, stale = await _pieces_read(ctx, world["ws"], q)
             sources["days read"] = sources.get("days read", 0) + bool(pieces and pieces[0])
@@ -161,6 +163,7 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
     # the comparison exercised every source, not raw against raw; the day rows, and the hours of days the
     # late clicks changed since they were built; hours between split ones
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
+    assert sources["link pairs"] > 5, sources
     assert sources["days read"] > 30 and sources["stale days"] > 10 and sources["split buckets"] > 5, sources
 
 
@@ -197,6 +200,11 @@ async def test_the_questions_of_the_issue_are_not_read_from_raw_rows(world: dict
         {"groupBy": "top_links", "unique": "true"},
         {"groupBy": "count", "linkId": link, "unique": "true", "interval": "all"},
         {"groupBy": "timeseries", "linkId": link, "unique": "true"},
+        {"groupBy": "countries", "linkId": link, "unique": "true", "interval": "all"},
+        {"groupBy": "devices", "linkId": link, "unique": "true", "interval": "all"},
+        {"groupBy": "top_links", "device": "mobile"},
+        {"groupBy": "browsers", "tagId": world["tag"]},
+        {"groupBy": "count", "linkId": link, "device": "mobile"},
     ]
     for params in fast:
         q = parse_query({"interval": "30d", **params}, now=NOW)
@@ -369,9 +377,19 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
     ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The questions click_pairs answers, over 24h (hour rows), 7d and 30d (days, hours and raw edges), in
-    UTC and in a zone whose days are not UTC days (the days' rows left out of a daily series there)."""
+    UTC and in a zone whose days are not UTC days (the days' rows left out of a daily series there): with a
+    high-cardinality dimension or the link (one link, a tag's or a folder's links) on one side."""
     monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)
+    link = world["links"][0]["id"]
     questions = [
+        {"groupBy": "countries", "linkId": link},
+        {"groupBy": "countries", "linkId": link, "unique": "true"},
+        {"groupBy": "devices", "tagId": world["tag"], "unique": "true"},
+        {"groupBy": "os", "folderId": world["folder"]},
+        {"groupBy": "top_links", "device": "mobile", "unique": "true"},
+        {"groupBy": "top_links", "browser": "Chrome"},
+        {"groupBy": "timeseries", "linkId": link, "country": "US", "unique": "true"},
+        {"groupBy": "count", "tagId": world["tag"], "os": "iOS"},
         {"groupBy": "cities", "device": "mobile"},
         {"groupBy": "referers", "country": "US"},
         {"groupBy": "utm_sources", "browser": "Chrome"},
@@ -389,6 +407,39 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
                 assert analytics.plan(q).source == "pairs", params
                 fast = await analytics.analytics(ctx, world["ws"], q)
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
+
+
+async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until_the_job_rebuilds_it(
+    world: dict[str, Any], pool: asyncpg.Pool, ctx: ServiceContext, settings: Settings
+) -> None:
+    """Migration 0024: a day built before it has no link rows, and one rebuilt by an ingest process of the
+    previous release (a rolling upgrade) has lost them; a link question reads neither from the day's rows,
+    other questions still do, and the job rebuilds both."""
+    day = (NOW - timedelta(days=16)).replace(hour=0, minute=0, second=0, microsecond=0)
+    q = parse_query({"groupBy": "countries", "linkId": world["links"][0]["id"], "interval": "30d"}, now=NOW)
+    other = parse_query({"groupBy": "cities", "device": "mobile", "interval": "30d"}, now=NOW)
+    expected = await analytics.analytics(ctx, world["ws"], q, fast=False)
+    link_rows = "SELECT count(*) FROM click_pairs WHERE period = $1 AND hours = 24 AND bdim = 'link'"
+    async with pool.acquire() as conn:
+        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        # the previous release's rebuild of the day: its rows without the link rows, and its mark
+        await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = 24 AND bdim = 'link'", day)
+        await conn.execute(
+            "INSERT INTO click_pairs_built (period, hours) VALUES ($1, $2)"
+            " ON CONFLICT (period, hours) DO UPDATE SET built_at = now()",
+            day, 24,
+        )  # fmt: skip
+        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], other)
+        assert (day, 24) not in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        assert await analytics.analytics(ctx, world["ws"], q) == expected
+        # as built before the migration
+        await conn.execute("UPDATE click_pairs_built SET links_built_at = NULL WHERE period = $1 AND hours = 24", day)
+        assert (day, 24) not in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        assert await analytics.analytics(ctx, world["ws"], q) == expected
+        assert await _aggregate_pairs(settings, NOW) >= 1
+        assert await conn.fetchval(link_rows, day) > 0
+        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], q, links=True)
+    assert await analytics.analytics(ctx, world["ws"], q) == expected
 
 
 async def test_a_value_met_only_in_the_subtracted_rest_of_a_day_is_not_in_the_ranking(

@@ -1,0 +1,12 @@
+-- Link pairs in click_pairs (ingest/pairs.py): every cube dimension paired with the link
+-- (bdim = 'link', bvalue = the link's id, '' for a click of no link), with a visitors sketch for
+-- country and device. They answer a ranking of one link, tag or folder by a cube dimension and the top
+-- links of one cube value, clicks and (country, device) unique visitors, from the day rows.
+--
+-- A period built before this migration has no link rows. links_built_at = built_at marks the
+-- periods built with them: the build sets both in one transaction (one now()). A period built
+-- earlier has NULL here, and one rebuilt by an ingest process of the previous release during a
+-- rolling upgrade (its build deletes the period's rows, link rows included, and sets built_at
+-- only) no longer has the two equal. Readers take the link pairs of marked periods only; the job
+-- rebuilds the others, newest first, a few per run.
+ALTER TABLE click_pairs_built ADD COLUMN links_built_at timestamptz;
