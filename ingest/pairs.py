@@ -6,6 +6,7 @@ nor the cube can: a ranked groupBy of a high-cardinality dimension filtered by a
 of the high-cardinality dimension (top links of mobile clicks, countries of one link, tag or folder),
 count and time series with one filter of each kind, and unique visitors filtered by any one dimension
 (the single-dimension rows keep a sketch, and so do a link's countries and devices: migration 0024).
+The same build counts the period's clicks per quarter hour into ``click_quarters`` (migration 0024).
 Ingest's per-click work does not change: the rows are made from the raw ``clicks`` of a period once it
 is closed, two GROUPING SETS passes per period, by the ingest process that folds
 (``ClickStore.aggregate_pairs``, every ``PAIRS_EVERY_S``) and by ``rebuild_rollup`` after bulk loads.
@@ -53,9 +54,10 @@ PAIRS = tuple((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) no
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
 
 DAY, HOUR = 24, 1  # click_pairs.hours
-# The periods built with their link pairs (migration 0024): the others (built before it, or rebuilt since by
-# an ingest process of the previous release during a rolling upgrade, which sets built_at only) have none.
-BUILT_WITH_LINKS = "click_pairs_built WHERE links_built_at = built_at"
+# The periods built with their link pairs and quarters (migration 0024): the others (built before it, or
+# rebuilt since by an ingest process of the previous release during a rolling upgrade, which sets built_at
+# only) lack them.
+BUILT_COMPLETE = "click_pairs_built WHERE complete_at = built_at"
 HOURLY_KEPT = timedelta(hours=48)  # hourly rows: the last two days (the 24h interval, a range's recent end)
 GRACE = timedelta(minutes=5)  # an hour is closed this long after its end (late batches still arriving)
 LOOKBACK = timedelta(days=400)  # the job builds missing days this far back (older: rebuild_rollup)
@@ -103,6 +105,16 @@ ORDER BY 1, 4, 6, 5
 """
 
 
+# A period's clicks per UTC quarter hour (click_quarters): a time series in a zone whose buckets start
+# inside UTC hours (Asia/Kolkata) reads those hours from here. Quarters of the period's start: it is an hour.
+QUARTERS_SQL = f"""
+INSERT INTO click_quarters (workspace_id, quarter, bot, qr, clicks, visitors)
+SELECT workspace_id, date_bin('15 minutes', ts, $1), bot, qr, count(*),
+       hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})
+FROM clicks WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND ts >= $1 AND ts < $2
+GROUP BY 1, 2, 3, 4
+"""
+
 BUILD_SQL = (
     _build_sql(PAIRS, sketch=False),
     _build_sql([*SKETCHED_PAIRS, *((d,) for d in SKETCHED_DIMS)], sketch=True),
@@ -123,11 +135,13 @@ async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, d
     await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = $2", period, hours)
     for sql in BUILD_SQL:
         await conn.execute(sql, period, end, hours)
+    await conn.execute("DELETE FROM click_quarters WHERE quarter >= $1 AND quarter < $2", period, end)
+    await conn.execute(QUARTERS_SQL, period, end)
     if hours == DAY and days:
         await build_days(conn, [period])
     await conn.execute(
-        "INSERT INTO click_pairs_built (period, hours, links_built_at) VALUES ($1, $2, now())"
-        " ON CONFLICT (period, hours) DO UPDATE SET built_at = now(), links_built_at = now()",
+        "INSERT INTO click_pairs_built (period, hours, complete_at) VALUES ($1, $2, now())"
+        " ON CONFLICT (period, hours) DO UPDATE SET built_at = now(), complete_at = now()",
         period, hours,
     )  # fmt: skip
 
@@ -137,7 +151,7 @@ def closed_before(now: datetime) -> datetime:
     return (now - GRACE).replace(minute=0, second=0, microsecond=0)
 
 
-def _floor_day(t: datetime) -> datetime:
+def floor_day(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -209,9 +223,9 @@ async def aggregate_closed_periods(
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
             return None
         await _prepare(conn)
-        built = {(r["period"], r["hours"]) for r in await conn.fetch(f"SELECT period, hours FROM {BUILT_WITH_LINKS}")}
+        built = {(r["period"], r["hours"]) for r in await conn.fetch(f"SELECT period, hours FROM {BUILT_COMPLETE}")}
         todo = [(closed - timedelta(hours=i), HOUR) for i in range(1, int(HOURLY_KEPT / timedelta(hours=1)) + 1)]
-        day = _floor_day(closed) - timedelta(days=1)
+        day = floor_day(closed) - timedelta(days=1)
         while day >= closed - lookback:
             todo.append((day, DAY))
             day -= timedelta(days=1)
@@ -248,7 +262,7 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
     closed = min(closed_before(now), end.replace(minute=0, second=0, microsecond=0))
     periods = []
-    day = _floor_day(start)
+    day = floor_day(start)
     if day < start:
         day += timedelta(days=1)
     while day + timedelta(days=1) <= closed:

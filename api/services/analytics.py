@@ -26,7 +26,7 @@ import asyncpg
 from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
-from ingest.pairs import BUILT_WITH_LINKS, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS
+from ingest.pairs import BUILT_COMPLETE, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS, floor_day
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
 # Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
@@ -278,7 +278,11 @@ def _grouped_sql(
     """
     sql = _Sql(list(first_args))
     how = plan(q) if fast else RAW
-    pieces = _pieces(q, built, every_hour=how.source != "pairs") if how.source != "raw" else None
+    pieces = (
+        _pieces(q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how))
+        if how.source != "raw"
+        else None
+    )
     if pieces is None:
         visitors = ", count(DISTINCT visitor) AS visitors" if q.unique else ""
         text = (
@@ -286,12 +290,20 @@ def _grouped_sql(
             f" WHERE {_raw_where(sql, ws, q, q.start, q.end)} GROUP BY 1"
         )
         return text, sql.args
-    days, hours, runs = pieces
+    days, hours, quartered, runs = pieces
     only_p = f"{sql.p(only)}::text[]" if only is not None else ""
     if how.source == "pairs":
         pre = [_pairs_pre(sql, ws, q, how, key_pre, days, hours, only_p)]
     else:
         pre = _rollup_pre(sql, ws, q, how, key_pre, days, hours, only_p)
+        if quartered:
+            # the workspace's clicks (no filter, so no condition but bots and qr) per quarter of these hours
+            where = _pre_where(sql, ws, q, Plan("quarters"), "quarter", _spans(quartered, _HOUR))
+            sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
+            key = _at(key_pre, "quarter")
+            pre.append(
+                f"SELECT {key} AS key, sum(clicks) AS clicks{sketch} FROM click_quarters WHERE {where} GROUP BY 1"
+            )
     return _summed(sql, ws, q, key_raw, pre, runs, only_p), sql.args
 
 
@@ -376,30 +388,45 @@ def _days_serve(q: AnalyticsQuery, cuts: list[datetime]) -> bool:
     )
 
 
-def _reads_built(q: AnalyticsQuery, source: str) -> bool:
+def _quarters_serve(q: AnalyticsQuery, how: Plan) -> bool:
+    """click_quarters can answer the hours a bucket starts inside: a series of all the workspace's clicks
+    (the unfiltered rollup) whose buckets start on UTC quarter hours, some inside an hour (Asia/Kolkata)."""
+    if how.source != "rollup" or how.dim != "count" or how.value is not None:
+        return False
+    cuts = [b.timestamp() for b in _bucket_cuts(q)]
+    return all(c % 900 == 0 for c in cuts) and any(c % 3600 for c in cuts)
+
+
+def _reads_built(q: AnalyticsQuery, how: Plan) -> bool:
     """Whether the answer may read a built period: pairs always; rollup and cube only whole days (their
-    hours are all there), so not a range without a whole UTC day (24h) nor buckets days cannot serve."""
-    if source in ("raw", "pairs"):
-        return source == "pairs"
-    first_day = (q.start - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0) + _DAY
+    hours are all there), so not a range without a whole UTC day (24h) nor buckets days cannot serve,
+    or the quarters of built periods."""
+    if how.source in ("raw", "pairs"):
+        return how.source == "pairs"
+    if _quarters_serve(q, how):
+        return True
+    first_day = floor_day(q.start - timedelta(microseconds=1)) + _DAY
     return first_day + _DAY <= q.end and _days_serve(q, _bucket_cuts(q))
 
 
 def _pieces(
-    q: AnalyticsQuery, built: frozenset[tuple[datetime, int]], every_hour: bool
-) -> tuple[list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
-    """[start, end) as built UTC days, pre-aggregated hours and raw runs; None when too fragmented to pay.
+    q: AnalyticsQuery, built: frozenset[tuple[datetime, int]], every_hour: bool, quarters: bool = False
+) -> tuple[list[datetime], list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
+    """[start, end) as built UTC days, pre-aggregated hours, hours read as their quarters, and raw runs;
+    None when too fragmented to pay.
 
     Hours: every whole hour with ``every_hour`` (the rollup and the cube are hourly), else the built
     ones (click_pairs). A day row serves a time series only if the day lies in one bucket (day or
-    month buckets on UTC midnights); an hour row only if the hour does (a bucket starting inside it,
-    as every Asia/Kolkata day does at 18:30 UTC, makes it a raw run).
+    month buckets on UTC midnights); an hour row only if the hour does. An hour a bucket starts inside
+    (every Asia/Kolkata day starts at 18:30 UTC) is read from its built quarters with ``quarters``
+    (``_quarters_serve``), else it is a raw run.
     """
     cuts = _bucket_cuts(q)
     days_ok = _days_serve(q, cuts)
     split = {b.replace(minute=0, second=0, microsecond=0) for b in cuts if b.timestamp() % 3600}
     days: list[datetime] = []
     hours: list[datetime] = []
+    quartered: list[datetime] = []
     runs: list[tuple[datetime, datetime]] = []
     pos, end = q.start, q.end
     while pos < end:
@@ -410,6 +437,9 @@ def _pieces(
         elif on_hour and pos + _HOUR <= end and pos not in split and (every_hour or (pos, 1) in built):
             hours.append(pos)
             pos += _HOUR
+        elif quarters and on_hour and pos + _HOUR <= end and ((pos, 1) in built or (floor_day(pos), 24) in built):
+            quartered.append(pos)
+            pos += _HOUR
         else:
             step = min(pos.replace(minute=0, second=0, microsecond=0) + _HOUR, end)
             if runs and runs[-1][1] == pos:
@@ -419,9 +449,10 @@ def _pieces(
             pos = step
     if days_ok and not q.unique:
         runs = _complements(q, built, days, runs)
-    if (not days and not hours) or sum((abs(e - s) for s, e in runs), timedelta()) > MAX_RAW_SHARE * (end - q.start):
+    raw = sum((abs(e - s) for s, e in runs), timedelta())
+    if (not days and not hours and not quartered) or raw > MAX_RAW_SHARE * (end - q.start):
         return None
-    return days, hours, runs
+    return days, hours, quartered, runs
 
 
 def _complements(
@@ -437,7 +468,7 @@ def _complements(
     """
     out = []
     for s, e in runs:
-        day = s.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = floor_day(s)
         whole = (s == max(day, q.start) and e == min(day + _DAY, q.end)) and (day, 24) in built
         if whole and e - s > _DAY / 2:
             days.append(day)
@@ -489,7 +520,7 @@ _BUILT_SQL = f"""
 SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
 WHERE period >= $2 AND period < $3 AND NOT $4
 UNION ALL
-SELECT 'built', period, hours, 0 FROM {BUILT_WITH_LINKS} AND period >= $2 AND period < $3 AND $4
+SELECT 'built', period, hours, 0 FROM {BUILT_COMPLETE} AND period >= $2 AND period < $3 AND $4
 UNION ALL
 SELECT 'pairs', period, hours, sum(clicks) FROM click_pairs
 WHERE workspace_id = $1 AND adim = 'domain' AND bdim = '' AND period >= $2 AND period < $3
@@ -509,15 +540,17 @@ GROUP BY 2
 
 
 async def built_pairs(
-    conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, links: bool = False
+    conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, complete: bool = False
 ) -> frozenset[tuple[datetime, int]]:
     """The built periods (ingest/pairs.py) in the query's range whose click_pairs, and for a day its
     click_rollup_days and click_cube_days, hold every click of the workspace stored now: a period whose
     clicks changed since it was built (late events, a bulk load) is read from the raw rows (pairs) or
-    the hourly rows (rollup, cube) until the job rebuilds it. ``links``: only those built with their link
-    pairs (migration 0024)."""
-    first = q.start.replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = await conn.fetch(_BUILT_SQL, ws, first, q.end, links)
+    the hourly rows (rollup, cube) until the job rebuilds it. ``complete``: only those built with their link
+    pairs and quarters (migration 0024)."""
+    # whole days: a day's clicks are all its hours', also those after the range's end (else a click stored
+    # late before the end and one built after it would cancel out)
+    first, last = floor_day(q.start), floor_day(q.end - timedelta(microseconds=1)) + _DAY
+    rows = await conn.fetch(_BUILT_SQL, ws, first, last, complete)
     built = [(r["period"], r["hours"]) for r in rows if r["kind"] == "built"]
     held = {
         kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind} for kind in ("pairs", "days")
@@ -560,8 +593,8 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
         how = plan(q)
-        links = how.bdim == LINK
-        built = await built_pairs(conn, workspace_id, q, links) if fast and _reads_built(q, how.source) else frozenset()
+        complete = how.bdim == LINK or _quarters_serve(q, how)
+        built = await built_pairs(conn, workspace_id, q, complete) if fast and _reads_built(q, how) else frozenset()
         answer = await _answer(conn, workspace_id, q, fast, built)
         few = fast and q.unique and how.source != "raw"
         if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:

@@ -25,7 +25,7 @@ from api.services import analytics
 from api.services.analytics_query import GROUP_BYS, parse_query
 from api.services.context import ServiceContext
 from h0p_settings import Settings
-from ingest.pairs import BUILD_SQL, aggregate_closed_periods, build_days, build_period
+from ingest.pairs import BUILD_SQL, aggregate_closed_periods, build_days, build_period, closed_before
 from ingest.store import ClickStore, rebuild_rollup
 from tests.ingest.conftest import CHROME, click, make_link, make_workspace, store_clicks
 
@@ -45,7 +45,7 @@ IPS = ["8.8.8.8", "81.2.69.142", "2a00:1450:4001:80b::200e", "89.160.20.112", "1
 REFERERS = ["", "https://www.google.com/search?q=1", "https://t.co/abc", "https://news.ycombinator.com/item?id=7"]
 QUERIES = ["", "utm_source=newsletter&utm_medium=email", "utm_source=twitter&utm_campaign=launch&utm_term=x",
            "utm_content=ad1"]  # fmt: skip
-ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Adelaide"]
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Adelaide"]
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +160,13 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
             # a series in a zone whose buckets start inside UTC hours: the other hours pre-aggregated
             split = q.group_by == "timeseries" and q.timezone in ("Asia/Kolkata", "Australia/Adelaide")
             sources["split buckets"] = sources.get("split buckets", 0) + bool(split and pieces and pieces[1])
-    # the comparison exercised every source, not raw against raw; the day rows, and the hours of days the
-    # late clicks changed since they were built; hours between split ones
+            sources["quarters read"] = sources.get("quarters read", 0) + bool(pieces and pieces[2])
+    # the comparison exercised every source, not raw against raw; the link pairs; the day rows, and the hours
+    # of days the late clicks changed since they were built; hours between split ones, and split ones' quarters
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
-    assert sources["link pairs"] > 5, sources
-    assert sources["days read"] > 30 and sources["stale days"] > 10 and sources["split buckets"] > 5, sources
+    assert sources["link pairs"] >= 5, sources
+    assert sources["days read"] > 30 and sources["stale days"] > 10, sources
+    assert sources["split buckets"] >= 3 and sources["quarters read"] >= 3, sources
 
 
 async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[datetime]]:
@@ -174,14 +176,15 @@ async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[d
         first = await ctx.pool.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", ws)
         q = q.with_start(first or q.end)
     async with ctx.pool.acquire() as conn:
-        built = await analytics.built_pairs(conn, ws, q)
+        how = analytics.plan(q)
+        built = await analytics.built_pairs(conn, ws, q, how.bdim == "link" or analytics._quarters_serve(q, how))
         marked = await conn.fetch(
             "SELECT period FROM click_pairs_built"
             " WHERE hours = 24 AND period >= $1 AND period + interval '24 hours' <= $2",
             q.start, q.end,
         )  # fmt: skip
-    used = built if analytics._reads_built(q, analytics.plan(q).source) else frozenset()  # as analytics() does
-    pieces = analytics._pieces(q, used, every_hour=True)
+    used = built if analytics._reads_built(q, how) else frozenset()  # as analytics() does
+    pieces = analytics._pieces(q, used, every_hour=True, quarters=analytics._quarters_serve(q, how))
     return pieces, {r["period"] for r in marked} - {p for p, h in built if h == 24}
 
 
@@ -302,6 +305,8 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
         " WHERE workspace_id = $1 AND day >= $2 ORDER BY 1, 2, 3, 4, 5",
         "SELECT day, bot, qr, country, continent, device, browser, os, clicks, hll_cardinality(visitors)"
         " FROM click_cube_days WHERE workspace_id = $1 AND day >= $2 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
+        "SELECT quarter, bot, qr, clicks, hll_cardinality(visitors) FROM click_quarters"
+        " WHERE workspace_id = $1 AND quarter >= $2 ORDER BY 1, 2, 3",
     ]
     since = (NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0, microsecond=0)
     # late clicks into a built day and a built hour of the range (the tests before rebuilt the others)
@@ -330,6 +335,11 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
             ("click_cube_days", "day"),
         ):
             await conn.execute(f"DELETE FROM {table} WHERE workspace_id = $1 AND {column} >= $2", world["ws"], since)
+        # the closed periods' quarters (a test before built the open hour's, with today as its "now")
+        await conn.execute(
+            "DELETE FROM click_quarters WHERE workspace_id = $1 AND quarter >= $2 AND quarter < $3",
+            world["ws"], since, closed_before(NOW),
+        )  # fmt: skip
         await rebuild_rollup(conn, since, NOW + timedelta(hours=1), now=NOW)
         by_rebuild = [[tuple(r) for r in await conn.fetch(sql, world["ws"], since)] for sql in (pairs, *days)]
     assert by_job == by_rebuild
@@ -337,6 +347,7 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
     assert any(r[4] == "" and r[9] for r in by_job[0])  # the single-dimension rows carry their visitors
     assert len(by_job[1]) > 100 and len(by_job[2]) > 100  # the days' rollup and cube rows
     assert any(r[1] == "link" and r[6] for r in by_job[1]) and all(r[9] for r in by_job[2])  # with their visitors
+    assert any(r[4] == "link" for r in by_job[0]) and len(by_job[3]) > 100  # link pairs; quarters
 
 
 async def test_the_job_rebuilds_a_period_that_late_clicks_changed_only_once_they_stop_landing(
@@ -421,7 +432,7 @@ async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until
     expected = await analytics.analytics(ctx, world["ws"], q, fast=False)
     link_rows = "SELECT count(*) FROM click_pairs WHERE period = $1 AND hours = 24 AND bdim = 'link'"
     async with pool.acquire() as conn:
-        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], q, complete=True)
         # the previous release's rebuild of the day: its rows without the link rows, and its mark
         await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = 24 AND bdim = 'link'", day)
         await conn.execute(
@@ -430,16 +441,40 @@ async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until
             day, 24,
         )  # fmt: skip
         assert (day, 24) in await analytics.built_pairs(conn, world["ws"], other)
-        assert (day, 24) not in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        assert (day, 24) not in await analytics.built_pairs(conn, world["ws"], q, complete=True)
         assert await analytics.analytics(ctx, world["ws"], q) == expected
         # as built before the migration
-        await conn.execute("UPDATE click_pairs_built SET links_built_at = NULL WHERE period = $1 AND hours = 24", day)
-        assert (day, 24) not in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        await conn.execute("UPDATE click_pairs_built SET complete_at = NULL WHERE period = $1 AND hours = 24", day)
+        assert (day, 24) not in await analytics.built_pairs(conn, world["ws"], q, complete=True)
         assert await analytics.analytics(ctx, world["ws"], q) == expected
         assert await _aggregate_pairs(settings, NOW) >= 1
         assert await conn.fetchval(link_rows, day) > 0
-        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], q, links=True)
+        assert (day, 24) in await analytics.built_pairs(conn, world["ws"], q, complete=True)
     assert await analytics.analytics(ctx, world["ws"], q) == expected
+
+
+async def test_a_click_stored_late_into_a_ranges_last_day_is_not_offset_by_the_clicks_after_its_end(
+    settings: Settings, pool: asyncpg.Pool, ctx: ServiceContext
+) -> None:
+    """Whether a built day still holds every click stored is checked over the whole day: a click stored
+    late into the range's last day and one already built after the range's end that day do not cancel
+    out (they did while the check summed the rollup's hours up to the range's end only)."""
+    ws = await make_workspace(pool)
+    link = await make_link(pool, ws)
+    day = (NOW - timedelta(days=20)).replace(hour=0, minute=0, second=0, microsecond=0)
+    built = [click(link, ts=(day + timedelta(hours=h)).timestamp(), ip=IPS[1], ua=UAS[1]) for h in (2, 22)]
+    await store_clicks(settings, built, fold=True, batch=97)
+    async with pool.acquire() as conn, conn.transaction():
+        await build_period(conn, day, 24)
+    late = click(link, ts=(day + timedelta(hours=15)).timestamp(), ip=IPS[1], ua=UAS[1])
+    await store_clicks(settings, [late], fold=False, batch=97)
+    end = day + timedelta(hours=20, minutes=30)  # the day's row minus 20:30–24:00 (the 22:00 click)
+    params = {"groupBy": "cities", "device": "mobile", "start": day.isoformat(), "end": end.isoformat()}
+    q = parse_query(params, now=NOW)
+    assert analytics.plan(q).source == "pairs"
+    fast = await analytics.analytics(ctx, ws, q)
+    assert fast == await analytics.analytics(ctx, ws, q, fast=False)
+    assert [r["clicks"] for r in fast] == [2]
 
 
 async def test_a_value_met_only_in_the_subtracted_rest_of_a_day_is_not_in_the_ranking(
@@ -608,24 +643,36 @@ async def test_the_migrations_backfill_makes_the_day_rows_the_job_makes(settings
         await db.drop_database(url)
 
 
-async def test_series_in_half_hour_zones_read_raw_only_the_hours_a_bucket_starts_in(
+async def test_series_in_half_hour_zones_read_the_hours_a_bucket_starts_in_from_quarters_or_raw_rows(
     ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Asia/Kolkata (+05:30) and Australia/Adelaide (+10:30/+09:30, a DST change in the range) days start
-    inside a UTC hour: those hours from the raw rows, the other hours from the rollup or cube, equal to the
-    raw rows' series; hour buckets there split every hour (raw rows only)."""
+    """Asia/Kolkata (+05:30), Asia/Kathmandu (+05:45) and Australia/Adelaide (+10:30/+09:30, a DST change in
+    the range) days start inside a UTC hour. Those hours: from click_quarters for a series of all clicks,
+    from the raw rows with a filter; the other hours from the rollup or cube; equal to the raw rows'
+    series. Hour buckets there split every hour: quarters only, or raw rows only with a filter."""
     monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)
-    questions = [{}, {"unique": "true"}, {"country": "US"}, {"device": "mobile", "os": "iOS"}, {"qr": "false"}]
-    for zone in ("Asia/Kolkata", "Australia/Adelaide"):
+    questions = [{}, {"unique": "true"}, {"qr": "false"}, {"country": "US"}, {"device": "mobile", "os": "iOS"}]
+    for zone in ("Asia/Kolkata", "Asia/Kathmandu", "Australia/Adelaide"):
         for interval in ("24h", "7d", "30d", "90d"):
             for params in questions:
                 q = parse_query({"groupBy": "timeseries", "interval": interval, "timezone": zone, **params}, now=NOW)
-                assert analytics.plan(q).source in ("rollup", "cube"), params
+                how = analytics.plan(q)
+                assert how.source in ("rollup", "cube"), params
                 pieces, _ = await _pieces_read(ctx, world["ws"], q)
-                if interval == "24h":
+                everything = how.source == "rollup" and not q.filters  # the workspace's clicks: quarters
+                assert analytics._quarters_serve(q, how) == everything, params
+                if everything:
+                    assert pieces is not None
+                    days, hours, quartered, runs = pieces
+                    # only the partial hours at the range's ends are raw (a run per day without quarters); 90d:
+                    # and the days before the 45 the job built here
+                    assert len(quartered) >= (23 if interval == "24h" else 7), (zone, interval)
+                    assert len(runs) <= 2 or interval == "90d", (zone, interval)
+                elif interval == "24h":
                     assert pieces is None  # hour buckets: every hour split
                 else:
-                    days, hours, runs = pieces
-                    assert not days and len(hours) > 100 and len(runs) >= 7, (zone, interval)  # a run per day
+                    assert pieces is not None
+                    days, hours, quartered, runs = pieces
+                    assert not days and not quartered and len(hours) > 100 and len(runs) >= 7, (zone, interval)
                 fast = await analytics.analytics(ctx, world["ws"], q)
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (zone, interval, params)
