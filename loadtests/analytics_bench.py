@@ -184,7 +184,8 @@ async def _reuse(kept: dict[str, Any]) -> tuple[str, dict[str, str], float, date
     conn = await asyncpg.connect(DB_URL, command_timeout=TIME_LIMIT_S)
     try:
         t0, built = time.perf_counter(), 0
-        while n := await aggregate_closed_periods(conn, datetime.now(UTC)):
+        # the data's 30 days (the job's default looks back 400 days: empty ones, on a real upgrade too)
+        while n := await aggregate_closed_periods(conn, datetime.now(UTC), lookback=timedelta(days=32)):
             built += n
         log(f"the pairs job (re)built {built} periods in {time.perf_counter() - t0:.0f} s")
         await conn.execute("ANALYZE")
