@@ -164,13 +164,15 @@ class Edge:
         await wait_until(up, what=f"{workers} workers answering the supervisor's scrape")
 
     async def clicks_on_every_worker(self, slug: str, workers: int = 2, most: int = 200) -> int:
-        """Redirects on new connections until each worker answered one (at most ``most``); how many sent."""
+        """Redirects on new connections until each worker answered one more than before the call (at most
+        ``most``); how many sent."""
+        start = await self.redirects()
         for sent in range(1, most + 1):
             answer = await self.get(f"/{slug}")
             assert answer.status_code == 302, answer.text
             if sent % 5 == 0:
                 counts = await self.redirects()
-                if len(counts) == workers and all(counts.values()):
+                if len(counts) == workers and all(n > start.get(w, 0) for w, n in counts.items()):
                     return sent
         raise AssertionError(f"{most} connections did not reach all {workers} workers: {await self.redirects()}")
 
