@@ -57,7 +57,7 @@ DAY, HOUR = 24, 1  # click_pairs.hours
 # The periods built with their link pairs and quarters (migration 0024): the others (built before it, or
 # rebuilt since by an ingest process of the previous release during a rolling upgrade, which sets built_at
 # only) lack them.
-BUILT_COMPLETE = "click_pairs_built WHERE complete_at = built_at"
+COMPLETE = "complete_at = built_at"  # a condition on click_pairs_built
 HOURLY_KEPT = timedelta(hours=48)  # hourly rows: the last two days (the 24h interval, a range's recent end)
 GRACE = timedelta(minutes=5)  # an hour is closed this long after its end (late batches still arriving)
 LOOKBACK = timedelta(days=400)  # the job builds missing days this far back (older: rebuild_rollup)
@@ -223,7 +223,8 @@ async def aggregate_closed_periods(
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK):
             return None
         await _prepare(conn)
-        built = {(r["period"], r["hours"]) for r in await conn.fetch(f"SELECT period, hours FROM {BUILT_COMPLETE}")}
+        marked = await conn.fetch(f"SELECT period, hours FROM click_pairs_built WHERE {COMPLETE}")
+        built = {(r["period"], r["hours"]) for r in marked}
         todo = [(closed - timedelta(hours=i), HOUR) for i in range(1, int(HOURLY_KEPT / timedelta(hours=1)) + 1)]
         day = floor_day(closed) - timedelta(days=1)
         while day >= closed - lookback:

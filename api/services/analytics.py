@@ -26,7 +26,7 @@ import asyncpg
 from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
-from ingest.pairs import BUILT_COMPLETE, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS, floor_day
+from ingest.pairs import COMPLETE, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS, floor_day
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
 # Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
@@ -295,18 +295,12 @@ def _grouped_sql(
     if how.source == "pairs":
         pre = [_pairs_pre(sql, ws, q, how, key_pre, days, hours, only_p)]
     else:
-        pre = _rollup_pre(sql, ws, q, how, key_pre, days, hours, only_p)
-        if quartered:
-            # the workspace's clicks (no filter, so no condition but bots and qr) per quarter of these hours
-            where = _pre_where(sql, ws, q, Plan("quarters"), "quarter", _spans(quartered, _HOUR))
-            sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
-            key = _at(key_pre, "quarter")
-            pre.append(
-                f"SELECT {key} AS key, sum(clicks) AS clicks{sketch} FROM click_quarters WHERE {where} GROUP BY 1"
-            )
+        pre = _rollup_pre(sql, ws, q, how, key_pre, days, hours, quartered, only_p)
     return _summed(sql, ws, q, key_raw, pre, runs, only_p), sql.args
 
 
+# click_quarters: all the workspace's clicks (``_quarters_serve``), so no condition but bots and qr
+_QUARTERS = Plan("quarters")
 # per source: (day table, hour table)
 _TABLES = {"rollup": ("click_rollup_days", "click_rollup_totals"), "cube": ("click_cube_days", "click_cube_totals")}
 
@@ -324,18 +318,24 @@ def _rollup_pre(
     key_pre: str,
     days: list[datetime],
     hours: list[datetime],
+    quartered: list[datetime],
     only_p: str,
 ) -> list[str]:
-    """SELECTs of the rollup's or the cube's rows: the day rows of ``days``, the hour rows of ``hours``."""
+    """SELECTs of the rollup's or the cube's rows: the day rows of ``days``, the hour rows of ``hours``, the
+    click_quarters rows of the hours ``quartered``."""
     if how.source == "cube" and key_pre == "value":
         key_pre = CUBE_GROUPS[q.group_by]
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
     day_table, hour_table = _TABLES[how.source]
     out = []
-    for table, column, starts, step in ((day_table, "day", days, _DAY), (hour_table, "hour", hours, _HOUR)):
+    for table, column, starts, step, rows in (
+        (day_table, "day", days, _DAY, how),
+        (hour_table, "hour", hours, _HOUR, how),
+        ("click_quarters", "quarter", quartered, _HOUR, _QUARTERS),
+    ):
         if starts:
             key = _at(key_pre, column)
-            where = _pre_where(sql, ws, q, how, column, _spans(starts, step))
+            where = _pre_where(sql, ws, q, rows, column, _spans(starts, step))
             pre_only = f" AND {key} = ANY({only_p})" if only_p else ""
             out.append(
                 f"SELECT {key} AS key, sum(clicks) AS clicks{sketch} FROM {table} WHERE {where}{pre_only} GROUP BY 1"
@@ -395,6 +395,11 @@ def _quarters_serve(q: AnalyticsQuery, how: Plan) -> bool:
         return False
     cuts = [b.timestamp() for b in _bucket_cuts(q)]
     return all(c % 900 == 0 for c in cuts) and any(c % 3600 for c in cuts)
+
+
+def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
+    """Whether the answer reads rows only the periods marked complete have (link pairs, quarters)."""
+    return how.bdim == LINK or _quarters_serve(q, how)
 
 
 def _reads_built(q: AnalyticsQuery, how: Plan) -> bool:
@@ -518,9 +523,7 @@ def _pairs_pre(
 # hour now (folded or not).
 _BUILT_SQL = f"""
 SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
-WHERE period >= $2 AND period < $3 AND NOT $4
-UNION ALL
-SELECT 'built', period, hours, 0 FROM {BUILT_COMPLETE} AND period >= $2 AND period < $3 AND $4
+WHERE period >= $2 AND period < $3 AND (NOT $4 OR {COMPLETE})
 UNION ALL
 SELECT 'pairs', period, hours, sum(clicks) FROM click_pairs
 WHERE workspace_id = $1 AND adim = 'domain' AND bdim = '' AND period >= $2 AND period < $3
@@ -593,7 +596,7 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
         how = plan(q)
-        complete = how.bdim == LINK or _quarters_serve(q, how)
+        complete = _reads_complete(q, how)
         built = await built_pairs(conn, workspace_id, q, complete) if fast and _reads_built(q, how) else frozenset()
         answer = await _answer(conn, workspace_id, q, fast, built)
         few = fast and q.unique and how.source != "raw"

@@ -177,7 +177,7 @@ async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[d
         q = q.with_start(first or q.end)
     async with ctx.pool.acquire() as conn:
         how = analytics.plan(q)
-        built = await analytics.built_pairs(conn, ws, q, how.bdim == "link" or analytics._quarters_serve(q, how))
+        built = await analytics.built_pairs(conn, ws, q, analytics._reads_complete(q, how))
         marked = await conn.fetch(
             "SELECT period FROM click_pairs_built"
             " WHERE hours = 24 AND period >= $1 AND period + interval '24 hours' <= $2",
