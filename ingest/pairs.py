@@ -13,13 +13,14 @@ is closed, two GROUPING SETS passes per period, by the ingest process that folds
 ``click_pairs_built`` lists the periods built: readers take the pairs for those and the raw rows for the
 rest, so an answer never depends on whether the job has run. A day's build also sums its hours of the
 rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration 0022), which the same
-mark governs.
+mark governs. Once a week's seven days are built, its rows are their day rows summed (``build_week``, migration
+0025): the click_pairs of hours 168 and ``click_rollup_weeks``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -53,7 +54,9 @@ PAIRS = tuple((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) no
 # Single dimensions with a visitors sketch: those whose click_rollups rows keep none.
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
 
-DAY, HOUR = 24, 1  # click_pairs.hours
+WEEK, DAY, HOUR = 168, 24, 1  # click_pairs.hours
+# Weeks start on Mondays 00:00 UTC (2000-01-03 was one): the origin of date_bin('7 days', …)
+WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
 # The periods built with their link pairs and quarters (migration 0024): the others (built before it, or
 # rebuilt since by an ingest process of the previous release during a rolling upgrade, which sets built_at
 # only) lack them.
@@ -139,11 +142,61 @@ async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, d
     await conn.execute(QUARTERS_SQL, period, end)
     if hours == DAY and days:
         await build_days(conn, [period])
+    await _mark_built(conn, period, hours)
+
+
+async def _mark_built(conn: asyncpg.Connection, period: datetime, hours: int) -> None:
     await conn.execute(
         "INSERT INTO click_pairs_built (period, hours, complete_at) VALUES ($1, $2, now())"
         " ON CONFLICT (period, hours) DO UPDATE SET built_at = now(), complete_at = now()",
         period, hours,
     )  # fmt: skip
+
+
+# A week's rows (migration 0025) are its seven days' rows summed, sketches unioned: the click_pairs of the
+# days (hours 24) and click_rollup_days, so a week costs a pass over day rows, not over its raw clicks.
+WEEK_SQL = (
+    "DELETE FROM click_pairs WHERE period = $1 AND hours = 168",
+    """
+INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue, bot, qr, clicks, visitors)
+SELECT workspace_id, $1::timestamptz, 168, adim, avalue, bdim, bvalue, bot, qr, sum(clicks)::bigint,
+       hll_union_agg(visitors)
+FROM click_pairs WHERE hours = 24 AND period >= $1 AND period < $1::timestamptz + interval '7 days'
+GROUP BY workspace_id, adim, avalue, bdim, bvalue, bot, qr
+ORDER BY 1, 2, 4, 3
+""",
+    "DELETE FROM click_rollup_weeks WHERE week = $1",
+    """
+INSERT INTO click_rollup_weeks (workspace_id, dim, week, value, bot, qr, clicks, visitors)
+SELECT workspace_id, dim, $1::timestamptz, value, bot, qr, sum(clicks)::bigint, hll_union_agg(visitors)
+FROM click_rollup_days WHERE day >= $1 AND day < $1::timestamptz + interval '7 days'
+GROUP BY workspace_id, dim, value, bot, qr
+""",
+)
+
+# The weeks to (re)build, newest first: those whose seven days are built complete, not built since the
+# last of them was (a day rebuilt for late clicks makes its week stale).
+_WEEKS_DUE_SQL = f"""
+SELECT d.week FROM (
+    SELECT date_bin('7 days', period, $1) AS week, count(*) AS days, max(built_at) AS last_built
+    FROM click_pairs_built WHERE hours = 24 AND {COMPLETE} GROUP BY 1
+) AS d
+LEFT JOIN click_pairs_built AS w ON w.period = d.week AND w.hours = 168 AND w.complete_at = w.built_at
+WHERE d.days = 7 AND (w.built_at IS NULL OR w.built_at < d.last_built)
+ORDER BY 1 DESC
+"""
+
+
+async def build_week(conn: asyncpg.Connection, week: datetime) -> None:
+    """(Re)build one week's rows from its seven built days' (``_WEEKS_DUE_SQL``); the caller holds a
+    transaction."""
+    for sql in WEEK_SQL:
+        await conn.execute(sql, week)
+    await _mark_built(conn, week, WEEK)
+
+
+async def weeks_due(conn: asyncpg.Connection) -> list[datetime]:
+    return [r["week"] for r in await conn.fetch(_WEEKS_DUE_SQL, WEEK_ORIGIN)]
 
 
 def closed_before(now: datetime) -> datetime:
@@ -192,7 +245,7 @@ async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> dic
         SELECT period, hours, coalesce(sum(r.clicks), 0) AS stored
         FROM r FULL JOIN p USING (period, hours, workspace_id) FULL JOIN d USING (period, hours, workspace_id)
         WHERE (r.clicks IS DISTINCT FROM p.clicks OR (hours = 24 AND r.clicks IS DISTINCT FROM d.clicks))
-          AND (period, hours) IN (SELECT period, hours FROM click_pairs_built)
+          AND (period, hours) IN (SELECT period, hours FROM click_pairs_built WHERE hours <> 168)
         GROUP BY 1, 2
         """,
         since,
@@ -209,7 +262,8 @@ async def aggregate_closed_periods(
     seen: dict[tuple[datetime, int], int] | None = None,
 ) -> int | None:
     """The background job: build up to ``limit`` closed periods not built yet (newest first),
-    rebuild those of the last ``late_check`` whose clicks changed since, drop hourly rows older than ``HOURLY_KEPT``.
+    rebuild those of the last ``late_check`` whose clicks changed since, then the weeks due (``weeks_due``)
+    within the same ``limit``, drop hourly rows older than ``HOURLY_KEPT``.
 
     With ``seen`` (the job's memory from its previous run), a changed period is rebuilt only once its
     clicks stopped changing since that run: a backlog replayed into a closed hour (ingest catching up
@@ -241,6 +295,10 @@ async def aggregate_closed_periods(
         todo.sort(key=lambda p: p[0], reverse=True)
         for period, hours in todo[:limit]:
             await build_period(conn, period, hours)
+        # then the weeks whose days are all built (this run's builds included), within the same bound
+        weeks = (await weeks_due(conn))[: max(0, limit - len(todo))]
+        for week in weeks:
+            await build_week(conn, week)
         # hourly rows past the kept window are dropped once their day is built (the day answers them)
         await conn.execute(
             "DELETE FROM click_pairs AS p USING click_pairs_built AS b WHERE p.hours = 1 AND p.period < $1"
@@ -252,13 +310,13 @@ async def aggregate_closed_periods(
             " (SELECT 1 FROM click_pairs_built AS b WHERE b.hours = 24 AND b.period = date_trunc('day', h.period))",
             closed - HOURLY_KEPT,
         )  # fmt: skip
-        return min(len(todo), limit)
+        return min(len(todo), limit) + len(weeks)
 
 
 async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime) -> int:
     """Rebuild every closed period in [start, end) (the days, and the hours kept); the caller holds a
     transaction. The same rows as the job's: ``build_period`` for each, the days' rollup and cube rows
-    with one ``build_days``."""
+    with one ``build_days``, then the weeks whose days are all built."""
     await _prepare(conn)
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
     closed = min(closed_before(now), end.replace(minute=0, second=0, microsecond=0))
@@ -280,6 +338,9 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
     # the days' rollup and cube rows in one pass over the hours (a pass per day read the whole range each time
     # after a bulk load, whose rows are in no hour order)
     await build_days(conn, [period for period, hours in periods if hours == DAY])
-    for table in ("click_pairs", "click_rollup_days", "click_cube_days"):
+    weeks = await weeks_due(conn)
+    for week in weeks:
+        await build_week(conn, week)
+    for table in ("click_pairs", "click_rollup_days", "click_cube_days", "click_rollup_weeks"):
         await conn.execute(f"ANALYZE {table}")  # a bulk load's new rows: plans need their statistics at once
-    return len(periods)
+    return len(periods) + len(weeks)

@@ -2,9 +2,10 @@
 
 Reads ``clicks`` (written by ingest), the hourly ``click_rollup_totals`` and ``click_cube_totals``
 (the folded rows plus the increments ingest appended in the same transaction as the clicks and
-has not folded yet), their per-day ``click_rollup_days`` and ``click_cube_days``, and ``click_pairs``
-(docs/analytics.md). ``plan`` picks the source that gives exactly the raw rows' answer; the range is
-cut into built UTC days, pre-aggregated hours and raw runs (the partial hours), added up per key.
+has not folded yet), their per-day ``click_rollup_days`` and ``click_cube_days``, per-week
+``click_rollup_weeks``, and ``click_pairs`` (docs/analytics.md). ``plan`` picks the source that gives
+exactly the raw rows' answer; the range is cut into built UTC weeks and days, pre-aggregated hours and raw
+runs (the partial hours), added up per key.
 Everything else reads ``clicks`` through its (workspace_id, ts) or (link_id, ts) index.
 """
 
@@ -19,14 +20,14 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
-from ingest.pairs import COMPLETE, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS, floor_day
+from ingest.pairs import COMPLETE, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS, WEEK_ORIGIN, floor_day
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
 # Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
@@ -279,7 +280,9 @@ def _grouped_sql(
     sql = _Sql(list(first_args))
     how = plan(q) if fast else RAW
     pieces = (
-        _pieces(q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how))
+        _pieces(
+            q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how), weeks=_weeks_serve(q, how)
+        )
         if how.source != "raw"
         else None
     )
@@ -290,19 +293,21 @@ def _grouped_sql(
             f" WHERE {_raw_where(sql, ws, q, q.start, q.end)} GROUP BY 1"
         )
         return text, sql.args
-    days, hours, quartered, runs = pieces
     only_p = f"{sql.p(only)}::text[]" if only is not None else ""
     if how.source == "pairs":
-        pre = [_pairs_pre(sql, ws, q, how, key_pre, days, hours, only_p)]
+        pre = [_pairs_pre(sql, ws, q, how, key_pre, pieces, only_p)]
     else:
-        pre = _rollup_pre(sql, ws, q, how, key_pre, days, hours, quartered, only_p)
-    return _summed(sql, ws, q, key_raw, pre, runs, only_p), sql.args
+        pre = _rollup_pre(sql, ws, q, how, key_pre, pieces, only_p)
+    return _summed(sql, ws, q, key_raw, pre, pieces.runs, only_p), sql.args
 
 
 # click_quarters: all the workspace's clicks (``_quarters_serve``), so no condition but bots and qr
 _QUARTERS = Plan("quarters")
-# per source: (day table, hour table)
-_TABLES = {"rollup": ("click_rollup_days", "click_rollup_totals"), "cube": ("click_cube_days", "click_cube_totals")}
+# per source: (week table, day table, hour table); the cube has no weeks (``_weeks_serve``)
+_TABLES = {
+    "rollup": ("click_rollup_weeks", "click_rollup_days", "click_rollup_totals"),
+    "cube": ("", "click_cube_days", "click_cube_totals"),
+}
 
 
 def _at(key_pre: str, column: str) -> str:
@@ -316,22 +321,21 @@ def _rollup_pre(
     q: AnalyticsQuery,
     how: Plan,
     key_pre: str,
-    days: list[datetime],
-    hours: list[datetime],
-    quartered: list[datetime],
+    pieces: Pieces,
     only_p: str,
 ) -> list[str]:
-    """SELECTs of the rollup's or the cube's rows: the day rows of ``days``, the hour rows of ``hours``, the
-    click_quarters rows of the hours ``quartered``."""
+    """SELECTs of the rollup's or the cube's rows: the week, day and hour rows of the pieces' weeks, days and
+    hours, the click_quarters rows of the hours ``quartered``."""
     if how.source == "cube" and key_pre == "value":
         key_pre = CUBE_GROUPS[q.group_by]
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
-    day_table, hour_table = _TABLES[how.source]
+    week_table, day_table, hour_table = _TABLES[how.source]
     out = []
     for table, column, starts, step, rows in (
-        (day_table, "day", days, _DAY, how),
-        (hour_table, "hour", hours, _HOUR, how),
-        ("click_quarters", "quarter", quartered, _HOUR, _QUARTERS),
+        (week_table, "week", pieces.weeks, _WEEK, how),
+        (day_table, "day", pieces.days, _DAY, how),
+        (hour_table, "hour", pieces.hours, _HOUR, how),
+        ("click_quarters", "quarter", pieces.quartered, _HOUR, _QUARTERS),
     ):
         if starts:
             key = _at(key_pre, column)
@@ -371,7 +375,23 @@ def _summed(
     return f"SELECT key, sum(clicks)::bigint AS clicks{visitors} FROM ({union}) AS parts GROUP BY 1{having}"
 
 
-_DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
+_WEEK, _DAY, _HOUR = timedelta(days=7), timedelta(days=1), timedelta(hours=1)
+
+
+class Pieces(NamedTuple):
+    """A range cut into built UTC weeks and days, pre-aggregated hours, hours read as their quarters, and
+    raw runs (a backwards run is subtracted: ``_complements``)."""
+
+    weeks: list[datetime]
+    days: list[datetime]
+    hours: list[datetime]
+    quartered: list[datetime]
+    runs: list[tuple[datetime, datetime]]
+
+
+def floor_week(t: datetime) -> datetime:
+    """The start of t's UTC week (a Monday, as ingest's ``WEEK_ORIGIN``)."""
+    return WEEK_ORIGIN + (t - WEEK_ORIGIN) // _WEEK * _WEEK
 
 
 def _bucket_cuts(q: AnalyticsQuery) -> list[datetime]:
@@ -397,6 +417,12 @@ def _quarters_serve(q: AnalyticsQuery, how: Plan) -> bool:
     return all(c % 900 == 0 for c in cuts) and any(c % 3600 for c in cuts)
 
 
+def _weeks_serve(q: AnalyticsQuery, how: Plan) -> bool:
+    """Week rows can answer: counts and rankings (not a series: its buckets are days or shorter, or months a
+    week straddles) from the rollup or the pairs (the cube keeps no weeks)."""
+    return how.source in ("rollup", "pairs") and q.group_by != "timeseries"
+
+
 def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
     """Whether the answer reads rows only the periods marked complete have (link pairs, quarters)."""
     return how.bdim == LINK or _quarters_serve(q, how)
@@ -415,10 +441,14 @@ def _reads_built(q: AnalyticsQuery, how: Plan) -> bool:
 
 
 def _pieces(
-    q: AnalyticsQuery, built: frozenset[tuple[datetime, int]], every_hour: bool, quarters: bool = False
-) -> tuple[list[datetime], list[datetime], list[datetime], list[tuple[datetime, datetime]]] | None:
-    """[start, end) as built UTC days, pre-aggregated hours, hours read as their quarters, and raw runs;
-    None when too fragmented to pay.
+    q: AnalyticsQuery,
+    built: frozenset[tuple[datetime, int]],
+    every_hour: bool,
+    quarters: bool = False,
+    weeks: bool = False,
+) -> Pieces | None:
+    """[start, end) as built UTC weeks (with ``weeks``) and days, pre-aggregated hours, hours read as their
+    quarters, and raw runs; None when too fragmented to pay.
 
     Hours: every whole hour with ``every_hour`` (the rollup and the cube are hourly), else the built
     ones (click_pairs). A day row serves a time series only if the day lies in one bucket (day or
@@ -429,6 +459,7 @@ def _pieces(
     cuts = _bucket_cuts(q)
     days_ok = _days_serve(q, cuts)
     split = {b.replace(minute=0, second=0, microsecond=0) for b in cuts if b.timestamp() % 3600}
+    whole_weeks: list[datetime] = []
     days: list[datetime] = []
     hours: list[datetime] = []
     quartered: list[datetime] = []
@@ -436,7 +467,10 @@ def _pieces(
     pos, end = q.start, q.end
     while pos < end:
         on_hour = pos.minute == 0 and pos.second == 0 and pos.microsecond == 0
-        if days_ok and on_hour and pos.hour == 0 and pos + _DAY <= end and (pos, 24) in built:
+        if weeks and on_hour and pos.hour == 0 and pos.weekday() == 0 and pos + _WEEK <= end and (pos, 168) in built:
+            whole_weeks.append(pos)
+            pos += _WEEK
+        elif days_ok and on_hour and pos.hour == 0 and pos + _DAY <= end and (pos, 24) in built:
             days.append(pos)
             pos += _DAY
         elif on_hour and pos + _HOUR <= end and pos not in split and (every_hour or (pos, 1) in built):
@@ -455,9 +489,9 @@ def _pieces(
     if days_ok and not q.unique:
         runs = _complements(q, built, days, runs)
     raw = sum((abs(e - s) for s, e in runs), timedelta())
-    if (not days and not hours and not quartered) or raw > MAX_RAW_SHARE * (end - q.start):
+    if (not whole_weeks and not days and not hours and not quartered) or raw > MAX_RAW_SHARE * (end - q.start):
         return None
-    return days, hours, quartered, runs
+    return Pieces(whole_weeks, days, hours, quartered, runs)
 
 
 def _complements(
@@ -490,8 +524,7 @@ def _pairs_pre(
     q: AnalyticsQuery,
     how: Plan,
     key_pre: str,
-    days: list[datetime],
-    hours: list[datetime],
+    pieces: Pieces,
     only_p: str,
 ) -> str:
     """The SELECT of the click_pairs rows of the built periods (``only_p``: of these keys only)."""
@@ -499,11 +532,11 @@ def _pairs_pre(
         key_pre = f"{how.key}value"
     else:  # count, or a time series bucket over the period's start
         key_pre = _at(key_pre, "period")
-    periods = []
-    if days:
-        periods.append(f"(hours = 24 AND period = ANY({sql.p(days)}::timestamptz[]))")
-    if hours:
-        periods.append(f"(hours = 1 AND period = ANY({sql.p(hours)}::timestamptz[]))")
+    periods = [
+        f"(hours = {hours} AND period = ANY({sql.p(starts)}::timestamptz[]))"
+        for hours, starts in ((168, pieces.weeks), (24, pieces.days), (1, pieces.hours))
+        if starts
+    ]
     parts = [f"workspace_id = {sql.p(ws)}", f"adim = {sql.p(how.dim)}", f"bdim = {sql.p(how.bdim)}"]
     parts += [_value_condition(sql, _ROLLUP_FILTERS[column][1], q.filters[column], side) for column, side in how.sides]
     parts.append(f"({' OR '.join(periods)})")
@@ -519,8 +552,8 @@ def _pairs_pre(
 
 
 # Per query, for its workspace: the built periods, the clicks their pairs hold (the 'domain' rows
-# count every click once), the clicks the days' rollup rows hold, and the clicks the rollup holds per
-# hour now (folded or not).
+# count every click once), the clicks the days' and the weeks' rollup rows hold, and the clicks the rollup
+# holds per hour now (folded or not).
 _BUILT_SQL = f"""
 SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
 WHERE period >= $2 AND period < $3 AND (NOT $4 OR {COMPLETE})
@@ -531,6 +564,10 @@ GROUP BY 2, 3
 UNION ALL
 SELECT 'days', day, 24::smallint, sum(clicks) FROM click_rollup_days
 WHERE workspace_id = $1 AND dim = 'count' AND day >= $2 AND day < $3
+GROUP BY 2
+UNION ALL
+SELECT 'weeks', week, 168::smallint, sum(clicks) FROM click_rollup_weeks
+WHERE workspace_id = $1 AND dim = 'count' AND week >= $2 AND week < $3
 GROUP BY 2
 UNION ALL
 SELECT 'rollup', hour, 1::smallint, sum(clicks) FROM (
@@ -546,23 +583,24 @@ async def built_pairs(
     conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, complete: bool = False
 ) -> frozenset[tuple[datetime, int]]:
     """The built periods (ingest/pairs.py) in the query's range whose click_pairs, and for a day its
-    click_rollup_days and click_cube_days, hold every click of the workspace stored now: a period whose
-    clicks changed since it was built (late events, a bulk load) is read from the raw rows (pairs) or
-    the hourly rows (rollup, cube) until the job rebuilds it. ``complete``: only those built with their link
-    pairs and quarters (migration 0024)."""
-    # whole days: a day's clicks are all its hours', also those after the range's end (else a click stored
-    # late before the end and one built after it would cancel out)
-    first, last = floor_day(q.start), floor_day(q.end - timedelta(microseconds=1)) + _DAY
+    click_rollup_days and click_cube_days (a week: its click_rollup_weeks), hold every click of the workspace
+    stored now: a period whose clicks changed since it was built (late events, a bulk load) is read from
+    shorter periods, the raw rows (pairs) or the hourly rows (rollup, cube) until the job rebuilds it.
+    ``complete``: only those built with their link pairs and quarters (migration 0024)."""
+    # whole weeks: a period's clicks are all its hours', also those after the range's end (else a click
+    # stored late before the end and one built after it would cancel out)
+    first, last = floor_week(q.start), floor_week(q.end - timedelta(microseconds=1)) + _WEEK
     rows = await conn.fetch(_BUILT_SQL, ws, first, last, complete)
     built = [(r["period"], r["hours"]) for r in rows if r["kind"] == "built"]
     held = {
-        kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind} for kind in ("pairs", "days")
+        kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind}
+        for kind in ("pairs", "days", "weeks")
     }
     by_hour = {r["period"]: r["clicks"] for r in rows if r["kind"] == "rollup"}
     whole = []
     for period, hours in built:
         stored = sum(by_hour.get(period + timedelta(hours=h), 0) for h in range(hours))
-        kinds = ("pairs", "days") if hours == 24 else ("pairs",)
+        kinds = {168: ("pairs", "weeks"), 24: ("pairs", "days")}.get(hours, ("pairs",))
         if all(held[kind].get((period, hours), 0) == stored for kind in kinds):
             whole.append((period, hours))
     return frozenset(whole)

@@ -153,25 +153,30 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
         source = how.source
         sources[source] = sources.get(source, 0) + 1
         sources["link pairs"] = sources.get("link pairs", 0) + (how.bdim == "link")
-        if source in ("rollup", "cube"):
+        if source in ("rollup", "cube", "pairs"):
             pieces, stale = await _pieces_read(ctx, world["ws"], q)
-            sources["days read"] = sources.get("days read", 0) + bool(pieces and pieces[0])
-            sources["stale days"] = sources.get("stale days", 0) + bool(stale)
+            sources["weeks read"] = sources.get("weeks read", 0) + bool(pieces and pieces.weeks)
+            sources["stale weeks"] = sources.get("stale weeks", 0) + any(h == 168 for _, h in stale)
+        if source in ("rollup", "cube"):
+            sources["days read"] = sources.get("days read", 0) + bool(pieces and pieces.days)
+            sources["stale days"] = sources.get("stale days", 0) + any(h == 24 for _, h in stale)
             # a series in a zone whose buckets start inside UTC hours: the other hours pre-aggregated
             split = q.group_by == "timeseries" and q.timezone in ("Asia/Kolkata", "Australia/Adelaide")
-            sources["split buckets"] = sources.get("split buckets", 0) + bool(split and pieces and pieces[1])
-            sources["quarters read"] = sources.get("quarters read", 0) + bool(pieces and pieces[2])
+            sources["split buckets"] = sources.get("split buckets", 0) + bool(split and pieces and pieces.hours)
+            sources["quarters read"] = sources.get("quarters read", 0) + bool(pieces and pieces.quartered)
     # the comparison exercised every source, not raw against raw; the link pairs; the day rows, and the hours
-    # of days the late clicks changed since they were built; hours between split ones, and split ones' quarters
+    # of days the late clicks changed since they were built; hours between split ones, and split ones' quarters;
+    # the week rows, and the days of weeks the late clicks changed
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
     assert sources["link pairs"] >= 5, sources
     assert sources["days read"] > 30 and sources["stale days"] > 10, sources
     assert sources["split buckets"] >= 3 and sources["quarters read"] >= 3, sources
+    assert sources["weeks read"] >= 5 and sources["stale weeks"] >= 10, sources
 
 
-async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[datetime]]:
-    """The days, hours and raw runs a rollup or cube answer reads (None: raw rows only), and the days of its
-    range marked built whose rows no longer hold the clicks stored (read from their hours)."""
+async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[tuple[datetime, int]]]:
+    """The weeks, days, hours and raw runs a pre-aggregated answer reads (None: raw rows only), and the weeks
+    and days of its range marked built whose rows no longer hold the clicks stored (read from shorter periods)."""
     if q.needs_first_click:
         first = await ctx.pool.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", ws)
         q = q.with_start(first or q.end)
@@ -179,13 +184,16 @@ async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[d
         how = analytics.plan(q)
         built = await analytics.built_pairs(conn, ws, q, analytics._reads_complete(q, how))
         marked = await conn.fetch(
-            "SELECT period FROM click_pairs_built"
-            " WHERE hours = 24 AND period >= $1 AND period + interval '24 hours' <= $2",
+            "SELECT period, hours FROM click_pairs_built"
+            " WHERE hours IN (24, 168) AND period >= $1 AND period + make_interval(hours => hours) <= $2",
             q.start, q.end,
         )  # fmt: skip
     used = built if analytics._reads_built(q, how) else frozenset()  # as analytics() does
-    pieces = analytics._pieces(q, used, every_hour=True, quarters=analytics._quarters_serve(q, how))
-    return pieces, {r["period"] for r in marked} - {p for p, h in built if h == 24}
+    pieces = analytics._pieces(
+        q, used, every_hour=how.source != "pairs", quarters=analytics._quarters_serve(q, how),
+        weeks=analytics._weeks_serve(q, how),
+    )  # fmt: skip
+    return pieces, {(r["period"], r["hours"]) for r in marked} - built
 
 
 async def test_the_questions_of_the_issue_are_not_read_from_raw_rows(world: dict[str, Any]) -> None:
@@ -307,6 +315,8 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
         " FROM click_cube_days WHERE workspace_id = $1 AND day >= $2 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
         "SELECT quarter, bot, qr, clicks, hll_cardinality(visitors) FROM click_quarters"
         " WHERE workspace_id = $1 AND quarter >= $2 ORDER BY 1, 2, 3",
+        "SELECT week, dim, value, bot, qr, clicks, hll_cardinality(visitors) FROM click_rollup_weeks"
+        " WHERE workspace_id = $1 AND week >= $2 ORDER BY 1, 2, 3, 4, 5",
     ]
     since = (NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0, microsecond=0)
     # late clicks into a built day and a built hour of the range (the tests before rebuilt the others)
@@ -315,13 +325,13 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
         settings, [click(world["links"][0], ts=ts, ip=IPS[1], ua=UAS[1]) for ts in late], fold=False, batch=97
     )
     async with pool.acquire() as conn:
-        built_marks = await conn.fetchval(
+        built_marks = await conn.fetchval(  # built_pairs looks at the range's whole weeks
             "SELECT count(*) FROM click_pairs_built WHERE period >= $1 AND period < $2",
-            q.start - timedelta(days=1),
-            q.end,
+            analytics.floor_week(q.start),
+            analytics.floor_week(q.end) + timedelta(days=7),
         )
         stale = built_marks - len(await analytics.built_pairs(conn, world["ws"], q))
-        assert stale == 2  # read from the raw rows meanwhile
+        assert stale == 3  # the day, its week and the hour: read from shorter periods or raw rows meanwhile
         assert await _aggregate_pairs(settings, NOW) >= stale
         assert len(await analytics.built_pairs(conn, world["ws"], q)) == built_marks
         by_job = [[tuple(r) for r in await conn.fetch(sql, world["ws"], since)] for sql in (pairs, *days)]
@@ -333,6 +343,7 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
             ("click_cube_deltas", "hour"),
             ("click_rollup_days", "day"),
             ("click_cube_days", "day"),
+            ("click_rollup_weeks", "week"),
         ):
             await conn.execute(f"DELETE FROM {table} WHERE workspace_id = $1 AND {column} >= $2", world["ws"], since)
         # the closed periods' quarters (a test before built the open hour's, with today as its "now")
@@ -343,11 +354,12 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
         await rebuild_rollup(conn, since, NOW + timedelta(hours=1), now=NOW)
         by_rebuild = [[tuple(r) for r in await conn.fetch(sql, world["ws"], since)] for sql in (pairs, *days)]
     assert by_job == by_rebuild
-    assert {r[1] for r in by_job[0]} == {1, 24}  # hours and days
+    assert {r[1] for r in by_job[0]} == {1, 24, 168}  # hours, days and weeks
     assert any(r[4] == "" and r[9] for r in by_job[0])  # the single-dimension rows carry their visitors
     assert len(by_job[1]) > 100 and len(by_job[2]) > 100  # the days' rollup and cube rows
     assert any(r[1] == "link" and r[6] for r in by_job[1]) and all(r[9] for r in by_job[2])  # with their visitors
     assert any(r[4] == "link" for r in by_job[0]) and len(by_job[3]) > 100  # link pairs; quarters
+    assert len(by_job[4]) > 50 and any(r[1] == "link" and r[6] for r in by_job[4])  # weeks, with visitors
 
 
 async def test_the_job_rebuilds_a_period_that_late_clicks_changed_only_once_they_stop_landing(
@@ -569,7 +581,7 @@ async def test_unique_visitors_over_built_days_hours_and_raw_edges_are_within_th
     for params in ({"groupBy": "count"}, {"groupBy": "top_links"}, {"groupBy": "devices"}, {"groupBy": "timeseries"}):
         q = parse_query({**params, **span, "unique": "true"}, now=NOW)
         pieces, _ = await _pieces_read(ctx, ws, q)
-        assert pieces and len(pieces[0]) == 3 or params["groupBy"] == "timeseries", (
+        assert pieces and len(pieces.days) == 3 or params["groupBy"] == "timeseries", (
             params
         )  # days from 23:40 UTC: hour buckets
         fast, raw = await analytics.analytics(ctx, ws, q), await analytics.analytics(ctx, ws, q, fast=False)
@@ -581,7 +593,7 @@ async def test_unique_visitors_over_built_days_hours_and_raw_edges_are_within_th
     whole = parse_query({"groupBy": "count", "unique": "true", "start": first.isoformat(),
                          "end": (first + timedelta(days=3)).isoformat()}, now=NOW)  # fmt: skip
     pieces, _ = await _pieces_read(ctx, ws, whole)
-    assert pieces and len(pieces[0]) == 3
+    assert pieces and len(pieces.days) == 3
     estimate = await analytics.analytics(ctx, ws, whole)
     assert estimate["clicks"] == 12_000 and abs(estimate["visitors"] - 12_000) <= 360, estimate
 
@@ -663,7 +675,7 @@ async def test_series_in_half_hour_zones_read_the_hours_a_bucket_starts_in_from_
                 assert analytics._quarters_serve(q, how) == everything, params
                 if everything:
                     assert pieces is not None
-                    days, hours, quartered, runs = pieces
+                    quartered, runs = pieces.quartered, pieces.runs
                     # only the partial hours at the range's ends are raw (a run per day without quarters); 90d:
                     # and the days before the 45 the job built here
                     assert len(quartered) >= (23 if interval == "24h" else 7), (zone, interval)
@@ -672,7 +684,7 @@ async def test_series_in_half_hour_zones_read_the_hours_a_bucket_starts_in_from_
                     assert pieces is None  # hour buckets: every hour split
                 else:
                     assert pieces is not None
-                    days, hours, quartered, runs = pieces
+                    days, hours, quartered, runs = pieces.days, pieces.hours, pieces.quartered, pieces.runs
                     assert not days and not quartered and len(hours) > 100 and len(runs) >= 7, (zone, interval)
                 fast = await analytics.analytics(ctx, world["ws"], q)
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (zone, interval, params)
