@@ -337,6 +337,35 @@ async def test_an_export_fetch_past_the_statement_timeout_is_cut_and_frees_the_c
         await again.close()
 
 
+async def test_a_question_asked_again_and_again_is_planned_for_its_values_each_time(
+    settings: Settings, world: dict[str, Any]
+) -> None:
+    """asyncpg prepares each statement once per connection, and from its sixth execution Postgres may run it
+    with a generic plan, made without the values (range, link, built periods). On 10M clicks it did: a link's
+    unique countries went from 35 ms to 1.6–2.1 s at the sixth refresh of the same view (loadtests/RESULTS.md).
+    Tiny test data never makes Postgres prefer the generic plan, so this connection prefers it always."""
+    generic = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=1, server_settings={"plan_cache_mode": "force_generic_plan"}
+    )
+    try:
+        ctx = ServiceContext(settings=settings, pool=generic, redis=None)  # type: ignore[arg-type]  # not used here
+        for params in (
+            {"groupBy": "countries", "linkId": world["a"]["id"]},
+            {"groupBy": "count", "tagId": world["tag"]},
+        ):
+            q = parse_query({**params, "interval": "7d"}, now=NOW)
+            answers = [await analytics.analytics(ctx, world["ws"], q) for _ in range(3)]
+            assert answers[0] and all(a == answers[0] for a in answers), params
+        plans = await generic.fetchrow(
+            "SELECT count(*) AS statements, sum(generic_plans) AS generic, sum(custom_plans) AS custom"
+            " FROM pg_prepared_statements WHERE statement LIKE '%FROM click%' AND statement NOT LIKE '%pg_prepared%'"
+        )
+        assert plans["statements"] >= 2 and plans["custom"] >= 6, dict(plans)
+        assert plans["generic"] == 0, dict(plans)
+    finally:
+        await generic.close()
+
+
 async def test_analytics_reads_are_not_jit_compiled(ctx: ServiceContext) -> None:
     # compiling took longer than the queries compiled (api/services/analytics.py ``reading``)
     async with analytics.reading(ctx.reader, 1000) as conn:
