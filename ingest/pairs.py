@@ -13,8 +13,8 @@ is closed, two GROUPING SETS passes per period, by the ingest process that folds
 ``click_pairs_built`` lists the periods built: readers take the pairs for those and the raw rows for the
 rest, so an answer never depends on whether the job has run. A day's build also sums its hours of the
 rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration 0022), which the same
-mark governs. Once a week's seven days are built, its rows are their day rows summed (``build_week``, migration
-0025): the click_pairs of hours 168 and ``click_rollup_weeks``.
+mark governs. Once a week's seven days are built, its pairs are their day rows summed (``build_week``): the
+click_pairs of hours 168.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ async def _mark_built(conn: asyncpg.Connection, period: datetime, hours: int) ->
     )  # fmt: skip
 
 
-# A week's rows (migration 0025) are its seven days' rows summed, sketches unioned: the click_pairs of the
-# days (hours 24) and click_rollup_days, so a week costs a pass over day rows, not over its raw clicks.
+# A week's pairs are its seven days' pairs summed, sketches unioned: a week costs a pass over day rows, not
+# over its raw clicks.
 WEEK_SQL = (
     "DELETE FROM click_pairs WHERE period = $1 AND hours = 168",
     """
@@ -164,13 +164,6 @@ SELECT workspace_id, $1::timestamptz, 168, adim, avalue, bdim, bvalue, bot, qr, 
 FROM click_pairs WHERE hours = 24 AND period >= $1 AND period < $1::timestamptz + interval '7 days'
 GROUP BY workspace_id, adim, avalue, bdim, bvalue, bot, qr
 ORDER BY 1, 2, 4, 3
-""",
-    "DELETE FROM click_rollup_weeks WHERE week = $1",
-    """
-INSERT INTO click_rollup_weeks (workspace_id, dim, week, value, bot, qr, clicks, visitors)
-SELECT workspace_id, dim, $1::timestamptz, value, bot, qr, sum(clicks)::bigint, hll_union_agg(visitors)
-FROM click_rollup_days WHERE day >= $1 AND day < $1::timestamptz + interval '7 days'
-GROUP BY workspace_id, dim, value, bot, qr
 """,
 )
 
@@ -341,6 +334,6 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
     weeks = await weeks_due(conn)
     for week in weeks:
         await build_week(conn, week)
-    for table in ("click_pairs", "click_rollup_days", "click_cube_days", "click_rollup_weeks"):
+    for table in ("click_pairs", "click_rollup_days", "click_cube_days"):
         await conn.execute(f"ANALYZE {table}")  # a bulk load's new rows: plans need their statistics at once
     return len(periods) + len(weeks)
