@@ -201,6 +201,11 @@ def floor_day(t: datetime) -> datetime:
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def floor_week(t: datetime) -> datetime:
+    """The start of t's UTC week (a Monday: ``WEEK_ORIGIN``, as the job's date_bin)."""
+    return WEEK_ORIGIN + (t - WEEK_ORIGIN) // timedelta(days=7) * timedelta(days=7)
+
+
 async def _prepare(conn: asyncpg.Connection) -> None:
     await conn.execute("SET LOCAL timezone = 'UTC'")
     await conn.execute("SET LOCAL work_mem = '64MB'")  # the grouping sets' hash tables stay in memory
@@ -224,11 +229,11 @@ async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> dic
             SELECT b.period, b.hours, s.workspace_id, sum(s.clicks) AS clicks
             FROM click_pairs_built AS b
             JOIN stored AS s ON s.hour >= b.period AND s.hour < b.period + make_interval(hours => b.hours)
-            WHERE b.period >= $1
+            WHERE b.period >= $1 AND b.hours <> 168  -- weeks: rebuilt after their days (weeks_due)
             GROUP BY 1, 2, 3
         ), p AS (
             SELECT period, hours, workspace_id, sum(clicks) AS clicks FROM click_pairs
-            WHERE adim = 'domain' AND bdim = '' AND period >= $1
+            WHERE adim = 'domain' AND bdim = '' AND period >= $1 AND hours <> 168
             GROUP BY 1, 2, 3
         ), d AS (
             SELECT day AS period, 24::smallint AS hours, workspace_id, sum(clicks) AS clicks FROM click_rollup_days
@@ -238,7 +243,7 @@ async def _changed_since_built(conn: asyncpg.Connection, since: datetime) -> dic
         SELECT period, hours, coalesce(sum(r.clicks), 0) AS stored
         FROM r FULL JOIN p USING (period, hours, workspace_id) FULL JOIN d USING (period, hours, workspace_id)
         WHERE (r.clicks IS DISTINCT FROM p.clicks OR (hours = 24 AND r.clicks IS DISTINCT FROM d.clicks))
-          AND (period, hours) IN (SELECT period, hours FROM click_pairs_built WHERE hours <> 168)
+          AND (period, hours) IN (SELECT period, hours FROM click_pairs_built)
         GROUP BY 1, 2
         """,
         since,

@@ -26,7 +26,16 @@ import asyncpg
 from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
-from ingest.pairs import COMPLETE, CUBE_DIMS, HIGH_DIMS, LINK, SKETCHED_DIMS, SKETCHED_PAIRS, WEEK_ORIGIN, floor_day
+from ingest.pairs import (
+    COMPLETE,
+    CUBE_DIMS,
+    HIGH_DIMS,
+    LINK,
+    SKETCHED_DIMS,
+    SKETCHED_PAIRS,
+    floor_day,
+    floor_week,
+)
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
 # Deep OFFSET pages make Postgres read and drop every row before them: past this, use the cursor.
@@ -382,11 +391,6 @@ class Pieces(NamedTuple):
     hours: list[datetime]
     quartered: list[datetime]
     runs: list[tuple[datetime, datetime]]
-
-
-def floor_week(t: datetime) -> datetime:
-    """The start of t's UTC week (a Monday, as ingest's ``WEEK_ORIGIN``)."""
-    return WEEK_ORIGIN + (t - WEEK_ORIGIN) // _WEEK * _WEEK
 
 
 def _bucket_cuts(q: AnalyticsQuery) -> list[datetime]:

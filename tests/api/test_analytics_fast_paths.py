@@ -25,7 +25,7 @@ from api.services import analytics
 from api.services.analytics_query import GROUP_BYS, parse_query
 from api.services.context import ServiceContext
 from h0p_settings import Settings
-from ingest.pairs import BUILD_SQL, aggregate_closed_periods, build_days, build_period, closed_before
+from ingest.pairs import BUILD_SQL, aggregate_closed_periods, build_days, build_period, closed_before, floor_week
 from ingest.store import ClickStore, rebuild_rollup
 from tests.ingest.conftest import CHROME, click, make_link, make_workspace, store_clicks
 
@@ -324,8 +324,8 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
     async with pool.acquire() as conn:
         built_marks = await conn.fetchval(  # built_pairs looks at the range's whole weeks
             "SELECT count(*) FROM click_pairs_built WHERE period >= $1 AND period < $2",
-            analytics.floor_week(q.start),
-            analytics.floor_week(q.end) + timedelta(days=7),
+            floor_week(q.start),
+            floor_week(q.end) + timedelta(days=7),
         )
         stale = built_marks - len(await analytics.built_pairs(conn, world["ws"], q))
         assert stale == 3  # the day, its week and the hour: read from shorter periods or raw rows meanwhile
