@@ -140,9 +140,19 @@ def stack_env(tmp_path: Path, redis_server: RedisServer) -> Iterator[dict[str, s
         H0P_FILES_DIR=str(tmp_path / "files"),
         H0P_DEFAULT_DOMAIN="localhost",
     )
+    # db 1 is emptied after the test: it must be the stack's alone, found empty (nothing else uses it)
+    assert asyncio.run(_keys(env["H0P_REDIS_URL"])) == 0
     yield env
     asyncio.run(db.drop_database(env["H0P_DATABASE_URL"]))
     asyncio.run(_empty(env["H0P_REDIS_URL"]))
+
+
+async def _keys(url: str) -> int:
+    r = aioredis.Redis.from_url(url)
+    try:
+        return int(await r.dbsize())
+    finally:
+        await r.aclose()
 
 
 async def _empty(url: str) -> None:
