@@ -14,7 +14,8 @@ is closed, two GROUPING SETS passes per period, by the ingest process that folds
 rest, so an answer never depends on whether the job has run. A day's build also sums its hours of the
 rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration 0022), which the same
 mark governs. Once a week's seven days are built, its pairs are their day rows summed (``build_week``): the
-click_pairs of hours 168.
+click_pairs of hours 168. And for the links busy in a period, their clicks by each high-cardinality dimension
+(``BUSY_LINKS_SQL``, migration 0025): a busy link's cities, referrers and UTM values.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ PAIRS = tuple((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) no
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
 
 WEEK, DAY, HOUR = 168, 24, 1  # click_pairs.hours
+# A busy link's rankings by a high-cardinality dimension (its cities, referrers, UTM values): rows with
+# adim 'link' (avalue its id) for the links with at least this many clicks in the period, and a marker row
+# (bdim '') of its clicks that says it has them. In the long tail, a link's rows would be about one per click
+# and dimension, and its raw rows are few (the (link_id, ts) index): readers take those for the periods
+# where it has no marker. A link's domain is its own. Not summed into weeks (a week's days are not all busy).
+BUSY_LINK_DIMS = tuple(d for d in HIGH_DIMS if d != "domain")
+BUSY_LINK_CLICKS = {DAY: 500, HOUR: 100}
 # Weeks start on Mondays 00:00 UTC (2000-01-03 was one): the origin of date_bin('7 days', …)
 WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
 # The periods built with their link pairs and quarters (migration 0024): the others (built before it, or
@@ -88,8 +96,9 @@ def _case(sets: Sequence[Sequence[str]], pick: int, name: bool) -> str:
     return f"CASE g {' '.join(whens)} END"
 
 
-def _build_sql(sets: Sequence[Sequence[str]], sketch: bool) -> str:
-    """One pass over a period's raw rows: a row per grouping set's group, as (a, b) pairs."""
+def _build_sql(sets: Sequence[Sequence[str]], sketch: bool, where: str = "") -> str:
+    """One pass over a period's raw rows (those ``where`` also keeps): a row per grouping set's group, as
+    (a, b) pairs."""
     inner = ", ".join(f"{expr} AS {name}" for name, expr in _EXPRESSIONS.items())
     grouping = ", ".join("(" + ", ".join(s) + ")" for s in sets)
     visitors = f"hll_add_agg(hll_hash_bigint(visitor), {HLL_ARGS})" if sketch else "NULL::hll"
@@ -101,7 +110,7 @@ FROM (
     SELECT workspace_id, bot, qr, {", ".join(_grouped(sets))}, count(*) AS clicks, {visitors} AS visitors,
            GROUPING({", ".join(_grouped(sets))}) AS g
     FROM (SELECT workspace_id, bot, qr, visitor, {inner} FROM clicks
-          WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND ts >= $1 AND ts < $2) AS c
+          WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND ts >= $1 AND ts < $2{where}) AS c
     GROUP BY workspace_id, bot, qr, GROUPING SETS ({grouping})
 ) AS grouped
 ORDER BY 1, 4, 6, 5
@@ -122,6 +131,16 @@ BUILD_SQL = (
     _build_sql(PAIRS, sketch=False),
     _build_sql([*SKETCHED_PAIRS, *((d,) for d in SKETCHED_DIMS)], sketch=True),
 )
+# The busy links' rows ($4: BUSY_LINK_CLICKS of the period's length)
+BUSY_LINKS_SQL = _build_sql(
+    [(LINK,), *((LINK, d) for d in BUSY_LINK_DIMS)],
+    sketch=False,
+    where="""
+          AND link_id = ANY(ARRAY(
+              SELECT link_id FROM clicks
+              WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND ts >= $1 AND ts < $2
+              GROUP BY 1 HAVING link_id IS NOT NULL AND count(*) >= $4))""",
+)
 
 
 async def build_days(conn: asyncpg.Connection, days: Sequence[datetime]) -> None:
@@ -138,6 +157,8 @@ async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, d
     await conn.execute("DELETE FROM click_pairs WHERE period = $1 AND hours = $2", period, hours)
     for sql in BUILD_SQL:
         await conn.execute(sql, period, end, hours)
+    if hours in BUSY_LINK_CLICKS:
+        await conn.execute(BUSY_LINKS_SQL, period, end, hours, BUSY_LINK_CLICKS[hours])
     await conn.execute("DELETE FROM click_quarters WHERE quarter >= $1 AND quarter < $2", period, end)
     await conn.execute(QUARTERS_SQL, period, end)
     if hours == DAY and days:
@@ -162,6 +183,7 @@ INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue
 SELECT workspace_id, $1::timestamptz, 168, adim, avalue, bdim, bvalue, bot, qr, sum(clicks)::bigint,
        hll_union_agg(visitors)
 FROM click_pairs WHERE hours = 24 AND period >= $1 AND period < $1::timestamptz + interval '7 days'
+  AND adim <> 'link'  -- busy links' rows: a week's days are not all busy (BUSY_LINK_CLICKS)
 GROUP BY workspace_id, adim, avalue, bdim, bvalue, bot, qr
 ORDER BY 1, 2, 4, 3
 """,

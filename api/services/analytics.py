@@ -27,6 +27,7 @@ from api.errors import QueryTimedOut, field_error
 from api.services.analytics_query import MIN_INSTANT, AnalyticsQuery, bucket_starts, parse_query
 from api.services.context import ServiceContext
 from ingest.pairs import (
+    BUSY_LINK_DIMS,
     COMPLETE,
     CUBE_DIMS,
     HIGH_DIMS,
@@ -170,6 +171,11 @@ RAW = Plan("raw")
 MAX_RAW_SHARE = 0.5
 
 
+def _busy_link(how: Plan) -> bool:
+    """Whether the answer reads the busy links' rows (a link's ranking by a high-cardinality dimension)."""
+    return how.source == "pairs" and how.dim == LINK
+
+
 def _pair_dim(column: str) -> str:
     """The click_pairs dimension of a filter column or a groupBy's dimension ('' if none): the link's
     for a link, a tag or a folder (the link rows of the tag's or folder's links)."""
@@ -182,7 +188,9 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
     dimension and the other a high-cardinality one or the link; count and timeseries with one filter of
     each kind; unique visitors where the rows read keep a sketch (the single dimensions whose rollup
-    keeps none, a link's countries and devices)."""
+    keeps none, a link's countries and devices). And, from the busy links' rows (``BUSY_LINK_DIMS``), one
+    link's rankings by a high-cardinality dimension and its count and series with one such filter, without
+    visitors (the periods the link was not busy in: its raw rows, ``periods_read``)."""
     dims = {column: _pair_dim(column) for column in q.filters}
     if not all(dims.values()):
         return None
@@ -194,6 +202,10 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
             (cube, a), (other, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
             if a in CUBE_DIMS and b not in CUBE_DIMS and (not q.unique or (a, b) in SKETCHED_PAIRS):
                 return Plan("pairs", a, bdim=b, sides=((cube, "a"), (other, "b")))
+            if "link_id" in dims and not q.unique:
+                ((other, b),) = ((c, d) for c, d in dims.items() if c != "link_id")
+                if b in BUSY_LINK_DIMS:
+                    return Plan("pairs", LINK, bdim=b, sides=(("link_id", "a"), (other, "b")))
         return None
     group = _pair_dim(DIMENSIONS[q.group_by][1])
     if len(dims) != 1 or not group:
@@ -203,6 +215,8 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
         how = Plan("pairs", dim, bdim=group, sides=((column, "a"),), key="b")
     elif dim not in CUBE_DIMS and group in CUBE_DIMS:
         how = Plan("pairs", group, bdim=dim, sides=((column, "b"),), key="a")
+    elif column == "link_id" and group in BUSY_LINK_DIMS and not q.unique:
+        how = Plan("pairs", LINK, bdim=group, sides=((column, "a"),), key="b")
     else:
         return None
     return how if not q.unique or (how.dim, how.bdim) in SKETCHED_PAIRS else None
@@ -287,13 +301,7 @@ def _grouped_sql(
     """
     sql = _Sql(list(first_args))
     how = plan(q) if fast else RAW
-    pieces = (
-        _pieces(
-            q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how), weeks=_weeks_serve(q, how)
-        )
-        if how.source != "raw"
-        else None
-    )
+    pieces = _plan_pieces(q, how, built) if how.source != "raw" else None
     if pieces is None:
         visitors = ", count(DISTINCT visitor) AS visitors" if q.unique else ""
         text = (
@@ -307,6 +315,15 @@ def _grouped_sql(
     else:
         pre = _rollup_pre(sql, ws, q, how, key_pre, pieces, only_p)
     return _summed(sql, ws, q, key_raw, pre, pieces.runs, only_p), sql.args
+
+
+def _plan_pieces(q: AnalyticsQuery, how: Plan, built: frozenset[tuple[datetime, int]]) -> Pieces | None:
+    """The pieces an answer planned ``how`` reads. A busy link's: the periods it was not busy in are raw runs
+    however long (they hold fewer than ``BUSY_LINK_CLICKS`` clicks each)."""
+    return _pieces(
+        q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how), weeks=_weeks_serve(q, how),
+        max_raw_share=1.0 if _busy_link(how) else MAX_RAW_SHARE,
+    )  # fmt: skip
 
 
 # click_quarters: all the workspace's clicks (``_quarters_serve``), so no condition but bots and qr
@@ -418,14 +435,15 @@ def _quarters_serve(q: AnalyticsQuery, how: Plan) -> bool:
 
 def _weeks_serve(q: AnalyticsQuery, how: Plan) -> bool:
     """Week rows can answer: counts and rankings from the pairs (not a series: its buckets are days or shorter,
-    or months a week straddles). The rollup and the cube keep no weeks: measured on 10M clicks, rollup weeks
-    made top links slower (docs/analytics.md)."""
-    return how.source == "pairs" and q.group_by != "timeseries"
+    or months a week straddles), but not the busy links' (not summed into weeks). The rollup and the cube keep
+    no weeks: measured on 10M clicks, rollup weeks made top links slower (docs/analytics.md)."""
+    return how.source == "pairs" and q.group_by != "timeseries" and not _busy_link(how)
 
 
 def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
-    """Whether the answer reads rows only the periods marked complete have (link pairs, quarters)."""
-    return how.bdim == LINK or _quarters_serve(q, how)
+    """Whether the answer reads rows only the periods marked complete have (link pairs, busy links' rows,
+    quarters)."""
+    return how.bdim == LINK or _busy_link(how) or _quarters_serve(q, how)
 
 
 def _reads_built(q: AnalyticsQuery, how: Plan) -> bool:
@@ -446,9 +464,10 @@ def _pieces(
     every_hour: bool,
     quarters: bool = False,
     weeks: bool = False,
+    max_raw_share: float = MAX_RAW_SHARE,
 ) -> Pieces | None:
     """[start, end) as built UTC weeks (with ``weeks``) and days, pre-aggregated hours, hours read as their
-    quarters, and raw runs; None when too fragmented to pay.
+    quarters, and raw runs; None when too fragmented to pay (raw runs over ``max_raw_share`` of the range).
 
     Hours: every whole hour with ``every_hour`` (the rollup and the cube are hourly), else the built
     ones (click_pairs). A day row serves a time series only if the day lies in one bucket (day or
@@ -489,7 +508,7 @@ def _pieces(
     if days_ok and not q.unique:
         runs = _complements(q, built, days, runs)
     raw = sum((abs(e - s) for s, e in runs), timedelta())
-    if (not whole_weeks and not days and not hours and not quartered) or raw > MAX_RAW_SHARE * (end - q.start):
+    if (not whole_weeks and not days and not hours and not quartered) or raw > max_raw_share * (end - q.start):
         return None
     return Pieces(whole_weeks, days, hours, quartered, runs)
 
@@ -601,6 +620,29 @@ async def built_pairs(
     return frozenset(whole)
 
 
+# The periods in which a link had its busy links' rows (their marker rows, ingest/pairs.py BUSY_LINKS_SQL)
+_BUSY_SQL = """
+SELECT DISTINCT period, hours FROM click_pairs
+WHERE workspace_id = $1 AND adim = 'link' AND bdim = '' AND avalue = $2 AND hours IN (24, 1)
+  AND period >= $3 AND period < $4
+"""
+
+
+async def periods_read(
+    conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, how: Plan
+) -> frozenset[tuple[datetime, int]]:
+    """The built periods whose pre-aggregated rows an answer planned ``how`` reads (``built_pairs``): for a
+    busy link's ranking, only those it was busy in (the others are read from its raw rows)."""
+    if not _reads_built(q, how):
+        return frozenset()
+    built = await built_pairs(conn, ws, q, _reads_complete(q, how))
+    if built and _busy_link(how):
+        first, last = floor_day(q.start), q.end
+        busy = await conn.fetch(_BUSY_SQL, ws, q.filters["link_id"], first, last)
+        built &= {(r["period"], r["hours"]) for r in busy}
+    return built
+
+
 @asynccontextmanager
 async def reading(pool: asyncpg.Pool, timeout_ms: int) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a read-only transaction whose every statement Postgres cuts at ``timeout_ms``,
@@ -635,8 +677,7 @@ async def analytics(ctx: ServiceContext, workspace_id: str, q: AnalyticsQuery, *
             first = await conn.fetchval("SELECT min(ts) FROM clicks WHERE workspace_id = $1", workspace_id)
             q = q.with_start(first or q.end)
         how = plan(q)
-        complete = _reads_complete(q, how)
-        built = await built_pairs(conn, workspace_id, q, complete) if fast and _reads_built(q, how) else frozenset()
+        built = await periods_read(conn, workspace_id, q, how) if fast else frozenset()
         answer = await _answer(conn, workspace_id, q, fast, built)
         few = fast and q.unique and how.source != "raw"
         if few and _clicks_if_all_shown(q, answer) <= EXACT_VISITORS_MAX_CLICKS:

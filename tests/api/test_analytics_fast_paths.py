@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,17 @@ from api.services import analytics
 from api.services.analytics_query import GROUP_BYS, parse_query
 from api.services.context import ServiceContext
 from h0p_settings import Settings
-from ingest.pairs import BUILD_SQL, aggregate_closed_periods, build_days, build_period, closed_before, floor_week
+from ingest.pairs import (
+    BUILD_SQL,
+    BUSY_LINK_CLICKS,
+    DAY,
+    HOUR,
+    aggregate_closed_periods,
+    build_days,
+    build_period,
+    closed_before,
+    floor_week,
+)
 from ingest.store import ClickStore, rebuild_rollup
 from tests.ingest.conftest import CHROME, click, make_link, make_workspace, store_clicks
 
@@ -46,6 +56,17 @@ REFERERS = ["", "https://www.google.com/search?q=1", "https://t.co/abc", "https:
 QUERIES = ["", "utm_source=newsletter&utm_medium=email", "utm_source=twitter&utm_campaign=launch&utm_term=x",
            "utm_content=ad1"]  # fmt: skip
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Adelaide"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def busy_links() -> Iterator[None]:
+    """Busy links' rows (ingest/pairs.py) for the links busy in a period, here with a few clicks (the defaults
+    are for real traffic): with this data's ~3 clicks per link and day, a link is busy on some days and
+    hours and not on others, so its rankings mix both."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(BUSY_LINK_CLICKS, DAY, 4)
+        patch.setitem(BUSY_LINK_CLICKS, HOUR, 2)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +176,8 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
         sources["link pairs"] = sources.get("link pairs", 0) + (how.bdim == "link")
         if source in ("rollup", "cube", "pairs"):
             pieces, stale = await _pieces_read(ctx, world["ws"], q)
+            busy = analytics._busy_link(how) and pieces is not None
+            sources["busy link"] = sources.get("busy link", 0) + (busy and bool(pieces.days or pieces.hours))
             sources["stale weeks"] = sources.get("stale weeks", 0) + any(h == 168 for _, h in stale)
         if source in ("rollup", "cube"):
             sources["days read"] = sources.get("days read", 0) + bool(pieces and pieces.days)
@@ -167,7 +190,7 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
     # of days the late clicks changed since they were built; hours between split ones, and split ones' quarters;
     # and the days of weeks the late clicks changed (weeks read: test_pairs_read_the_whole_weeks_built)
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
-    assert sources["link pairs"] >= 5, sources
+    assert sources["link pairs"] >= 5 and sources["busy link"] >= 2, sources
     assert sources["days read"] > 30 and sources["stale days"] > 10, sources
     assert sources["split buckets"] >= 3 and sources["quarters read"] >= 3, sources
     assert sources["stale weeks"] >= 10, sources
@@ -182,16 +205,13 @@ async def _pieces_read(ctx: ServiceContext, ws: str, q: Any) -> tuple[Any, set[t
     async with ctx.pool.acquire() as conn:
         how = analytics.plan(q)
         built = await analytics.built_pairs(conn, ws, q, analytics._reads_complete(q, how))
+        used = await analytics.periods_read(conn, ws, q, how)  # as analytics() does
         marked = await conn.fetch(
             "SELECT period, hours FROM click_pairs_built"
             " WHERE hours IN (24, 168) AND period >= $1 AND period + make_interval(hours => hours) <= $2",
             q.start, q.end,
         )  # fmt: skip
-    used = built if analytics._reads_built(q, how) else frozenset()  # as analytics() does
-    pieces = analytics._pieces(
-        q, used, every_hour=how.source != "pairs", quarters=analytics._quarters_serve(q, how),
-        weeks=analytics._weeks_serve(q, how),
-    )  # fmt: skip
+    pieces = analytics._plan_pieces(q, how, used)
     return pieces, {(r["period"], r["hours"]) for r in marked} - built
 
 
@@ -455,6 +475,63 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
                 assert analytics.plan(q).source == "pairs", params
                 fast = await analytics.analytics(ctx, world["ws"], q)
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
+
+
+async def test_a_links_cities_referrers_and_utm_read_its_busy_periods_rows_and_its_raw_rows_elsewhere(
+    ctx: ServiceContext, world: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    """A link's rankings by a high-cardinality dimension: the busy links' rows of the periods in which it had
+    at least BUSY_LINK_CLICKS clicks (this module: 4 a day, 2 an hour), its raw rows for the others; every
+    answer equal to the raw rows', over hour rows (24h), days and both ends (7d, 30d), and all-time."""
+    ws = world["ws"]
+    marked = await pool.fetch(
+        "SELECT avalue AS link, period, hours, sum(clicks) AS clicks FROM click_pairs"
+        " WHERE workspace_id = $1 AND adim = 'link' AND bdim = '' GROUP BY 1, 2, 3",
+        ws,
+    )  # fmt: skip
+    stored = await pool.fetch(
+        "SELECT link_id AS link, date_trunc('day', ts, 'UTC') AS period, 24 AS hours, count(*) AS clicks FROM clicks"
+        " WHERE workspace_id = $1 AND link_id IS NOT NULL GROUP BY 1, 2"
+        " UNION ALL SELECT link_id, date_trunc('hour', ts), 1, count(*) FROM clicks"
+        " WHERE workspace_id = $1 AND link_id IS NOT NULL AND ts >= $2 GROUP BY 1, 2",
+        ws, NOW - timedelta(hours=50),
+    )  # fmt: skip
+    busy = {(r["link"], r["period"], r["hours"]): r["clicks"] for r in marked}
+    clicks = {(r["link"], r["period"], r["hours"]): r["clicks"] for r in stored}
+    # a marker for exactly the busy periods built, with the link's clicks (but those of the late clicks)
+    late = {datetime.fromtimestamp(e.ts, UTC).replace(minute=0, second=0, microsecond=0) for e in world["late"]}
+    late |= {t.replace(hour=0) for t in late}
+    assert busy and all(clicks[key] == n for key, n in busy.items() if key[1] not in late)
+    threshold = {DAY: BUSY_LINK_CLICKS[DAY], HOUR: BUSY_LINK_CLICKS[HOUR]}
+    assert all(clicks.get(key, 0) >= threshold[key[2]] for key in busy)
+    quiet = [key for key, n in clicks.items() if n < threshold[key[2]]]
+    assert quiet and not any(key in busy for key in quiet)
+
+    reads = {"busy": 0, "raw runs": 0}
+    for link in world["links"]:
+        for params in (
+            {"groupBy": "cities"},
+            {"groupBy": "regions"},
+            {"groupBy": "referers"},
+            {"groupBy": "referer_urls"},
+            {"groupBy": "utm_sources"},
+            {"groupBy": "utm_campaigns"},
+            {"groupBy": "utm_terms", "includeBots": "true"},
+            {"groupBy": "utm_contents", "qr": "true"},
+            {"groupBy": "count", "utm_source": "newsletter"},
+            {"groupBy": "timeseries", "referer": "t.co"},
+            {"groupBy": "timeseries", "city": "London", "timezone": "Asia/Kolkata"},
+        ):
+            for interval in ("24h", "7d", "30d", "all"):
+                q = parse_query({**params, "linkId": link["id"], "interval": interval}, now=NOW)
+                assert analytics._busy_link(analytics.plan(q)), params
+                fast = await analytics.analytics(ctx, ws, q)
+                assert fast == await analytics.analytics(ctx, ws, q, fast=False), (params, interval)
+                pieces, _ = await _pieces_read(ctx, ws, q)
+                if pieces is not None:
+                    reads["busy"] += bool(pieces.days or pieces.hours)
+                    reads["raw runs"] += len(pieces.runs) > 2  # more than the range's two ends: quiet periods
+    assert reads["busy"] > 50 and reads["raw runs"] > 20, reads
 
 
 async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until_the_job_rebuilds_it(
