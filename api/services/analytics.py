@@ -98,9 +98,12 @@ def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: date
 
 
 def _raw_where_in(sql: _Sql, ws: str, q: AnalyticsQuery, spans: list[tuple[datetime, datetime]]) -> str:
-    """The raw rows of the query's filters in any of the [start, end) ``spans`` (one index range scan each)."""
+    """The raw rows of the query's filters in any of the [start, end) ``spans`` (one index range scan each;
+    no spans: the caller bounds the time)."""
     within = " OR ".join(f"(ts >= {sql.p(s)} AND ts < {sql.p(e)})" for s, e in spans)
-    parts = [f"workspace_id = {sql.p(ws)}", within if len(spans) == 1 else f"({within})"]
+    parts = [f"workspace_id = {sql.p(ws)}"]
+    if spans:
+        parts.append(within if len(spans) == 1 else f"({within})")
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:
@@ -172,8 +175,17 @@ MAX_RAW_SHARE = 0.5
 
 
 def _busy_link(how: Plan) -> bool:
-    """Whether the answer reads the busy links' rows (a link's ranking by a high-cardinality dimension)."""
+    """Whether the answer reads the busy links' rows (a link's, tag's or folder's ranking by a high-cardinality
+    dimension): and the raw rows of its links where they were not busy (``_quiet_links``)."""
     return how.source == "pairs" and how.dim == LINK
+
+
+# the filters of one link or a set of links, and their ids as an array (as _ROLLUP_FILTERS reads them)
+_LINKS_OF = {
+    "link_id": "ARRAY[{}]::text[]",
+    "tag_id": "ARRAY(SELECT link_id FROM link_tags WHERE tag_id = {})",
+    "folder_id": "ARRAY(SELECT id FROM links WHERE folder_id = {})",
+}
 
 
 def _pair_dim(column: str) -> str:
@@ -188,9 +200,9 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
     dimension and the other a high-cardinality one or the link; count and timeseries with one filter of
     each kind; unique visitors where the rows read keep a sketch (the single dimensions whose rollup
-    keeps none, a link's countries and devices). And, from the busy links' rows (``BUSY_LINK_DIMS``), one
-    link's rankings by a high-cardinality dimension and its count and series with one such filter, without
-    visitors (the periods the link was not busy in: its raw rows, ``periods_read``)."""
+    keeps none, a link's countries and devices). And, from the busy links' rows (``BUSY_LINK_DIMS``), the
+    rankings of one link, tag or folder by a high-cardinality dimension and their count and series with one
+    such filter, without visitors (with the raw rows of the links where they were not busy)."""
     dims = {column: _pair_dim(column) for column in q.filters}
     if not all(dims.values()):
         return None
@@ -202,10 +214,11 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
             (cube, a), (other, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
             if a in CUBE_DIMS and b not in CUBE_DIMS and (not q.unique or (a, b) in SKETCHED_PAIRS):
                 return Plan("pairs", a, bdim=b, sides=((cube, "a"), (other, "b")))
-            if "link_id" in dims and not q.unique:
-                ((other, b),) = ((c, d) for c, d in dims.items() if c != "link_id")
+            links = next((c for c in dims if c in _LINKS_OF), "")
+            if links and not q.unique:
+                ((other, b),) = ((c, d) for c, d in dims.items() if c != links)
                 if b in BUSY_LINK_DIMS:
-                    return Plan("pairs", LINK, bdim=b, sides=(("link_id", "a"), (other, "b")))
+                    return Plan("pairs", LINK, bdim=b, sides=((links, "a"), (other, "b")))
         return None
     group = _pair_dim(DIMENSIONS[q.group_by][1])
     if len(dims) != 1 or not group:
@@ -215,7 +228,7 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
         how = Plan("pairs", dim, bdim=group, sides=((column, "a"),), key="b")
     elif dim not in CUBE_DIMS and group in CUBE_DIMS:
         how = Plan("pairs", group, bdim=dim, sides=((column, "b"),), key="a")
-    elif column == "link_id" and group in BUSY_LINK_DIMS and not q.unique:
+    elif column in _LINKS_OF and group in BUSY_LINK_DIMS and not q.unique:
         how = Plan("pairs", LINK, bdim=group, sides=((column, "a"),), key="b")
     else:
         return None
@@ -312,18 +325,40 @@ def _grouped_sql(
     only_p = f"{sql.p(only)}::text[]" if only is not None else ""
     if how.source == "pairs":
         pre = [_pairs_pre(sql, ws, q, how, key_pre, pieces, only_p)]
+        if _busy_link(how):
+            pre.append(_quiet_links(sql, ws, q, key_raw, pieces))
     else:
         pre = _rollup_pre(sql, ws, q, how, key_pre, pieces, only_p)
     return _summed(sql, ws, q, key_raw, pre, pieces.runs, only_p), sql.args
 
 
 def _plan_pieces(q: AnalyticsQuery, how: Plan, built: frozenset[tuple[datetime, int]]) -> Pieces | None:
-    """The pieces an answer planned ``how`` reads. A busy link's: the periods it was not busy in are raw runs
-    however long (they hold fewer than ``BUSY_LINK_CLICKS`` clicks each)."""
+    """The pieces an answer planned ``how`` reads."""
     return _pieces(
-        q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how), weeks=_weeks_serve(q, how),
-        max_raw_share=1.0 if _busy_link(how) else MAX_RAW_SHARE,
-    )  # fmt: skip
+        q, built, every_hour=how.source != "pairs", quarters=_quarters_serve(q, how), weeks=_weeks_serve(q, how)
+    )
+
+
+def _quiet_links(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pieces) -> str:
+    """The SELECT of the raw rows of the filter's links in the built days and hours in which they were not busy
+    (no marker row: ingest/pairs.py BUSY_LINKS_SQL), one (link_id, ts) index range each: fewer than
+    ``BUSY_LINK_CLICKS`` clicks per link and period. The busy ones' rows are the pairs' (``_pairs_pre``)."""
+    column = next(c for c in q.filters if c in _LINKS_OF)
+    links = _LINKS_OF[column].format(sql.p(q.filters[column]))
+    periods = [(p, 24) for p in pieces.days] + [(p, 1) for p in pieces.hours]
+    starts, hours = sql.p([p for p, _ in periods]), sql.p([h for _, h in periods])
+    marker = (
+        f"SELECT 1 FROM click_pairs AS m WHERE m.workspace_id = {sql.p(ws)} AND m.adim = 'link' AND m.bdim = ''"
+        " AND m.avalue = l AND m.hours = h AND m.period = p"
+    )
+    return f"""SELECT {key_raw} AS key, count(*) AS clicks FROM (
+    SELECT l AS quiet_link, p AS quiet_start, p + make_interval(hours => h) AS quiet_end
+    FROM unnest({links}) AS l, unnest({starts}::timestamptz[], {hours}::int[]) AS ph(p, h)
+    WHERE NOT EXISTS ({marker})
+) AS quiet CROSS JOIN LATERAL (
+    SELECT * FROM clicks WHERE link_id = quiet_link AND ts >= quiet_start AND ts < quiet_end
+      AND {_raw_where_in(sql, ws, q, [])}
+) AS c GROUP BY 1"""
 
 
 # click_quarters: all the workspace's clicks (``_quarters_serve``), so no condition but bots and qr
@@ -464,10 +499,9 @@ def _pieces(
     every_hour: bool,
     quarters: bool = False,
     weeks: bool = False,
-    max_raw_share: float = MAX_RAW_SHARE,
 ) -> Pieces | None:
     """[start, end) as built UTC weeks (with ``weeks``) and days, pre-aggregated hours, hours read as their
-    quarters, and raw runs; None when too fragmented to pay (raw runs over ``max_raw_share`` of the range).
+    quarters, and raw runs; None when too fragmented to pay.
 
     Hours: every whole hour with ``every_hour`` (the rollup and the cube are hourly), else the built
     ones (click_pairs). A day row serves a time series only if the day lies in one bucket (day or
@@ -508,7 +542,7 @@ def _pieces(
     if days_ok and not q.unique:
         runs = _complements(q, built, days, runs)
     raw = sum((abs(e - s) for s, e in runs), timedelta())
-    if (not whole_weeks and not days and not hours and not quartered) or raw > max_raw_share * (end - q.start):
+    if (not whole_weeks and not days and not hours and not quartered) or raw > MAX_RAW_SHARE * (end - q.start):
         return None
     return Pieces(whole_weeks, days, hours, quartered, runs)
 
@@ -620,27 +654,13 @@ async def built_pairs(
     return frozenset(whole)
 
 
-# The periods in which a link had its busy links' rows (their marker rows, ingest/pairs.py BUSY_LINKS_SQL)
-_BUSY_SQL = """
-SELECT DISTINCT period, hours FROM click_pairs
-WHERE workspace_id = $1 AND adim = 'link' AND bdim = '' AND avalue = $2 AND hours IN (24, 1)
-  AND period >= $3 AND period < $4
-"""
-
-
 async def periods_read(
     conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, how: Plan
 ) -> frozenset[tuple[datetime, int]]:
-    """The built periods whose pre-aggregated rows an answer planned ``how`` reads (``built_pairs``): for a
-    busy link's ranking, only those it was busy in (the others are read from its raw rows)."""
+    """The built periods whose pre-aggregated rows an answer planned ``how`` may read (``built_pairs``)."""
     if not _reads_built(q, how):
         return frozenset()
-    built = await built_pairs(conn, ws, q, _reads_complete(q, how))
-    if built and _busy_link(how):
-        first, last = floor_day(q.start), q.end
-        busy = await conn.fetch(_BUSY_SQL, ws, q.filters["link_id"], first, last)
-        built &= {(r["period"], r["hours"]) for r in busy}
-    return built
+    return await built_pairs(conn, ws, q, _reads_complete(q, how))
 
 
 @asynccontextmanager

@@ -477,12 +477,13 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
 
 
-async def test_a_links_cities_referrers_and_utm_read_its_busy_periods_rows_and_its_raw_rows_elsewhere(
+async def test_the_cities_referrers_and_utm_of_links_read_their_busy_periods_rows_and_raw_rows_elsewhere(
     ctx: ServiceContext, world: dict[str, Any], pool: asyncpg.Pool
 ) -> None:
-    """A link's rankings by a high-cardinality dimension: the busy links' rows of the periods in which it had
-    at least BUSY_LINK_CLICKS clicks (this module: 4 a day, 2 an hour), its raw rows for the others; every
-    answer equal to the raw rows', over hour rows (24h), days and both ends (7d, 30d), and all-time."""
+    """The rankings of a link, a tag's or a folder's links by a high-cardinality dimension: the busy links' rows
+    of the periods in which a link had at least BUSY_LINK_CLICKS clicks (this module: 4 a day, 2 an hour), its
+    raw rows for the others; every answer equal to the raw rows', over hour rows (24h), days and both ends (7d,
+    30d), and all-time."""
     ws = world["ws"]
     marked = await pool.fetch(
         "SELECT avalue AS link, period, hours, sum(clicks) AS clicks FROM click_pairs"
@@ -507,8 +508,12 @@ async def test_a_links_cities_referrers_and_utm_read_its_busy_periods_rows_and_i
     quiet = [key for key, n in clicks.items() if n < threshold[key[2]]]
     assert quiet and not any(key in busy for key in quiet)
 
-    reads = {"busy": 0, "raw runs": 0}
-    for link in world["links"]:
+    tagged = {r["link_id"] for r in await pool.fetch("SELECT link_id FROM link_tags WHERE tag_id = $1", world["tag"])}
+    scopes = [({"linkId": link["id"]}, {link["id"]}) for link in world["links"]]
+    scopes.append(({"tagId": world["tag"]}, tagged))
+    scopes.append(({"folderId": world["folder"]}, {lk["id"] for lk in world["links"] if lk["folder_id"]}))
+    reads = {"busy": 0, "quiet": 0}
+    for scope, links in scopes:
         for params in (
             {"groupBy": "cities"},
             {"groupBy": "regions"},
@@ -523,15 +528,17 @@ async def test_a_links_cities_referrers_and_utm_read_its_busy_periods_rows_and_i
             {"groupBy": "timeseries", "city": "London", "timezone": "Asia/Kolkata"},
         ):
             for interval in ("24h", "7d", "30d", "all"):
-                q = parse_query({**params, "linkId": link["id"], "interval": interval}, now=NOW)
+                q = parse_query({**params, **scope, "interval": interval}, now=NOW)
                 assert analytics._busy_link(analytics.plan(q)), params
                 fast = await analytics.analytics(ctx, ws, q)
-                assert fast == await analytics.analytics(ctx, ws, q, fast=False), (params, interval)
+                assert fast == await analytics.analytics(ctx, ws, q, fast=False), (params, scope, interval)
                 pieces, _ = await _pieces_read(ctx, ws, q)
                 if pieces is not None:
-                    reads["busy"] += bool(pieces.days or pieces.hours)
-                    reads["raw runs"] += len(pieces.runs) > 2  # more than the range's two ends: quiet periods
-    assert reads["busy"] > 50 and reads["raw runs"] > 20, reads
+                    periods = [(p, DAY) for p in pieces.days] + [(p, HOUR) for p in pieces.hours]
+                    read = [(link, p, h) in busy for link in links for p, h in periods]
+                    reads["busy"] += any(read)
+                    reads["quiet"] += not all(read)
+    assert reads["busy"] > 50 and reads["quiet"] > 50, reads
 
 
 async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until_the_job_rebuilds_it(
