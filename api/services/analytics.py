@@ -175,17 +175,9 @@ MAX_RAW_SHARE = 0.5
 
 
 def _busy_link(how: Plan) -> bool:
-    """Whether the answer reads the busy links' rows (a link's, tag's or folder's ranking by a high-cardinality
-    dimension): and the raw rows of its links where they were not busy (``_quiet_links``)."""
+    """Whether the answer reads the busy links' rows (a link's ranking by a high-cardinality dimension): and
+    the link's raw rows where it was not busy (``_quiet_link``)."""
     return how.source == "pairs" and how.dim == LINK
-
-
-# the filters of one link or a set of links, and their ids as an array (as _ROLLUP_FILTERS reads them)
-_LINKS_OF = {
-    "link_id": "ARRAY[{}]::text[]",
-    "tag_id": "ARRAY(SELECT link_id FROM link_tags WHERE tag_id = {})",
-    "folder_id": "ARRAY(SELECT id FROM links WHERE folder_id = {})",
-}
 
 
 def _pair_dim(column: str) -> str:
@@ -200,9 +192,10 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
     dimension and the other a high-cardinality one or the link; count and timeseries with one filter of
     each kind; unique visitors where the rows read keep a sketch (the single dimensions whose rollup
-    keeps none, a link's countries and devices). And, from the busy links' rows (``BUSY_LINK_DIMS``), the
-    rankings of one link, tag or folder by a high-cardinality dimension and their count and series with one
-    such filter, without visitors (with the raw rows of the links where they were not busy)."""
+    keeps none, a link's countries and devices). And, from the busy links' rows (``BUSY_LINK_DIMS``), one
+    link's rankings by a high-cardinality dimension and its count and series with one such filter, without
+    visitors (with its raw rows where it was not busy). Not a tag's or a folder's: most of their clicks are
+    their quiet links' (measured: docs/analytics.md)."""
     dims = {column: _pair_dim(column) for column in q.filters}
     if not all(dims.values()):
         return None
@@ -214,11 +207,10 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
             (cube, a), (other, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
             if a in CUBE_DIMS and b not in CUBE_DIMS and (not q.unique or (a, b) in SKETCHED_PAIRS):
                 return Plan("pairs", a, bdim=b, sides=((cube, "a"), (other, "b")))
-            links = next((c for c in dims if c in _LINKS_OF), "")
-            if links and not q.unique:
-                ((other, b),) = ((c, d) for c, d in dims.items() if c != links)
+            if "link_id" in dims and not q.unique:
+                ((other, b),) = ((c, d) for c, d in dims.items() if c != "link_id")
                 if b in BUSY_LINK_DIMS:
-                    return Plan("pairs", LINK, bdim=b, sides=((links, "a"), (other, "b")))
+                    return Plan("pairs", LINK, bdim=b, sides=(("link_id", "a"), (other, "b")))
         return None
     group = _pair_dim(DIMENSIONS[q.group_by][1])
     if len(dims) != 1 or not group:
@@ -228,7 +220,7 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
         how = Plan("pairs", dim, bdim=group, sides=((column, "a"),), key="b")
     elif dim not in CUBE_DIMS and group in CUBE_DIMS:
         how = Plan("pairs", group, bdim=dim, sides=((column, "b"),), key="a")
-    elif column in _LINKS_OF and group in BUSY_LINK_DIMS and not q.unique:
+    elif column == "link_id" and group in BUSY_LINK_DIMS and not q.unique:
         how = Plan("pairs", LINK, bdim=group, sides=((column, "a"),), key="b")
     else:
         return None
@@ -326,7 +318,7 @@ def _grouped_sql(
     if how.source == "pairs":
         pre = [_pairs_pre(sql, ws, q, how, key_pre, pieces, only_p)]
         if _busy_link(how):
-            pre.append(_quiet_links(sql, ws, q, key_raw, pieces))
+            pre.append(_quiet_link(sql, ws, q, key_raw, pieces))
     else:
         pre = _rollup_pre(sql, ws, q, how, key_pre, pieces, only_p)
     return _summed(sql, ws, q, key_raw, pre, pieces.runs, only_p), sql.args
@@ -339,25 +331,22 @@ def _plan_pieces(q: AnalyticsQuery, how: Plan, built: frozenset[tuple[datetime, 
     )
 
 
-def _quiet_links(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pieces) -> str:
-    """The SELECT of the raw rows of the filter's links in the built days and hours in which they were not busy
-    (no marker row: ingest/pairs.py BUSY_LINKS_SQL), one (link_id, ts) index range each: fewer than
-    ``BUSY_LINK_CLICKS`` clicks per link and period. The busy ones' rows are the pairs' (``_pairs_pre``)."""
-    column = next(c for c in q.filters if c in _LINKS_OF)
-    links = _LINKS_OF[column].format(sql.p(q.filters[column]))
+def _quiet_link(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pieces) -> str:
+    """The SELECT of the link's raw rows in the built days and hours in which it was not busy (no marker row:
+    ingest/pairs.py BUSY_LINKS_SQL), one (link_id, ts) index range each: fewer than ``BUSY_LINK_CLICKS``
+    clicks per period. Where it was busy, its rows are the pairs' (``_pairs_pre``)."""
     periods = [(p, 24) for p in pieces.days] + [(p, 1) for p in pieces.hours]
     starts, hours = sql.p([p for p, _ in periods]), sql.p([h for _, h in periods])
     marker = (
         f"SELECT 1 FROM click_pairs AS m WHERE m.workspace_id = {sql.p(ws)} AND m.adim = 'link' AND m.bdim = ''"
-        " AND m.avalue = l AND m.hours = h AND m.period = p"
+        f" AND m.avalue = {sql.p(q.filters['link_id'])} AND m.hours = h AND m.period = p"
     )
     return f"""SELECT {key_raw} AS key, count(*) AS clicks FROM (
-    SELECT l AS quiet_link, p AS quiet_start, p + make_interval(hours => h) AS quiet_end
-    FROM unnest({links}) AS l, unnest({starts}::timestamptz[], {hours}::int[]) AS ph(p, h)
+    SELECT p AS quiet_start, p + make_interval(hours => h) AS quiet_end
+    FROM unnest({starts}::timestamptz[], {hours}::int[]) AS ph(p, h)
     WHERE NOT EXISTS ({marker})
 ) AS quiet CROSS JOIN LATERAL (
-    SELECT * FROM clicks WHERE link_id = quiet_link AND ts >= quiet_start AND ts < quiet_end
-      AND {_raw_where_in(sql, ws, q, [])}
+    SELECT * FROM clicks WHERE ts >= quiet_start AND ts < quiet_end AND {_raw_where_in(sql, ws, q, [])}
 ) AS c GROUP BY 1"""
 
 

@@ -190,7 +190,7 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
     # of days the late clicks changed since they were built; hours between split ones, and split ones' quarters;
     # and the days of weeks the late clicks changed (weeks read: test_pairs_read_the_whole_weeks_built)
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
-    assert sources["link pairs"] >= 5 and sources["busy link"] >= 2, sources
+    assert sources["link pairs"] >= 5 and sources["busy link"] >= 1, sources
     assert sources["days read"] > 30 and sources["stale days"] > 10, sources
     assert sources["split buckets"] >= 3 and sources["quarters read"] >= 3, sources
     assert sources["stale weeks"] >= 10, sources
@@ -477,13 +477,12 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
                 assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval, zone)
 
 
-async def test_the_cities_referrers_and_utm_of_links_read_their_busy_periods_rows_and_raw_rows_elsewhere(
+async def test_a_links_cities_referrers_and_utm_read_its_busy_periods_rows_and_its_raw_rows_elsewhere(
     ctx: ServiceContext, world: dict[str, Any], pool: asyncpg.Pool
 ) -> None:
-    """The rankings of a link, a tag's or a folder's links by a high-cardinality dimension: the busy links' rows
-    of the periods in which a link had at least BUSY_LINK_CLICKS clicks (this module: 4 a day, 2 an hour), its
-    raw rows for the others; every answer equal to the raw rows', over hour rows (24h), days and both ends (7d,
-    30d), and all-time."""
+    """A link's rankings by a high-cardinality dimension: the busy links' rows of the periods in which it had at
+    least BUSY_LINK_CLICKS clicks (this module: 4 a day, 2 an hour), its raw rows for the others; every answer
+    equal to the raw rows', over hour rows (24h), days and both ends (7d, 30d), and all-time."""
     ws = world["ws"]
     marked = await pool.fetch(
         "SELECT avalue AS link, period, hours, sum(clicks) AS clicks FROM click_pairs"
@@ -508,12 +507,8 @@ async def test_the_cities_referrers_and_utm_of_links_read_their_busy_periods_row
     quiet = [key for key, n in clicks.items() if n < threshold[key[2]]]
     assert quiet and not any(key in busy for key in quiet)
 
-    tagged = {r["link_id"] for r in await pool.fetch("SELECT link_id FROM link_tags WHERE tag_id = $1", world["tag"])}
-    scopes = [({"linkId": link["id"]}, {link["id"]}) for link in world["links"]]
-    scopes.append(({"tagId": world["tag"]}, tagged))
-    scopes.append(({"folderId": world["folder"]}, {lk["id"] for lk in world["links"] if lk["folder_id"]}))
     reads = {"busy": 0, "quiet": 0}
-    for scope, links in scopes:
+    for link in world["links"]:
         for params in (
             {"groupBy": "cities"},
             {"groupBy": "regions"},
@@ -528,14 +523,14 @@ async def test_the_cities_referrers_and_utm_of_links_read_their_busy_periods_row
             {"groupBy": "timeseries", "city": "London", "timezone": "Asia/Kolkata"},
         ):
             for interval in ("24h", "7d", "30d", "all"):
-                q = parse_query({**params, **scope, "interval": interval}, now=NOW)
+                q = parse_query({**params, "linkId": link["id"], "interval": interval}, now=NOW)
                 assert analytics._busy_link(analytics.plan(q)), params
                 fast = await analytics.analytics(ctx, ws, q)
-                assert fast == await analytics.analytics(ctx, ws, q, fast=False), (params, scope, interval)
+                assert fast == await analytics.analytics(ctx, ws, q, fast=False), (params, link, interval)
                 pieces, _ = await _pieces_read(ctx, ws, q)
                 if pieces is not None:
                     periods = [(p, DAY) for p in pieces.days] + [(p, HOUR) for p in pieces.hours]
-                    read = [(link, p, h) in busy for link in links for p, h in periods]
+                    read = [(link["id"], p, h) in busy for p, h in periods]
                     reads["busy"] += any(read)
                     reads["quiet"] += not all(read)
     assert reads["busy"] > 50 and reads["quiet"] > 50, reads
