@@ -341,12 +341,14 @@ def _quiet_link(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pie
         f"SELECT 1 FROM click_pairs AS m WHERE m.workspace_id = {sql.p(ws)} AND m.adim = 'link' AND m.bdim = ''"
         f" AND m.avalue = {sql.p(q.filters['link_id'])} AND m.hours = h AND m.period = p"
     )
+    # OFFSET 0: not pulled up into a join, which scanned all the link's rows and then kept the quiet periods'
+    # (a busy link: 900 ms for 24h on 10M clicks); per quiet period, its index range
     return f"""SELECT {key_raw} AS key, count(*) AS clicks FROM (
     SELECT p AS quiet_start, p + make_interval(hours => h) AS quiet_end
     FROM unnest({starts}::timestamptz[], {hours}::int[]) AS ph(p, h)
     WHERE NOT EXISTS ({marker})
 ) AS quiet CROSS JOIN LATERAL (
-    SELECT * FROM clicks WHERE ts >= quiet_start AND ts < quiet_end AND {_raw_where_in(sql, ws, q, [])}
+    SELECT * FROM clicks WHERE ts >= quiet_start AND ts < quiet_end AND {_raw_where_in(sql, ws, q, [])} OFFSET 0
 ) AS c GROUP BY 1"""
 
 
