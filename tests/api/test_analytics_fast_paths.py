@@ -569,6 +569,36 @@ async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until
     assert await analytics.analytics(ctx, world["ws"], q) == expected
 
 
+async def test_after_migration_0025_a_links_cities_are_read_raw_until_the_job_rebuilds_its_busy_rows(
+    world: dict[str, Any], pool: asyncpg.Pool, ctx: ServiceContext, settings: Settings
+) -> None:
+    """Days and hours built before migration 0025 have no busy links' rows: the migration clears their complete
+    mark (not the weeks', whose rows it does not change), a link's cities are read from its raw rows meanwhile,
+    and the job rebuilds those periods with them."""
+    link = world["links"][1]["id"]
+    q = parse_query({"groupBy": "cities", "linkId": link, "interval": "30d"}, now=NOW)
+    expected = await analytics.analytics(ctx, world["ws"], q, fast=False)
+    migration = (Path(db.__file__).parent / "migrations" / "0025_busy_link_pairs.sql").read_text()
+    complete = "SELECT hours, count(*) FROM click_pairs_built WHERE complete_at = built_at GROUP BY 1"
+    async with pool.acquire() as conn:
+        weeks = {r["hours"]: r["count"] for r in await conn.fetch(complete)}[168]
+        await conn.execute("DELETE FROM click_pairs WHERE adim = 'link'")  # as built by the previous release
+        await conn.execute(migration)
+        assert {r["hours"]: r["count"] for r in await conn.fetch(complete)} == {168: weeks}
+        days_and_hours = [
+            p for p in await analytics.periods_read(conn, world["ws"], q, analytics.plan(q)) if p[1] < 168
+        ]
+        assert not days_and_hours
+        assert await analytics.analytics(ctx, world["ws"], q) == expected
+        assert await _aggregate_pairs(settings, NOW) > 30
+        days_and_hours = [
+            p for p in await analytics.periods_read(conn, world["ws"], q, analytics.plan(q)) if p[1] < 168
+        ]
+        assert len(days_and_hours) > 25
+        assert await conn.fetchval("SELECT count(*) FROM click_pairs WHERE adim = 'link' AND bdim = 'city'") > 0
+    assert await analytics.analytics(ctx, world["ws"], q) == expected
+
+
 async def test_a_click_stored_late_into_a_ranges_last_day_is_not_offset_by_the_clicks_after_its_end(
     settings: Settings, pool: asyncpg.Pool, ctx: ServiceContext
 ) -> None:
