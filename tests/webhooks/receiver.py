@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ class Endpoint:
     held_status: int | None = None  # if set, a request that was held answers this and is not recorded
     received: list[Received] = field(default_factory=list)  # verified deliveries, in arrival order
     rejected: list[str] = field(default_factory=list)  # verification failures
+    refused: set[str] = field(default_factory=set)  # webhook-ids answered with ``status`` >= 300
     arrivals: int = 0  # requests that reached this endpoint, verified or not
     entered: asyncio.Event = field(default_factory=asyncio.Event)  # a request arrived (for hold)
 
@@ -74,6 +76,7 @@ class Receiver:
         if ep.delay_s:
             await asyncio.sleep(ep.delay_s)
         if ep.status >= 300:
+            ep.refused.add(headers.get("webhook-id", ""))
             return Response(f"status {ep.status}", status_code=ep.status)
         payload = None
         for secret in ep.secrets:
@@ -107,10 +110,10 @@ class Receiver:
 
 
 async def wait_until(check: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``check()`` until it is truthy (no timed assertion: the timeout only ends a hang)."""
+    """Poll ``check()`` (sync or async) until it is truthy (no timed assertion: the timeout only ends a hang)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not check():
+    while not (await result if inspect.isawaitable(result := check()) else result):
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
