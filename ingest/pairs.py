@@ -13,9 +13,10 @@ is closed, two GROUPING SETS passes per period, by the ingest process that folds
 ``click_pairs_built`` lists the periods built: readers take the pairs for those and the raw rows for the
 rest, so an answer never depends on whether the job has run. A day's build also sums its hours of the
 rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migration 0022), which the same
-mark governs. Once a week's seven days are built, its pairs are their day rows summed (``build_week``): the
-click_pairs of hours 168. And for the links busy in a period, their clicks by each high-cardinality dimension
-(``BUSY_LINKS_SQL``, migration 0025): a busy link's cities, referrers and UTM values.
+mark governs. Once a week's seven days are built, its rows are their day rows summed (``build_week``): the
+click_pairs of hours 168 and ``click_rollup_weeks`` (migration 0027). And for the links busy in a period,
+their clicks by each high-cardinality dimension (``BUSY_LINKS_SQL``, migration 0025): a busy link's cities,
+referrers and UTM values.
 """
 
 from __future__ import annotations
@@ -174,8 +175,8 @@ async def _mark_built(conn: asyncpg.Connection, period: datetime, hours: int) ->
     )  # fmt: skip
 
 
-# A week's pairs are its seven days' pairs summed, sketches unioned: a week costs a pass over day rows, not
-# over its raw clicks.
+# A week's rows are its seven days' rows summed, sketches unioned: the click_pairs of the days (hours 24) and
+# click_rollup_days, so a week costs a pass over day rows, not over its raw clicks.
 WEEK_SQL = (
     "DELETE FROM click_pairs WHERE period = $1 AND hours = 168",
     """
@@ -186,6 +187,13 @@ FROM click_pairs WHERE hours = 24 AND period >= $1 AND period < $1::timestamptz 
   AND adim <> 'link'  -- busy links' rows: a week's days are not all busy (BUSY_LINK_CLICKS)
 GROUP BY workspace_id, adim, avalue, bdim, bvalue, bot, qr
 ORDER BY 1, 2, 4, 3
+""",
+    "DELETE FROM click_rollup_weeks WHERE week = $1",
+    """
+INSERT INTO click_rollup_weeks (workspace_id, dim, week, value, bot, qr, clicks, visitors)
+SELECT workspace_id, dim, $1::timestamptz, value, bot, qr, sum(clicks)::bigint, hll_union_agg(visitors)
+FROM click_rollup_days WHERE day >= $1 AND day < $1::timestamptz + interval '7 days'
+GROUP BY workspace_id, dim, value, bot, qr
 """,
 )
 
@@ -361,6 +369,6 @@ async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime
     weeks = await weeks_due(conn)
     for week in weeks:
         await build_week(conn, week)
-    for table in ("click_pairs", "click_rollup_days", "click_cube_days"):
+    for table in ("click_pairs", "click_rollup_days", "click_cube_days", "click_rollup_weeks"):
         await conn.execute(f"ANALYZE {table}")  # a bulk load's new rows: plans need their statistics at once
     return len(periods) + len(weeks)

@@ -104,7 +104,7 @@ ORDER BY ts
 SIZES_SQL = r"""
 SELECT name, sum(c.reltuples)::bigint AS rows, sum(pg_total_relation_size(c.oid))::bigint AS bytes
 FROM (VALUES ('clicks'), ('click_rollups'), ('click_cube'), ('click_pairs'), ('click_rollup_days'),
-             ('click_cube_days'), ('click_quarters')) AS t(name)
+             ('click_cube_days'), ('click_rollup_weeks'), ('click_quarters')) AS t(name)
 JOIN pg_class AS c ON c.relname = t.name OR c.relname LIKE t.name || '\_20%'
 WHERE c.relkind = 'r'
 GROUP BY name ORDER BY name

@@ -2,9 +2,10 @@
 
 Reads ``clicks`` (written by ingest), the hourly ``click_rollup_totals`` and ``click_cube_totals``
 (the folded rows plus the increments ingest appended in the same transaction as the clicks and
-has not folded yet), their per-day ``click_rollup_days`` and ``click_cube_days``, and ``click_pairs``
-(docs/analytics.md). ``plan`` picks the source that gives exactly the raw rows' answer; the range is cut
-into built UTC weeks (pairs) and days, pre-aggregated hours and raw runs (the partial hours), added up per key.
+has not folded yet), their per-day ``click_rollup_days`` and ``click_cube_days``, per-week
+``click_rollup_weeks``, and ``click_pairs`` (docs/analytics.md). ``plan`` picks the source that gives exactly
+the raw rows' answer; the range is cut into built UTC weeks (rollup, pairs) and days, pre-aggregated hours and
+raw runs (the partial hours), added up per key.
 Everything else reads ``clicks`` through its (workspace_id, ts) or (link_id, ts) index.
 """
 
@@ -354,8 +355,11 @@ def _quiet_link(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pie
 
 # click_quarters: all the workspace's clicks (``_quarters_serve``), so no condition but bots and qr
 _QUARTERS = Plan("quarters")
-# per source: (day table, hour table)
-_TABLES = {"rollup": ("click_rollup_days", "click_rollup_totals"), "cube": ("click_cube_days", "click_cube_totals")}
+# per source: (week table, day table, hour table); the cube has no weeks (``_weeks_serve``)
+_TABLES = {
+    "rollup": ("click_rollup_weeks", "click_rollup_days", "click_rollup_totals"),
+    "cube": ("", "click_cube_days", "click_cube_totals"),
+}
 
 
 def _at(key_pre: str, column: str) -> str:
@@ -372,14 +376,15 @@ def _rollup_pre(
     pieces: Pieces,
     only_p: str,
 ) -> list[str]:
-    """SELECTs of the rollup's or the cube's rows: the day and hour rows of the pieces' days and hours, the
-    click_quarters rows of the hours ``quartered``."""
+    """SELECTs of the rollup's or the cube's rows: the week, day and hour rows of the pieces' weeks, days and
+    hours, the click_quarters rows of the hours ``quartered``."""
     if how.source == "cube" and key_pre == "value":
         key_pre = CUBE_GROUPS[q.group_by]
     sketch = ", hll_union_agg(visitors) AS sketch" if q.unique else ""
-    day_table, hour_table = _TABLES[how.source]
+    week_table, day_table, hour_table = _TABLES[how.source]
     out = []
     for table, column, starts, step, rows in (
+        (week_table, "week", pieces.weeks, _WEEK, how),
         (day_table, "day", pieces.days, _DAY, how),
         (hour_table, "hour", pieces.hours, _HOUR, how),
         ("click_quarters", "quarter", pieces.quartered, _HOUR, _QUARTERS),
@@ -460,10 +465,10 @@ def _quarters_serve(q: AnalyticsQuery, how: Plan) -> bool:
 
 
 def _weeks_serve(q: AnalyticsQuery, how: Plan) -> bool:
-    """Week rows can answer: counts and rankings from the pairs (not a series: its buckets are days or shorter,
-    or months a week straddles), but not the busy links' (not summed into weeks). The rollup and the cube keep
-    no weeks: measured on 10M clicks, rollup weeks made top links slower (docs/analytics.md)."""
-    return how.source == "pairs" and q.group_by != "timeseries" and not _busy_link(how)
+    """Week rows can answer: counts and rankings (not a series: its buckets are days or shorter, or months a
+    week straddles) from the rollup or the pairs, but not the busy links' (not summed into weeks). The cube
+    keeps no weeks."""
+    return how.source in ("rollup", "pairs") and q.group_by != "timeseries" and not _busy_link(how)
 
 
 def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
@@ -596,8 +601,8 @@ def _pairs_pre(
 
 
 # Per query, for its workspace: the built periods, the clicks their pairs hold (the 'domain' rows
-# count every click once), the clicks the days' rollup rows hold, and the clicks the rollup holds per
-# hour now (folded or not).
+# count every click once), the clicks the days' and the weeks' rollup rows hold, and the clicks the rollup
+# holds per hour now (folded or not).
 _BUILT_SQL = f"""
 SELECT 'built' AS kind, period, hours, 0::bigint AS clicks FROM click_pairs_built
 WHERE period >= $2 AND period < $3 AND (NOT $4 OR {COMPLETE})
@@ -608,6 +613,10 @@ GROUP BY 2, 3
 UNION ALL
 SELECT 'days', day, 24::smallint, sum(clicks) FROM click_rollup_days
 WHERE workspace_id = $1 AND dim = 'count' AND day >= $2 AND day < $3
+GROUP BY 2
+UNION ALL
+SELECT 'weeks', week, 168::smallint, sum(clicks) FROM click_rollup_weeks
+WHERE workspace_id = $1 AND dim = 'count' AND week >= $2 AND week < $3
 GROUP BY 2
 UNION ALL
 SELECT 'rollup', hour, 1::smallint, sum(clicks) FROM (
@@ -623,23 +632,24 @@ async def built_pairs(
     conn: asyncpg.Connection, ws: str, q: AnalyticsQuery, complete: bool = False
 ) -> frozenset[tuple[datetime, int]]:
     """The built periods (ingest/pairs.py) in the query's range whose click_pairs, and for a day its
-    click_rollup_days and click_cube_days, hold every click of the workspace stored now: a period whose
-    clicks changed since it was built (late events, a bulk load) is read from shorter periods, the raw rows
-    (pairs) or the hourly rows (rollup, cube) until the job rebuilds it. ``complete``: only those built with
-    their link pairs and quarters (migration 0024)."""
+    click_rollup_days and click_cube_days (a week: its click_rollup_weeks), hold every click of the workspace
+    stored now: a period whose clicks changed since it was built (late events, a bulk load) is read from
+    shorter periods, the raw rows (pairs) or the hourly rows (rollup, cube) until the job rebuilds it.
+    ``complete``: only those built with their link pairs and quarters (migration 0024)."""
     # whole weeks: a period's clicks are all its hours', also those after the range's end (else a click
     # stored late before the end and one built after it would cancel out)
     first, last = floor_week(q.start), floor_week(q.end - timedelta(microseconds=1)) + _WEEK
     rows = await conn.fetch(_BUILT_SQL, ws, first, last, complete)
     built = [(r["period"], r["hours"]) for r in rows if r["kind"] == "built"]
     held = {
-        kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind} for kind in ("pairs", "days")
+        kind: {(r["period"], r["hours"]): r["clicks"] for r in rows if r["kind"] == kind}
+        for kind in ("pairs", "days", "weeks")
     }
     by_hour = {r["period"]: r["clicks"] for r in rows if r["kind"] == "rollup"}
     whole = []
     for period, hours in built:
         stored = sum(by_hour.get(period + timedelta(hours=h), 0) for h in range(hours))
-        kinds = ("pairs", "days") if hours == 24 else ("pairs",)
+        kinds = {168: ("pairs", "weeks"), 24: ("pairs", "days")}.get(hours, ("pairs",))
         if all(held[kind].get((period, hours), 0) == stored for kind in kinds):
             whole.append((period, hours))
     return frozenset(whole)

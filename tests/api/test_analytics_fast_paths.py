@@ -334,6 +334,8 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
         " FROM click_cube_days WHERE workspace_id = $1 AND day >= $2 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8",
         "SELECT quarter, bot, qr, clicks, hll_cardinality(visitors) FROM click_quarters"
         " WHERE workspace_id = $1 AND quarter >= $2 ORDER BY 1, 2, 3",
+        "SELECT week, dim, value, bot, qr, clicks, hll_cardinality(visitors) FROM click_rollup_weeks"
+        " WHERE workspace_id = $1 AND week >= $2 ORDER BY 1, 2, 3, 4, 5",
     ]
     since = (NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0, microsecond=0)
     # late clicks into a built day and a built hour of the range (the tests before rebuilt the others)
@@ -360,6 +362,7 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
             ("click_cube_deltas", "hour"),
             ("click_rollup_days", "day"),
             ("click_cube_days", "day"),
+            ("click_rollup_weeks", "week"),
         ):
             await conn.execute(f"DELETE FROM {table} WHERE workspace_id = $1 AND {column} >= $2", world["ws"], since)
         # the closed periods' quarters (a test before built the open hour's, with today as its "now")
@@ -376,17 +379,18 @@ async def test_ingest_job_and_a_rebuild_build_the_same_pairs_and_late_clicks_are
     assert any(r[1] == "link" and r[6] for r in by_job[1]) and all(r[9] for r in by_job[2])  # with their visitors
     assert any(r[4] == "link" for r in by_job[0]) and len(by_job[3]) > 100  # link pairs; quarters
     assert any(r[1] == 168 and r[4] == "link" and r[9] for r in by_job[0])  # weeks: link pairs, sketches
+    assert any(r[1] == "link" and r[6] for r in by_job[4])  # the rollup's weeks, with their visitors
 
 
-async def test_pairs_read_the_whole_weeks_built(
+async def test_pairs_and_rollup_answers_read_the_whole_weeks_built(
     ctx: ServiceContext, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once the job rebuilt the periods the late clicks changed (the test before), a pairs ranking or count over
-    a range holding whole UTC weeks reads their week rows (summed from the days), and still gives the raw rows'
-    answer, visitors from the weeks' sketches included; a time series reads no weeks."""
+    """Once the job rebuilt the periods the late clicks changed (the test before), a pairs or rollup ranking or
+    count over a range holding whole UTC weeks reads their week rows (summed from the days), and still gives
+    the raw rows' answer, visitors from the weeks' sketches included; a time series reads no weeks."""
     monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)  # the sketches, not the raw recount
     link = world["links"][0]["id"]
-    questions = [
+    pairs = [
         {"groupBy": "top_links", "device": "mobile"},
         {"groupBy": "countries", "tagId": world["tag"]},
         {"groupBy": "cities", "country": "US"},
@@ -394,17 +398,26 @@ async def test_pairs_read_the_whole_weeks_built(
         {"groupBy": "devices", "linkId": link, "unique": "true"},
         {"groupBy": "count", "os": "iOS", "referer": "google.com"},
     ]
-    for params in questions:
+    rollup = [
+        {"groupBy": "top_links"},
+        {"groupBy": "top_links", "unique": "true"},
+        {"groupBy": "cities"},
+        {"groupBy": "countries", "unique": "true"},
+        {"groupBy": "count", "country": "US", "unique": "true"},
+        {"groupBy": "count", "tagId": world["tag"]},
+    ]
+    for source, params in [*(("pairs", p) for p in pairs), *(("rollup", p) for p in rollup)]:
         for interval in ("30d", "90d"):
             q = parse_query({**params, "interval": interval}, now=NOW)
-            assert analytics.plan(q).source == "pairs", params
+            assert analytics.plan(q).source == source, params
             pieces, stale = await _pieces_read(ctx, world["ws"], q)
             assert pieces and len(pieces.weeks) >= 4 and not stale, (params, interval)
             fast = await analytics.analytics(ctx, world["ws"], q)
             assert fast == await analytics.analytics(ctx, world["ws"], q, fast=False), (params, interval)
-    series = parse_query({"groupBy": "timeseries", "interval": "30d", "device": "mobile", "city": "London"}, now=NOW)
-    pieces, _ = await _pieces_read(ctx, world["ws"], series)
-    assert pieces and not pieces.weeks and len(pieces.days) >= 20
+    for params in ({"device": "mobile", "city": "London"}, {}):  # the pairs', the rollup's
+        series = parse_query({"groupBy": "timeseries", "interval": "30d", **params}, now=NOW)
+        pieces, _ = await _pieces_read(ctx, world["ws"], series)
+        assert pieces and not pieces.weeks and len(pieces.days) >= 20
 
 
 async def test_the_job_rebuilds_a_period_that_late_clicks_changed_only_once_they_stop_landing(
@@ -597,6 +610,36 @@ async def test_after_migration_0025_a_links_cities_are_read_raw_until_the_job_re
         assert len(days_and_hours) > 25
         assert await conn.fetchval("SELECT count(*) FROM click_pairs WHERE adim = 'link' AND bdim = 'city'") > 0
     assert await analytics.analytics(ctx, world["ws"], q) == expected
+
+
+async def test_after_migration_0027_weeks_are_read_as_days_until_the_job_builds_their_rollup_rows(
+    world: dict[str, Any], pool: asyncpg.Pool, ctx: ServiceContext, settings: Settings
+) -> None:
+    """Weeks built before migration 0027 have their pairs but no click_rollup_weeks rows: the migration clears
+    their complete mark, their days answer meanwhile (for the pairs too: one mark governs both), and the job
+    rebuilds them with their rollup rows."""
+    questions = [
+        parse_query({"groupBy": "top_links", "interval": "30d"}, now=NOW),
+        parse_query({"groupBy": "top_links", "device": "mobile", "interval": "30d"}, now=NOW),
+    ]
+    expected = [await analytics.analytics(ctx, world["ws"], q, fast=False) for q in questions]
+    migration = (Path(db.__file__).parent / "migrations" / "0027_rollup_weeks.sql").read_text()
+    clear_marks = [line for line in migration.splitlines() if line.startswith("UPDATE")]  # the table exists
+
+    async def weeks_read() -> list[int]:
+        async with pool.acquire() as conn:
+            read = [await analytics.periods_read(conn, world["ws"], q, analytics.plan(q)) for q in questions]
+        return [sum(1 for _, hours in periods if hours == 168) for periods in read]
+
+    assert min(await weeks_read()) >= 4
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM click_rollup_weeks")  # as built by the previous release
+        await conn.execute(*clear_marks)
+    assert await weeks_read() == [0, 0]
+    assert [await analytics.analytics(ctx, world["ws"], q) for q in questions] == expected
+    assert await _aggregate_pairs(settings, NOW) >= 4
+    assert min(await weeks_read()) >= 4
+    assert [await analytics.analytics(ctx, world["ws"], q) for q in questions] == expected
 
 
 async def test_a_click_stored_late_into_a_ranges_last_day_is_not_offset_by_the_clicks_after_its_end(
