@@ -399,6 +399,18 @@ def _rollup_pre(
     return out
 
 
+def _runs(sql: _Sql, ws: str, q: AnalyticsQuery, spans: list[tuple[datetime, datetime]]) -> str:
+    """The raw rows of the query's filters in the [start, end) ``spans``, as a FROM item: one (workspace_id, ts)
+    index range per span, joined laterally. Not one scan with the spans OR'ed: the planner costs a bitmap scan
+    of an OR as if its rows lay all over the partition (they are in ts order), and a month's partition then
+    looked as cheap to scan whole (10M clicks: the 18 raw hours of a 30-day answer 1.0 s, against 0.1 s through
+    the index). OFFSET 0: each span's rows stay its own index range."""
+    starts, ends = sql.p([s for s, _ in spans]), sql.p([e for _, e in spans])
+    return f"""unnest({starts}::timestamptz[], {ends}::timestamptz[]) AS run(run_start, run_end) CROSS JOIN LATERAL (
+    SELECT * FROM clicks WHERE ts >= run_start AND ts < run_end AND {_raw_where_in(sql, ws, q, [])} OFFSET 0
+) AS c"""
+
+
 def _summed(
     sql: _Sql,
     ws: str,
@@ -410,16 +422,16 @@ def _summed(
 ) -> str:
     """The pre-aggregated SELECTs plus the raw rows of ``runs`` (a backwards run subtracted), added up per key."""
     raw_sketch = f", {_RAW_SKETCH} AS sketch" if q.unique else ""
-    raw_only = f" AND {key_raw} = ANY({only_p})" if only_p else ""
-    head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM clicks WHERE "
+    raw_only = f" WHERE {key_raw} = ANY({only_p})" if only_p else ""
     edges = []
     added = [(s, e) for s, e in runs if s < e]
     if added:
-        edges.append(f"{head}{_raw_where_in(sql, ws, q, added)}{raw_only} GROUP BY 1")
+        head = f"SELECT {key_raw} AS key, count(*) AS clicks{raw_sketch} FROM "
+        edges.append(f"{head}{_runs(sql, ws, q, added)}{raw_only} GROUP BY 1")
     subtracted = [(e, s) for s, e in runs if e < s]  # the rest of a day read from its row
     if subtracted:
-        minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM clicks WHERE "
-        edges.append(f"{minus}{_raw_where_in(sql, ws, q, subtracted)}{raw_only} GROUP BY 1")
+        minus = f"SELECT {key_raw} AS key, -count(*) AS clicks FROM "
+        edges.append(f"{minus}{_runs(sql, ws, q, subtracted)}{raw_only} GROUP BY 1")
     union = " UNION ALL ".join([*pre, *edges])
     visitors = ", round(coalesce(hll_cardinality(hll_union_agg(sketch)), 0))::bigint AS visitors" if q.unique else ""
     # a key whose clicks all fell in a subtracted part nets 0: not a key of the answer
