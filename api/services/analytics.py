@@ -95,16 +95,12 @@ class _Sql:
 
 
 def _raw_where(sql: _Sql, ws: str, q: AnalyticsQuery, start: datetime, end: datetime) -> str:
-    return _raw_where_in(sql, ws, q, [(start, end)])
+    return f"ts >= {sql.p(start)} AND ts < {sql.p(end)} AND {_raw_filters(sql, ws, q)}"
 
 
-def _raw_where_in(sql: _Sql, ws: str, q: AnalyticsQuery, spans: list[tuple[datetime, datetime]]) -> str:
-    """The raw rows of the query's filters in any of the [start, end) ``spans`` (one index range scan each;
-    no spans: the caller bounds the time)."""
-    within = " OR ".join(f"(ts >= {sql.p(s)} AND ts < {sql.p(e)})" for s, e in spans)
+def _raw_filters(sql: _Sql, ws: str, q: AnalyticsQuery) -> str:
+    """The raw rows of the query's workspace and filters (the caller bounds the time)."""
     parts = [f"workspace_id = {sql.p(ws)}"]
-    if spans:
-        parts.append(within if len(spans) == 1 else f"({within})")
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:
@@ -350,7 +346,7 @@ def _quiet_link(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pie
     FROM unnest({starts}::timestamptz[], {hours}::int[]) AS ph(p, h)
     WHERE NOT EXISTS ({marker})
 ) AS quiet CROSS JOIN LATERAL (
-    SELECT * FROM clicks WHERE ts >= quiet_start AND ts < quiet_end AND {_raw_where_in(sql, ws, q, [])} OFFSET 0
+    SELECT * FROM clicks WHERE ts >= quiet_start AND ts < quiet_end AND {_raw_filters(sql, ws, q)} OFFSET 0
 ) AS c GROUP BY 1"""
 
 
@@ -408,7 +404,7 @@ def _runs(sql: _Sql, ws: str, q: AnalyticsQuery, spans: list[tuple[datetime, dat
     through the index). OFFSET 0: each span's rows stay its own index range."""
     starts, ends = sql.p([s for s, _ in spans]), sql.p([e for _, e in spans])
     return f"""unnest({starts}::timestamptz[], {ends}::timestamptz[]) AS run(run_start, run_end) CROSS JOIN LATERAL (
-    SELECT * FROM clicks WHERE ts >= run_start AND ts < run_end AND {_raw_where_in(sql, ws, q, [])} OFFSET 0
+    SELECT * FROM clicks WHERE ts >= run_start AND ts < run_end AND {_raw_filters(sql, ws, q)} OFFSET 0
 ) AS c"""
 
 
