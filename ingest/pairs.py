@@ -16,7 +16,8 @@ rollup and the cube into ``click_rollup_days`` and ``click_cube_days`` (migratio
 mark governs. Once a week's seven days are built, its rows are their day rows summed (``build_week``): the
 click_pairs of hours 168 and ``click_rollup_weeks`` (migration 0027). And for the links busy in a period,
 their clicks by each high-cardinality dimension (``BUSY_LINKS_SQL``, migration 0025): a busy link's cities,
-referrers and UTM values.
+referrers and UTM values. And for every tag and folder, its links' clicks by each dimension (``build_scopes``,
+migration 0028), marked with the links it had: a tag's cities or a folder's referrers.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ WEEK, DAY, HOUR = 168, 24, 1  # click_pairs.hours
 # where it has no marker. A link's domain is its own. Not summed into weeks (a week's days are not all busy).
 BUSY_LINK_DIMS = tuple(d for d in HIGH_DIMS if d != "domain")
 BUSY_LINK_CLICKS = {DAY: 500, HOUR: 100}
+# A tag's or a folder's clicks by each dimension (adim 'tag' or 'folder', avalue its id, bdim the dimension):
+# summed over its links' own rows, a folder's cities would be about a row per click (its long tail), and
+# its raw rows are a scan of the range. Built for every tag and folder with each period, with a marker row
+# per scope (bdim '', bvalue the fingerprint of its links, clicks 0): readers take a period's rows only if
+# its marker has the scope's fingerprint now, and its raw rows otherwise (a link tagged or moved since).
+# The job rebuilds the periods whose markers are stale (``stale_scope_periods``). Not summed into weeks.
+SCOPES = ("tag", "folder")
+SCOPE_DIMS = (*CUBE_DIMS, *HIGH_DIMS)
+# each scope's links: (column, table, key), as the raw rows' filters read them (api/services/analytics.py)
+_SCOPE_LINKS = {"tag": ("link_id", "link_tags", "tag_id"), "folder": ("id", "links", "folder_id")}
+
+
 # Weeks start on Mondays 00:00 UTC (2000-01-03 was one): the origin of date_bin('7 days', …)
 WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
 # The periods built with their link pairs and quarters (migration 0024): the others (built before it, or
@@ -144,6 +157,86 @@ BUSY_LINKS_SQL = _build_sql(
 )
 
 
+def scope_links(kind: str, scope_id: str) -> str:
+    """SQL: the ids of the links of the scope ``kind`` (tag or folder) whose id is the SQL ``scope_id``."""
+    column, table, key = _SCOPE_LINKS[kind]
+    return f"SELECT {column} FROM {table} WHERE {key} = {scope_id}"
+
+
+def scope_fingerprint(kind: str, scope_id: str) -> str:
+    """SQL: a fingerprint of those links ('' for none): a scope's rows count its links as they were when built."""
+    column, table, key = _SCOPE_LINKS[kind]
+    ordered = f'm.{column} COLLATE "C"'
+    members = f"SELECT md5(string_agg(m.{column}, ',' ORDER BY {ordered})) FROM {table} AS m WHERE m.{key} = {scope_id}"
+    return f"coalesce(({members}), '')"
+
+
+def _scope_rows_sql() -> str:
+    """A period's clicks of every tag's and folder's links by each of ``SCOPE_DIMS`` (one pass)."""
+    sets = [(d,) for d in SCOPE_DIMS]
+    dims = ", ".join(_grouped(sets))
+    inner = ", ".join(f"{_EXPRESSIONS[d]} AS {d}" for d in SCOPE_DIMS)
+    links = " UNION ALL ".join(
+        f"SELECT '{kind}' AS kind, {key} AS scope, {column} AS link_id FROM {table} WHERE {key} IS NOT NULL"
+        for kind, (column, table, key) in _SCOPE_LINKS.items()
+    )
+    return f"""
+INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue, bot, qr, clicks, visitors)
+SELECT workspace_id, $1, $3, kind, scope, {_case(sets, 0, True)}, {_case(sets, 0, False)}, bot, qr, clicks, NULL
+FROM (
+    SELECT workspace_id, bot, qr, kind, scope, {dims}, count(*) AS clicks, GROUPING({dims}) AS g
+    FROM (SELECT workspace_id, bot, qr, link_id, {inner} FROM clicks
+          WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND ts >= $1 AND ts < $2) AS c
+    JOIN ({links}) AS s USING (link_id)
+    GROUP BY workspace_id, bot, qr, kind, scope, GROUPING SETS ({", ".join(f"({d})" for d in SCOPE_DIMS)})
+) AS grouped
+ORDER BY 1, 4, 6, 5
+"""
+
+
+# Every tag and folder (a scope) with the fingerprint of its links now
+_SCOPES_NOW = " UNION ALL ".join(
+    f"SELECT s.workspace_id, '{kind}' AS kind, s.id, {scope_fingerprint(kind, 's.id')} AS fingerprint FROM {kind}s AS s"
+    for kind in SCOPES
+)
+SCOPE_SQL = (
+    "DELETE FROM click_pairs WHERE period = $1 AND hours = $2 AND adim = ANY($3::text[])",
+    _scope_rows_sql(),
+    # a marker per scope, with or without clicks in the period: its rows hold the links it has now
+    f"""
+INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue, bot, qr, clicks, visitors)
+SELECT workspace_id, $1, $2, kind, id, '', fingerprint, false, false, 0, NULL FROM ({_SCOPES_NOW}) AS s
+""",
+)
+# Built days and hours (from $1) in which some scope has no marker with its fingerprint now: a link tagged,
+# untagged or moved to another folder since (or a period built before migration 0028), newest first
+_STALE_SCOPES_SQL = f"""
+WITH s AS MATERIALIZED ({_SCOPES_NOW}), fresh AS (
+    SELECT m.period, m.hours, count(*) AS scopes
+    FROM s JOIN click_pairs AS m ON m.workspace_id = s.workspace_id AND m.adim = s.kind AND m.bdim = ''
+                                 AND m.avalue = s.id AND m.bvalue = s.fingerprint
+    WHERE m.hours IN (1, 24) AND m.period >= $1
+    GROUP BY 1, 2
+)
+SELECT b.period, b.hours FROM click_pairs_built AS b LEFT JOIN fresh USING (period, hours)
+WHERE b.hours IN (1, 24) AND b.period >= $1 AND {COMPLETE} AND coalesce(fresh.scopes, 0) < (SELECT count(*) FROM s)
+ORDER BY 1 DESC
+"""
+
+
+async def build_scopes(conn: asyncpg.Connection, period: datetime, hours: int) -> None:
+    """(Re)build one closed period's rows of every tag and folder, with their markers; the caller holds a
+    transaction."""
+    delete, rows, markers = SCOPE_SQL
+    await conn.execute(delete, period, hours, list(SCOPES))
+    await conn.execute(rows, period, period + timedelta(hours=hours), hours)
+    await conn.execute(markers, period, hours)
+
+
+async def stale_scope_periods(conn: asyncpg.Connection, since: datetime) -> list[tuple[datetime, int]]:
+    return [(r["period"], r["hours"]) for r in await conn.fetch(_STALE_SCOPES_SQL, since)]
+
+
 async def build_days(conn: asyncpg.Connection, days: Sequence[datetime]) -> None:
     """(Re)build these UTC days' rows of click_rollup_days and click_cube_days from the hourly tables, in one
     pass over them (migration 0022's ``build_click_days``, which its backfill runs too)."""
@@ -160,6 +253,7 @@ async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, d
         await conn.execute(sql, period, end, hours)
     if hours in BUSY_LINK_CLICKS:
         await conn.execute(BUSY_LINKS_SQL, period, end, hours, BUSY_LINK_CLICKS[hours])
+        await build_scopes(conn, period, hours)
     await conn.execute("DELETE FROM click_quarters WHERE quarter >= $1 AND quarter < $2", period, end)
     await conn.execute(QUARTERS_SQL, period, end)
     if hours == DAY and days:
@@ -184,7 +278,8 @@ INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue
 SELECT workspace_id, $1::timestamptz, 168, adim, avalue, bdim, bvalue, bot, qr, sum(clicks)::bigint,
        hll_union_agg(visitors)
 FROM click_pairs WHERE hours = 24 AND period >= $1 AND period < $1::timestamptz + interval '7 days'
-  AND adim <> 'link'  -- busy links' rows: a week's days are not all busy (BUSY_LINK_CLICKS)
+  -- not busy links' rows (a week's days are not all busy: BUSY_LINK_CLICKS) nor scopes' (their days' markers)
+  AND adim <> ALL('{link,tag,folder}')
 GROUP BY workspace_id, adim, avalue, bdim, bvalue, bot, qr
 ORDER BY 1, 2, 4, 3
 """,
@@ -291,7 +386,8 @@ async def aggregate_closed_periods(
 ) -> int | None:
     """The background job: build up to ``limit`` closed periods not built yet (newest first),
     rebuild those of the last ``late_check`` whose clicks changed since, then the weeks due (``weeks_due``)
-    within the same ``limit``, drop hourly rows older than ``HOURLY_KEPT``.
+    and the tags' and folders' rows of the periods whose links changed (``stale_scope_periods``) within the
+    same ``limit``, drop hourly rows older than ``HOURLY_KEPT``.
 
     With ``seen`` (the job's memory from its previous run), a changed period is rebuilt only once its
     clicks stopped changing since that run: a backlog replayed into a closed hour (ingest catching up
@@ -327,6 +423,11 @@ async def aggregate_closed_periods(
         weeks = (await weeks_due(conn))[: max(0, limit - len(todo))]
         for week in weeks:
             await build_week(conn, week)
+        # then the tags' and folders' rows of periods whose markers count links they no longer have
+        left = max(0, limit - len(todo) - len(weeks))
+        stale = (await stale_scope_periods(conn, closed - lookback))[:left] if left else []
+        for period, hours in stale:
+            await build_scopes(conn, period, hours)
         # hourly rows past the kept window are dropped once their day is built (the day answers them)
         await conn.execute(
             "DELETE FROM click_pairs AS p USING click_pairs_built AS b WHERE p.hours = 1 AND p.period < $1"
@@ -338,7 +439,7 @@ async def aggregate_closed_periods(
             " (SELECT 1 FROM click_pairs_built AS b WHERE b.hours = 24 AND b.period = date_trunc('day', h.period))",
             closed - HOURLY_KEPT,
         )  # fmt: skip
-        return min(len(todo), limit) + len(weeks)
+        return min(len(todo), limit) + len(weeks) + len(stale)
 
 
 async def rebuild_pairs(conn: asyncpg.Connection, start: datetime, end: datetime, now: datetime) -> int:

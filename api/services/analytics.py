@@ -33,10 +33,13 @@ from ingest.pairs import (
     CUBE_DIMS,
     HIGH_DIMS,
     LINK,
+    SCOPE_DIMS,
     SKETCHED_DIMS,
     SKETCHED_PAIRS,
     floor_day,
     floor_week,
+    scope_fingerprint,
+    scope_links,
 )
 
 __all__ = ["AnalyticsQuery", "analytics", "list_events", "parse_query", "reading"]
@@ -106,10 +109,8 @@ def _raw_filters(sql: _Sql, ws: str, q: AnalyticsQuery) -> str:
     if q.qr is not None:
         parts.append(f"qr = {sql.p(q.qr)}")
     for column, value in q.filters.items():
-        if column == "tag_id":
-            parts.append(f"link_id IN (SELECT link_id FROM link_tags WHERE tag_id = {sql.p(value)})")
-        elif column == "folder_id":
-            parts.append(f"link_id IN (SELECT id FROM links WHERE folder_id = {sql.p(value)})")
+        if column in SCOPE_OF:
+            parts.append(f"link_id IN ({scope_links(SCOPE_OF[column], sql.p(value))})")
         else:
             parts.append(f"{column} = {sql.p(value)}")
     return " AND ".join(parts)
@@ -145,6 +146,8 @@ _ROLLUP_FILTERS = {
 }  # fmt: skip
 
 
+# filter column → the scope (ingest/pairs.py SCOPES) whose links it keeps
+SCOPE_OF = {"tag_id": "tag", "folder_id": "folder"}
 # every value a click's country can take (ISO 3166-1 alpha-2 or '' for unknown): 677 index probes
 _COUNTRY_CODES = ("", *(a + b for a in string.ascii_uppercase for b in string.ascii_uppercase))
 
@@ -174,8 +177,33 @@ MAX_RAW_SHARE = 0.5
 
 def _busy_link(how: Plan) -> bool:
     """Whether the answer reads the busy links' rows (a link's ranking by a high-cardinality dimension): and
-    the link's raw rows where it was not busy (``_quiet_link``)."""
+    the link's raw rows where it was not busy (``_unmarked``)."""
     return how.source == "pairs" and how.dim == LINK
+
+
+def _scoped(how: Plan) -> bool:
+    """Whether the answer reads a tag's or folder's rows: and its raw rows where they are stale (``_unmarked``)."""
+    return how.source == "pairs" and how.dim in SCOPE_OF.values()
+
+
+def _scope_plan(q: AnalyticsQuery) -> Plan | None:
+    """A tag's or folder's own rows (ingest/pairs.py SCOPE_SQL) answer its rankings by every dimension but
+    the link (top links of a tag: the rollup), and its count and series with one more filter; clicks only
+    (with ``unique=true``, a tag's countries and devices come from its links' sketches)."""
+    scoped = [column for column in q.filters if column in SCOPE_OF]
+    if q.unique or len(scoped) != 1:
+        return None
+    (column,) = scoped
+    others = {c: c if c in SCOPE_DIMS else "" for c in q.filters if c != column}
+    if q.group_by in ("count", "timeseries"):
+        if len(others) == 1 and all(others.values()):
+            ((other, b),) = others.items()
+            return Plan("pairs", SCOPE_OF[column], bdim=b, sides=((column, "a"), (other, "b")))
+        return None
+    group = DIMENSIONS[q.group_by][1]
+    if others or group not in SCOPE_DIMS:
+        return None
+    return Plan("pairs", SCOPE_OF[column], bdim=group, sides=((column, "a"),), key="b")
 
 
 def _pair_dim(column: str) -> str:
@@ -194,6 +222,9 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     link's rankings by a high-cardinality dimension and its count and series with one such filter, without
     visitors (with its raw rows where it was not busy). Not a tag's or a folder's: most of their clicks are
     their quiet links' (measured: docs/analytics.md)."""
+    scoped = _scope_plan(q)
+    if scoped:
+        return scoped
     dims = {column: _pair_dim(column) for column in q.filters}
     if not all(dims.values()):
         return None
@@ -315,8 +346,8 @@ def _grouped_sql(
     only_p = f"{sql.p(only)}::text[]" if only is not None else ""
     if how.source == "pairs":
         pre = [_pairs_pre(sql, ws, q, how, key_pre, pieces, only_p)]
-        if _busy_link(how):
-            pre.append(_quiet_link(sql, ws, q, key_raw, pieces))
+        if _busy_link(how) or _scoped(how):
+            pre.append(_unmarked(sql, ws, q, how, key_raw, pieces))
     else:
         pre = _rollup_pre(sql, ws, q, how, key_pre, pieces, only_p)
     return _summed(sql, ws, q, key_raw, pre, pieces.runs, only_p), sql.args
@@ -329,22 +360,28 @@ def _plan_pieces(q: AnalyticsQuery, how: Plan, built: frozenset[tuple[datetime, 
     )
 
 
-def _quiet_link(sql: _Sql, ws: str, q: AnalyticsQuery, key_raw: str, pieces: Pieces) -> str:
-    """The SELECT of the link's raw rows in the built days and hours in which it was not busy (no marker row:
-    ingest/pairs.py BUSY_LINKS_SQL), one (link_id, ts) index range each: fewer than ``BUSY_LINK_CLICKS``
-    clicks per period. Where it was busy, its rows are the pairs' (``_pairs_pre``)."""
+def _marker(sql: _Sql, ws: str, q: AnalyticsQuery, how: Plan) -> str:
+    """The condition on ``click_pairs AS m`` that finds a period's marker: a busy link's (ingest/pairs.py
+    BUSY_LINKS_SQL), or a tag's or folder's built with the links it has now (SCOPE_SQL)."""
+    column = "link_id" if _busy_link(how) else next(c for c in q.filters if c in SCOPE_OF)
+    scope = sql.p(q.filters[column])
+    out = f"m.workspace_id = {sql.p(ws)} AND m.adim = {sql.p(how.dim)} AND m.bdim = '' AND m.avalue = {scope}"
+    return out if _busy_link(how) else f"{out} AND m.bvalue = {scope_fingerprint(how.dim, scope)}"
+
+
+def _unmarked(sql: _Sql, ws: str, q: AnalyticsQuery, how: Plan, key_raw: str, pieces: Pieces) -> str:
+    """The SELECT of the raw rows in the built days and hours without a marker (``_marker``), one index range
+    each: a link's periods in which it was not busy (fewer than ``BUSY_LINK_CLICKS`` clicks: its (link_id, ts)
+    range), a tag's or folder's in which its links changed since they were built. Where the marker is, the
+    rows are the pairs' (``_pairs_pre``)."""
     periods = [(p, 24) for p in pieces.days] + [(p, 1) for p in pieces.hours]
     starts, hours = sql.p([p for p, _ in periods]), sql.p([h for _, h in periods])
-    marker = (
-        f"SELECT 1 FROM click_pairs AS m WHERE m.workspace_id = {sql.p(ws)} AND m.adim = 'link' AND m.bdim = ''"
-        f" AND m.avalue = {sql.p(q.filters['link_id'])} AND m.hours = h AND m.period = p"
-    )
     # OFFSET 0: not pulled up into a join, which scanned all the link's rows and then kept the quiet periods'
     # (a busy link: 900 ms for 24h on 10M clicks); per quiet period, its index range
     return f"""SELECT {key_raw} AS key, count(*) AS clicks FROM (
     SELECT p AS quiet_start, p + make_interval(hours => h) AS quiet_end
     FROM unnest({starts}::timestamptz[], {hours}::int[]) AS ph(p, h)
-    WHERE NOT EXISTS ({marker})
+    WHERE NOT EXISTS (SELECT 1 FROM click_pairs AS m WHERE {_marker(sql, ws, q, how)} AND m.hours = h AND m.period = p)
 ) AS quiet CROSS JOIN LATERAL (
     SELECT * FROM clicks WHERE ts >= quiet_start AND ts < quiet_end AND {_raw_filters(sql, ws, q)} OFFSET 0
 ) AS c GROUP BY 1"""
@@ -477,7 +514,7 @@ def _weeks_serve(q: AnalyticsQuery, how: Plan) -> bool:
     """Week rows can answer: counts and rankings (not a series: its buckets are days or shorter, or months a
     week straddles) from the rollup or the pairs, but not the busy links' (not summed into weeks). The cube
     keeps no weeks."""
-    return how.source in ("rollup", "pairs") and q.group_by != "timeseries" and not _busy_link(how)
+    return how.source in ("rollup", "pairs") and q.group_by != "timeseries" and not _busy_link(how) and not _scoped(how)
 
 
 def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
@@ -596,8 +633,16 @@ def _pairs_pre(
         if starts
     ]
     parts = [f"workspace_id = {sql.p(ws)}", f"adim = {sql.p(how.dim)}", f"bdim = {sql.p(how.bdim)}"]
-    parts += [_value_condition(sql, _ROLLUP_FILTERS[column][1], q.filters[column], side) for column, side in how.sides]
+    parts += [
+        f"{side}value = {sql.p(q.filters[column])}"
+        if column in SCOPE_OF and _scoped(how)
+        else _value_condition(sql, _ROLLUP_FILTERS[column][1], q.filters[column], side)
+        for column, side in how.sides
+    ]
     parts.append(f"({' OR '.join(periods)})")
+    if _scoped(how):  # the periods whose rows hold the scope's links now: the others are raw (``_unmarked``)
+        marked = f"SELECT m.period, m.hours FROM click_pairs AS m WHERE {_marker(sql, ws, q, how)}"
+        parts.append(f"(period, hours) IN ({marked})")
     if not q.include_bots:
         parts.append("NOT bot")
     if q.qr is not None:

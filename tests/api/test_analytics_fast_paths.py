@@ -35,6 +35,8 @@ from ingest.pairs import (
     build_period,
     closed_before,
     floor_week,
+    scope_fingerprint,
+    stale_scope_periods,
 )
 from ingest.store import ClickStore, rebuild_rollup
 from tests.ingest.conftest import CHROME, click, make_link, make_workspace, store_clicks
@@ -174,6 +176,7 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
         source = how.source
         sources[source] = sources.get(source, 0) + 1
         sources["link pairs"] = sources.get("link pairs", 0) + (how.bdim == "link")
+        sources["scope"] = sources.get("scope", 0) + analytics._scoped(how)
         if source in ("rollup", "cube", "pairs"):
             pieces, stale = await _pieces_read(ctx, world["ws"], q)
             busy = analytics._busy_link(how) and pieces is not None
@@ -190,7 +193,8 @@ async def test_fast_paths_equal_the_raw_rows_over_random_queries(
     # of days the late clicks changed since they were built; hours between split ones, and split ones' quarters;
     # and the days of weeks the late clicks changed (weeks read: test_pairs_read_the_whole_weeks_built)
     assert sources.get("rollup", 0) > 30 and sources.get("cube", 0) > 30 and sources.get("pairs", 0) > 30, sources
-    assert sources["link pairs"] >= 5 and sources["busy link"] >= 1, sources
+    # (a tag's or folder's rankings by a cube dimension: their own rows since, "scope")
+    assert sources["link pairs"] >= 2 and sources["busy link"] >= 1 and sources["scope"] >= 5, sources
     assert sources["days read"] > 30 and sources["stale days"] > 10, sources
     assert sources["split buckets"] >= 3 and sources["quarters read"] >= 3, sources
     assert sources["stale weeks"] >= 10, sources
@@ -417,7 +421,7 @@ async def test_pairs_and_rollup_answers_read_the_whole_weeks_built(
     link = world["links"][0]["id"]
     pairs = [
         {"groupBy": "top_links", "device": "mobile"},
-        {"groupBy": "countries", "tagId": world["tag"]},
+        {"groupBy": "countries", "tagId": world["tag"], "unique": "true"},  # (clicks only: the tag's own rows)
         {"groupBy": "cities", "country": "US"},
         {"groupBy": "count", "utm_source": "newsletter", "unique": "true"},
         {"groupBy": "devices", "linkId": link, "unique": "true"},
@@ -572,6 +576,77 @@ async def test_a_links_cities_referrers_and_utm_read_its_busy_periods_rows_and_i
                     reads["busy"] += any(read)
                     reads["quiet"] += not all(read)
     assert reads["busy"] > 50 and reads["quiet"] > 50, reads
+
+
+async def test_a_tags_and_folders_rankings_read_their_rows_and_their_raw_rows_where_their_links_changed(
+    ctx: ServiceContext, world: dict[str, Any], pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A tag's or folder's rankings by every dimension but the link, and its count and series with one more
+    filter, read its own rows (ingest/pairs.py SCOPE_SQL) in the periods whose marker has the fingerprint of
+    its links now. A link tagged or moved into the folder since: those periods are its raw rows, until the job
+    rebuilds them. Every answer equal to the raw rows', before, meanwhile and after."""
+    ws, tag, folder = world["ws"], world["tag"], world["folder"]
+    questions = [
+        {"groupBy": "cities"},
+        {"groupBy": "regions", "includeBots": "true"},
+        {"groupBy": "referers"},
+        {"groupBy": "referer_urls", "qr": "true"},
+        {"groupBy": "utm_sources"},
+        {"groupBy": "utm_campaigns"},
+        {"groupBy": "countries"},
+        {"groupBy": "browsers"},
+        {"groupBy": "count", "city": "London"},
+        {"groupBy": "timeseries", "referer": "t.co"},
+        {"groupBy": "timeseries", "country": "US", "timezone": "America/New_York"},
+    ]
+
+    async def answers_equal_the_raw_rows() -> dict[str, int]:
+        reads = {"rows": 0, "raw": 0}
+        for scope in ({"tagId": tag}, {"folderId": folder}):
+            for params in questions:
+                for interval in ("24h", "7d", "30d", "all"):
+                    q = parse_query({**params, **scope, "interval": interval}, now=NOW)
+                    assert analytics._scoped(analytics.plan(q)), params
+                    fast = await analytics.analytics(ctx, ws, q)
+                    assert fast == await analytics.analytics(ctx, ws, q, fast=False), (params, scope, interval)
+                    pieces, _ = await _pieces_read(ctx, ws, q)
+                    if pieces is not None:
+                        kind, scope_id = ("tag", tag) if "tagId" in scope else ("folder", folder)
+                        fresh = await pool.fetchval(
+                            "SELECT count(*) FROM click_pairs AS m WHERE m.workspace_id = $1 AND m.adim = $2"
+                            " AND m.avalue = $3 AND m.bdim = '' AND m.bvalue = "
+                            + scope_fingerprint(kind, "$3")
+                            + " AND (m.period = ANY($4::timestamptz[]) AND m.hours = 24"
+                            " OR m.period = ANY($5::timestamptz[]) AND m.hours = 1)",
+                            ws, kind, scope_id, pieces.days, pieces.hours,
+                        )  # fmt: skip
+                        reads["rows"] += fresh
+                        reads["raw"] += len(pieces.days) + len(pieces.hours) - fresh
+        return reads
+
+    async with pool.acquire() as conn:
+        assert not await stale_scope_periods(conn, NOW - timedelta(days=44))
+    reads = await answers_equal_the_raw_rows()
+    assert reads["rows"] > 300 and reads["raw"] == 0, reads
+    # a link tagged, another moved into the folder: every period of theirs is stale
+    untagged, outside = world["links"][3]["id"], world["links"][1]["id"]  # (links 0-2 tagged; 0, 3, 6 in it)
+    await pool.execute("INSERT INTO link_tags (link_id, tag_id) VALUES ($1, $2)", untagged, tag)
+    await pool.execute("UPDATE links SET folder_id = $1 WHERE id = $2", folder, outside)
+    try:
+        async with pool.acquire() as conn:
+            stale = await stale_scope_periods(conn, NOW - timedelta(days=44))
+        assert len(stale) > 40, stale
+        reads = await answers_equal_the_raw_rows()
+        assert reads["raw"] > 300 and reads["rows"] == 0, reads
+        assert await _aggregate_pairs(settings, NOW) > 0
+        async with pool.acquire() as conn:
+            assert not await stale_scope_periods(conn, NOW - timedelta(days=44))
+        reads = await answers_equal_the_raw_rows()
+        assert reads["rows"] > 300 and reads["raw"] == 0, reads
+    finally:  # the world as the other tests know it
+        await pool.execute("DELETE FROM link_tags WHERE link_id = $1 AND tag_id = $2", untagged, tag)
+        await pool.execute("UPDATE links SET folder_id = NULL WHERE id = $1", outside)
+        await _aggregate_pairs(settings, NOW)
 
 
 async def test_a_day_without_its_link_pairs_is_read_raw_for_link_questions_until_the_job_rebuilds_it(
