@@ -52,8 +52,11 @@ _COLUMNS = tuple(_EXPRESSIONS)
 SKETCHED_PAIRS = (("country", LINK), ("device", LINK))
 # Each unordered pair once (a cube dimension first), read in either direction through two indexes: every
 # cube dimension with every high-cardinality one and with the link (the rankings of one link, tag or
-# folder by a cube dimension; top links of one cube value).
-PAIRS = tuple((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) not in SKETCHED_PAIRS)
+# folder by a cube dimension; top links of one cube value). And the domain with every other high-cardinality
+# dimension and the link (a domain's cities, referrers, top links): a workspace has a few domains, so these
+# compress as the cube dimensions' pairs do.
+DOMAIN_PAIRS = tuple(("domain", b) for b in (*HIGH_DIMS, LINK) if b != "domain")
+PAIRS = (*((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) not in SKETCHED_PAIRS), *DOMAIN_PAIRS)
 # Single dimensions with a visitors sketch: those whose click_rollups rows keep none.
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
 

@@ -31,6 +31,7 @@ from ingest.pairs import (
     BUSY_LINK_DIMS,
     COMPLETE,
     CUBE_DIMS,
+    DOMAIN_PAIRS,
     HIGH_DIMS,
     LINK,
     SCOPE_DIMS,
@@ -218,10 +219,11 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
     dimension and the other a high-cardinality one or the link; count and timeseries with one filter of
     each kind; unique visitors where the rows read keep a sketch (the single dimensions whose rollup
-    keeps none, a link's countries and devices). And, from the busy links' rows (``BUSY_LINK_DIMS``), one
-    link's rankings by a high-cardinality dimension and its count and series with one such filter, without
-    visitors (with its raw rows where it was not busy). Not a tag's or a folder's: most of their clicks are
-    their quiet links' (measured: docs/analytics.md)."""
+    keeps none, a link's countries and devices). A domain's rankings by another high-cardinality dimension
+    or the link, and its count and series with one such filter (``DOMAIN_PAIRS``). From the busy links' rows
+    (``BUSY_LINK_DIMS``), one link's rankings by a high-cardinality dimension and its count and series with
+    one such filter (with its raw rows where it was not busy). From a tag's or folder's own rows, its
+    rankings and its count and series with one more filter (``_scope_plan``). Clicks only for these three."""
     scoped = _scope_plan(q)
     if scoped:
         return scoped
@@ -236,6 +238,10 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
             (cube, a), (other, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
             if a in CUBE_DIMS and b not in CUBE_DIMS and (not q.unique or (a, b) in SKETCHED_PAIRS):
                 return Plan("pairs", a, bdim=b, sides=((cube, "a"), (other, "b")))
+            if "domain" in dims and not q.unique:  # a domain's pairs with a high-cardinality dimension or the link
+                ((other, b),) = ((c, d) for c, d in dims.items() if c != "domain")
+                if ("domain", b) in DOMAIN_PAIRS:
+                    return Plan("pairs", "domain", bdim=b, sides=(("domain", "a"), (other, "b")))
             if "link_id" in dims and not q.unique:
                 ((other, b),) = ((c, d) for c, d in dims.items() if c != "link_id")
                 if b in BUSY_LINK_DIMS:
@@ -251,6 +257,8 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
         how = Plan("pairs", group, bdim=dim, sides=((column, "b"),), key="a")
     elif column == "link_id" and group in BUSY_LINK_DIMS and not q.unique:
         how = Plan("pairs", LINK, bdim=group, sides=((column, "a"),), key="b")
+    elif column == "domain" and ("domain", group) in DOMAIN_PAIRS and not q.unique:
+        how = Plan("pairs", "domain", bdim=group, sides=((column, "a"),), key="b")
     else:
         return None
     return how if not q.unique or (how.dim, how.bdim) in SKETCHED_PAIRS else None
@@ -519,8 +527,8 @@ def _weeks_serve(q: AnalyticsQuery, how: Plan) -> bool:
 
 def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
     """Whether the answer reads rows only the periods marked complete have (link pairs, busy links' rows,
-    quarters)."""
-    return how.bdim == LINK or _busy_link(how) or _quarters_serve(q, how)
+    quarters, a domain's pairs: migrations 0024, 0025, 0028)."""
+    return how.bdim == LINK or _busy_link(how) or (how.dim, how.bdim) in DOMAIN_PAIRS or _quarters_serve(q, how)
 
 
 def _reads_built(q: AnalyticsQuery, how: Plan) -> bool:

@@ -426,6 +426,7 @@ async def test_pairs_and_rollup_answers_read_the_whole_weeks_built(
         {"groupBy": "count", "utm_source": "newsletter", "unique": "true"},
         {"groupBy": "devices", "linkId": link, "unique": "true"},
         {"groupBy": "count", "os": "iOS", "referer": "google.com"},
+        {"groupBy": "top_links", "domain": world["host"]},
     ]
     rollup = [
         {"groupBy": "top_links"},
@@ -488,7 +489,8 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
 ) -> None:
     """The questions click_pairs answers, over 24h (hour rows), 7d and 30d (days, hours and raw edges), in
     UTC and in a zone whose days are not UTC days (the days' rows left out of a daily series there): with a
-    high-cardinality dimension or the link (one link, a tag's or a folder's links) on one side."""
+    high-cardinality dimension or the link (one link, a tag's or a folder's links) on one side, or a domain
+    and another high-cardinality dimension or the link."""
     monkeypatch.setattr(analytics, "EXACT_VISITORS_MAX_CLICKS", -1)
     link = world["links"][0]["id"]
     questions = [
@@ -509,6 +511,11 @@ async def test_each_pairs_question_over_each_interval_equals_the_raw_rows(
         {"groupBy": "timeseries", "device": "desktop", "referer": "google.com"},
         {"groupBy": "count", "city": "London", "unique": "true"},
         {"groupBy": "timeseries", "utm_source": "twitter", "unique": "true"},
+        {"groupBy": "cities", "domain": world["host"]},
+        {"groupBy": "top_links", "domain": world["host"]},
+        {"groupBy": "referers", "domain": "localhost", "includeBots": "true"},
+        {"groupBy": "count", "domain": world["host"], "utm_source": "newsletter"},
+        {"groupBy": "timeseries", "domain": world["host"], "linkId": link},
     ]
     for params in questions:
         for interval in ("24h", "7d", "30d"):
@@ -709,6 +716,30 @@ async def test_after_migration_0025_a_links_cities_are_read_raw_until_the_job_re
         ]
         assert len(days_and_hours) > 25
         assert await conn.fetchval("SELECT count(*) FROM click_pairs WHERE adim = 'link' AND bdim = 'city'") > 0
+    assert await analytics.analytics(ctx, world["ws"], q) == expected
+
+
+async def test_after_migration_0028_a_domains_cities_are_read_raw_until_the_job_rebuilds_its_pairs(
+    world: dict[str, Any], pool: asyncpg.Pool, ctx: ServiceContext, settings: Settings
+) -> None:
+    """Periods built before migration 0028 have no domain pairs: the migration clears every complete mark
+    (days, hours, weeks), a domain's cities are read from the raw rows meanwhile while other questions still
+    read the built periods, and the job rebuilds them with their domain pairs."""
+    q = parse_query({"groupBy": "cities", "domain": world["host"], "interval": "30d"}, now=NOW)
+    other = parse_query({"groupBy": "cities", "device": "mobile", "interval": "30d"}, now=NOW)
+    expected = await analytics.analytics(ctx, world["ws"], q, fast=False)
+    migration = (Path(db.__file__).parent / "migrations" / "0028_domain_and_scope_pairs.sql").read_text()
+    domain_rows = "SELECT count(*) FROM click_pairs WHERE adim = 'domain' AND bdim = 'city'"
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM click_pairs WHERE adim = 'domain' AND bdim <> ''")  # the previous release's
+        await conn.execute(migration)
+        assert not await analytics.periods_read(conn, world["ws"], q, analytics.plan(q))
+        assert len(await analytics.periods_read(conn, world["ws"], other, analytics.plan(other))) > 25
+        assert await analytics.analytics(ctx, world["ws"], q) == expected
+        assert await _aggregate_pairs(settings, NOW) > 30
+        read = await analytics.periods_read(conn, world["ws"], q, analytics.plan(q))
+        assert len([p for p in read if p[1] == 168]) >= 4 and len(read) > 25
+        assert await conn.fetchval(domain_rows) > 0
     assert await analytics.analytics(ctx, world["ws"], q) == expected
 
 

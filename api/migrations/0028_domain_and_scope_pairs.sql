@@ -1,0 +1,12 @@
+-- Two more kinds of click_pairs rows, built with each closed day's and hour's pairs (ingest/pairs.py), off
+-- ingest's hot path; no new column:
+--
+-- * A domain with every other high-cardinality dimension and with the link (DOMAIN_PAIRS: adim 'domain',
+--   bdim 'city', 'referer', …, 'link'): a domain's cities, referrers and top links. Summed into weeks as the
+--   other pairs are. Periods built before this migration lack them: their complete mark (days, hours and
+--   weeks) is cleared, so the job rebuilds them (newest first, a few per run) and readers of those questions
+--   take the raw rows meanwhile, as after migrations 0024 and 0025; other questions still read them.
+-- * Every tag's and folder's own rows (SCOPE_SQL: adim 'tag' or 'folder') with a marker per period holding the
+--   fingerprint of its links. Nothing to clear for them: a period without a marker is read raw for a tag or
+--   folder, and the job finds it stale and builds its scope rows.
+UPDATE click_pairs_built SET complete_at = NULL;
