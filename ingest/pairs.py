@@ -202,27 +202,35 @@ _SCOPES_NOW = " UNION ALL ".join(
     f"SELECT s.workspace_id, '{kind}' AS kind, s.id, {scope_fingerprint(kind, 's.id')} AS fingerprint FROM {kind}s AS s"
     for kind in SCOPES
 )
+# The workspaces with clicks in a built period (its single-dimension domain rows: every click has a domain)
+_ACTIVE = (
+    "SELECT DISTINCT workspace_id, period, hours FROM click_pairs"
+    " WHERE workspace_id = ANY(ARRAY(SELECT id FROM workspaces)) AND adim = 'domain' AND bdim = ''"
+)
 SCOPE_SQL = (
     "DELETE FROM click_pairs WHERE period = $1 AND hours = $2 AND adim = ANY($3::text[])",
     _scope_rows_sql(),
-    # a marker per scope, with or without clicks in the period: its rows hold the links it has now
+    # a marker per scope of a workspace with clicks in the period (built before: BUILD_SQL's domain rows)
     f"""
 INSERT INTO click_pairs (workspace_id, period, hours, adim, avalue, bdim, bvalue, bot, qr, clicks, visitors)
-SELECT workspace_id, $1, $2, kind, id, '', fingerprint, false, false, 0, NULL FROM ({_SCOPES_NOW}) AS s
+SELECT s.workspace_id, $1, $2, s.kind, s.id, '', s.fingerprint, false, false, 0, NULL
+FROM ({_SCOPES_NOW}) AS s JOIN ({_ACTIVE} AND period = $1 AND hours = $2) AS a USING (workspace_id)
 """,
 )
-# Built days and hours (from $1) in which some scope has no marker with its fingerprint now: a link tagged,
-# untagged or moved to another folder since (or a period built before migration 0028), newest first
+# Built days and hours (from $1) in which a scope of a workspace with clicks has no marker with its
+# fingerprint now: a link tagged, untagged or moved to another folder since, a scope created since, or a
+# period built before migration 0028; newest first
 _STALE_SCOPES_SQL = f"""
-WITH s AS MATERIALIZED ({_SCOPES_NOW}), fresh AS (
-    SELECT m.period, m.hours, count(*) AS scopes
-    FROM s JOIN click_pairs AS m ON m.workspace_id = s.workspace_id AND m.adim = s.kind AND m.bdim = ''
-                                 AND m.avalue = s.id AND m.bvalue = s.fingerprint
-    WHERE m.hours IN (1, 24) AND m.period >= $1
-    GROUP BY 1, 2
+WITH s AS MATERIALIZED ({_SCOPES_NOW})
+SELECT DISTINCT a.period, a.hours
+FROM ({_ACTIVE} AND hours IN (1, 24) AND period >= $1) AS a
+JOIN s USING (workspace_id)
+JOIN click_pairs_built AS b ON b.period = a.period AND b.hours = a.hours AND {COMPLETE}
+WHERE NOT EXISTS (
+    SELECT 1 FROM click_pairs AS m
+    WHERE m.workspace_id = s.workspace_id AND m.adim = s.kind AND m.bdim = '' AND m.avalue = s.id
+      AND m.hours = a.hours AND m.period = a.period AND m.bvalue = s.fingerprint
 )
-SELECT b.period, b.hours FROM click_pairs_built AS b LEFT JOIN fresh USING (period, hours)
-WHERE b.hours IN (1, 24) AND b.period >= $1 AND {COMPLETE} AND coalesce(fresh.scopes, 0) < (SELECT count(*) FROM s)
 ORDER BY 1 DESC
 """
 

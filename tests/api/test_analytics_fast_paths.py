@@ -619,16 +619,21 @@ async def test_a_tags_and_folders_rankings_read_their_rows_and_their_raw_rows_wh
                     pieces, _ = await _pieces_read(ctx, ws, q)
                     if pieces is not None:
                         kind, scope_id = ("tag", tag) if "tagId" in scope else ("folder", folder)
-                        fresh = await pool.fetchval(
-                            "SELECT count(*) FROM click_pairs AS m WHERE m.workspace_id = $1 AND m.adim = $2"
-                            " AND m.avalue = $3 AND m.bdim = '' AND m.bvalue = "
+                        # of the periods read in which the workspace has clicks (a marker is due): how many
+                        # have a marker with the fingerprint of the scope's links now
+                        row = await pool.fetchrow(
+                            "SELECT count(*) AS due, count(*) FILTER (WHERE EXISTS (SELECT 1 FROM click_pairs AS m"
+                            "  WHERE m.workspace_id = $1 AND m.adim = $2 AND m.avalue = $3 AND m.bdim = ''"
+                            "   AND m.period = d.period AND m.hours = d.hours AND m.bvalue = "
                             + scope_fingerprint(kind, "$3")
-                            + " AND (m.period = ANY($4::timestamptz[]) AND m.hours = 24"
-                            " OR m.period = ANY($5::timestamptz[]) AND m.hours = 1)",
+                            + ")) AS fresh FROM (SELECT DISTINCT period, hours FROM click_pairs"
+                            "  WHERE workspace_id = $1 AND adim = 'domain' AND bdim = ''"
+                            "   AND (period = ANY($4::timestamptz[]) AND hours = 24"
+                            "        OR period = ANY($5::timestamptz[]) AND hours = 1)) AS d",
                             ws, kind, scope_id, pieces.days, pieces.hours,
                         )  # fmt: skip
-                        reads["rows"] += fresh
-                        reads["raw"] += len(pieces.days) + len(pieces.hours) - fresh
+                        reads["rows"] += row["fresh"]
+                        reads["raw"] += row["due"] - row["fresh"]
         return reads
 
     async with pool.acquire() as conn:
