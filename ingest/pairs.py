@@ -78,8 +78,6 @@ SCOPES = ("tag", "folder")
 SCOPE_DIMS = (*CUBE_DIMS, *HIGH_DIMS)
 # each scope's links: (column, table, key), as the raw rows' filters read them (api/services/analytics.py)
 _SCOPE_LINKS = {"tag": ("link_id", "link_tags", "tag_id"), "folder": ("id", "links", "folder_id")}
-
-
 # Weeks start on Mondays 00:00 UTC (2000-01-03 was one): the origin of date_bin('7 days', …)
 WEEK_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
 # The periods built with their link pairs and quarters (migration 0024): the others (built before it, or
@@ -264,7 +262,7 @@ async def build_period(conn: asyncpg.Connection, period: datetime, hours: int, d
         await conn.execute(sql, period, end, hours)
     if hours in BUSY_LINK_CLICKS:
         await conn.execute(BUSY_LINKS_SQL, period, end, hours, BUSY_LINK_CLICKS[hours])
-        await build_scopes(conn, period, hours)
+    await build_scopes(conn, period, hours)
     await conn.execute("DELETE FROM click_quarters WHERE quarter >= $1 AND quarter < $2", period, end)
     await conn.execute(QUARTERS_SQL, period, end)
     if hours == DAY and days:
