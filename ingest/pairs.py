@@ -52,11 +52,16 @@ _COLUMNS = tuple(_EXPRESSIONS)
 SKETCHED_PAIRS = (("country", LINK), ("device", LINK))
 # Each unordered pair once (a cube dimension first), read in either direction through two indexes: every
 # cube dimension with every high-cardinality one and with the link (the rankings of one link, tag or
-# folder by a cube dimension; top links of one cube value). And the domain with every other high-cardinality
-# dimension and the link (a domain's cities, referrers, top links): a workspace has a few domains, so these
-# compress as the cube dimensions' pairs do.
-DOMAIN_PAIRS = tuple(("domain", b) for b in (*HIGH_DIMS, LINK) if b != "domain")
-PAIRS = (*((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) not in SKETCHED_PAIRS), *DOMAIN_PAIRS)
+# folder by a cube dimension; top links of one cube value). And each high-cardinality dimension that holds
+# few values in a workspace (a few domains; UTM sources and mediums name channels: google, newsletter, cpc)
+# with every other high-cardinality dimension and the link (a domain's cities, a newsletter's referrers and
+# top links, the sources of one city): these compress as the cube dimensions' pairs do (on the 10M bench, a
+# day's utm_source × city rows are 4 % of its clicks, × link 17 %; city × link would be 68 %).
+FEW_VALUED = ("domain", "utm_source", "utm_medium")
+FEW_VALUED_PAIRS = tuple(
+    (a, b) for i, a in enumerate(FEW_VALUED) for b in (*HIGH_DIMS, LINK) if b != a and b not in FEW_VALUED[:i]
+)
+PAIRS = (*((a, b) for a in CUBE_DIMS for b in (*HIGH_DIMS, LINK) if (a, b) not in SKETCHED_PAIRS), *FEW_VALUED_PAIRS)
 # Single dimensions with a visitors sketch: those whose click_rollups rows keep none.
 SKETCHED_DIMS = ("continent", "browser", "os", *HIGH_DIMS)
 

@@ -31,7 +31,7 @@ from ingest.pairs import (
     BUSY_LINK_DIMS,
     COMPLETE,
     CUBE_DIMS,
-    DOMAIN_PAIRS,
+    FEW_VALUED_PAIRS,
     HIGH_DIMS,
     LINK,
     SCOPE_DIMS,
@@ -215,12 +215,19 @@ def _pair_dim(column: str) -> str:
     return LINK if column in ("link_id", "tag_id", "folder_id", LINK) else ""
 
 
+def _few_valued(a: str, b: str) -> tuple[str, str] | None:
+    """The stored order of a pair of ``FEW_VALUED_PAIRS`` (a domain's, a UTM source's or medium's), asked in
+    either order, or None."""
+    return (a, b) if (a, b) in FEW_VALUED_PAIRS else (b, a) if (b, a) in FEW_VALUED_PAIRS else None
+
+
 def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
     """click_pairs (ingest/pairs.py) answers: a ranked groupBy with one filter, one of them a cube
     dimension and the other a high-cardinality one or the link; count and timeseries with one filter of
     each kind; unique visitors where the rows read keep a sketch (the single dimensions whose rollup
-    keeps none, a link's countries and devices). A domain's rankings by another high-cardinality dimension
-    or the link, and its count and series with one such filter (``DOMAIN_PAIRS``). From the busy links' rows
+    keeps none, a link's countries and devices). A domain's, UTM source's or medium's rankings by another
+    high-cardinality dimension or the link, the reverse (the sources of one city or link), and count and series
+    with one filter of each (``FEW_VALUED_PAIRS``). From the busy links' rows
     (``BUSY_LINK_DIMS``), one link's rankings by a high-cardinality dimension and its count and series with
     one such filter (with its raw rows where it was not busy). From a tag's or folder's own rows, its
     rankings and its count and series with one more filter (``_scope_plan``). Clicks only for these three."""
@@ -235,13 +242,13 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
             ((column, dim),) = dims.items()
             return Plan("pairs", dim, sides=((column, "a"),))
         if len(dims) == 2:
-            (cube, a), (other, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
+            (first, a), (second, b) = sorted(dims.items(), key=lambda cd: cd[1] not in CUBE_DIMS)
             if a in CUBE_DIMS and b not in CUBE_DIMS and (not q.unique or (a, b) in SKETCHED_PAIRS):
-                return Plan("pairs", a, bdim=b, sides=((cube, "a"), (other, "b")))
-            if "domain" in dims and not q.unique:  # a domain's pairs with a high-cardinality dimension or the link
-                ((other, b),) = ((c, d) for c, d in dims.items() if c != "domain")
-                if ("domain", b) in DOMAIN_PAIRS:
-                    return Plan("pairs", "domain", bdim=b, sides=(("domain", "a"), (other, "b")))
+                return Plan("pairs", a, bdim=b, sides=((first, "a"), (second, "b")))
+            few = _few_valued(a, b)
+            if few and not q.unique:  # a domain's, UTM source's or medium's pairs
+                sides = ((first, "a"), (second, "b")) if few == (a, b) else ((second, "a"), (first, "b"))
+                return Plan("pairs", few[0], bdim=few[1], sides=sides)
             if "link_id" in dims and not q.unique:
                 ((other, b),) = ((c, d) for c, d in dims.items() if c != "link_id")
                 if b in BUSY_LINK_DIMS:
@@ -255,10 +262,11 @@ def _pairs_plan(q: AnalyticsQuery) -> Plan | None:
         how = Plan("pairs", dim, bdim=group, sides=((column, "a"),), key="b")
     elif dim not in CUBE_DIMS and group in CUBE_DIMS:
         how = Plan("pairs", group, bdim=dim, sides=((column, "b"),), key="a")
+    elif (few := _few_valued(dim, group)) and not q.unique:
+        side, key = ("a", "b") if few[0] == dim else ("b", "a")
+        how = Plan("pairs", few[0], bdim=few[1], sides=((column, side),), key=key)
     elif column == "link_id" and group in BUSY_LINK_DIMS and not q.unique:
         how = Plan("pairs", LINK, bdim=group, sides=((column, "a"),), key="b")
-    elif column == "domain" and ("domain", group) in DOMAIN_PAIRS and not q.unique:
-        how = Plan("pairs", "domain", bdim=group, sides=((column, "a"),), key="b")
     else:
         return None
     return how if not q.unique or (how.dim, how.bdim) in SKETCHED_PAIRS else None
@@ -527,8 +535,8 @@ def _weeks_serve(q: AnalyticsQuery, how: Plan) -> bool:
 
 def _reads_complete(q: AnalyticsQuery, how: Plan) -> bool:
     """Whether the answer reads rows only the periods marked complete have (link pairs, busy links' rows,
-    quarters, a domain's pairs: migrations 0024, 0025, 0028)."""
-    return how.bdim == LINK or _busy_link(how) or (how.dim, how.bdim) in DOMAIN_PAIRS or _quarters_serve(q, how)
+    quarters, the few-valued dimensions' pairs: migrations 0024, 0025, 0028, 0029)."""
+    return how.bdim == LINK or _busy_link(how) or (how.dim, how.bdim) in FEW_VALUED_PAIRS or _quarters_serve(q, how)
 
 
 def _reads_built(q: AnalyticsQuery, how: Plan) -> bool:
